@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Drain throughput and peak RSS of `streamflow ingest` (to a local directory and to S3) against
+# Apache Kafka's own consumer perf tool (org.apache.kafka.tools.ConsumerPerformance) reading the
+# same topics from the same broker, side by side, medians of several runs.
+#
+#   bench/ingest.sh [--events N] [--runs R]    N events in all, half per topic (default 5000000)
+#
+# Prints a Markdown table for docs/benchmarks.md. Starts Kafka and the S3 server if they are not
+# running, and stops what it started.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+SF_LOG_TAG=bench
+
+events=5000000
+runs=3
+while (($#)); do
+  case "$1" in
+    --events) events="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    *) die "unknown argument $1" ;;
+  esac
+done
+per_topic=$((events / 2))
+topics=(bench_user_events bench_transaction_events)
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(sf_cache_dir)/target}"
+cargo build --locked -q -p streamflow
+bin="$CARGO_TARGET_DIR/debug/streamflow"
+
+started=()
+cleanup() { local s; for s in "${started[@]}"; do scripts/"$s".sh stop || true; done; }
+trap cleanup EXIT
+for s in kafka s3; do
+  if ! scripts/"$s".sh status >/dev/null 2>&1; then scripts/"$s".sh start; started+=("$s"); fi
+done
+eval "$(scripts/s3.sh env)"
+
+work="$(mktemp -d)"
+trap 'cleanup; rm -rf "$work"' EXIT
+
+# Fresh topics with exactly the events of this benchmark.
+for t in "${topics[@]}"; do
+  scripts/kafka.sh topics --delete --if-exists --topic "$t" >/dev/null 2>&1 || true
+done
+for t in "${topics[@]}"; do
+  for _ in $(seq 1 50); do
+    scripts/kafka.sh topics --create --if-not-exists --topic "$t" --partitions 6 --replication-factor 1 >/dev/null 2>&1 && break
+  done
+done
+log "producing $events events"
+"$bin" produce --topic "${topics[0]}" --topic "${topics[1]}" --count "$per_topic" --seed 1 \
+  --start 2026-11-01T00:00:00Z --spacing 10ms --users 100000 >"$work/produce.json"
+cat "$work/produce.json" >&2
+
+# time_cmd NAME CMD... : runs CMD under /usr/bin/time, appends "NAME seconds peak_kib" to results.
+time_cmd() {
+  local name="$1"; shift
+  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || {
+    cat "$work/err" >&2; die "$name failed"; }
+  echo "$name $(cat "$work/time")" >>"$work/results"
+}
+
+for i in $(seq 1 "$runs"); do
+  log "run $i/$runs"
+  time_cmd perf-tool scripts/kafka.sh tool org.apache.kafka.tools.ConsumerPerformance \
+    --bootstrap-server "$(scripts/kafka.sh bootstrap)" --include 'bench_.*' --messages "$events" \
+    --group "perf-$i-$RANDOM" --timeout 60000
+  grep -v '^start.time' "$work/out" | tail -n 1 | sed "s/^/perf-tool-report /" >>"$work/perf-reports"
+  rm -rf "$work/landing"
+  time_cmd ingest-local "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
+    --landing "$work/landing" --group "bench-local-$i-$RANDOM"
+  tail -n 1 "$work/out" >"$work/summary-local.json"
+  time_cmd ingest-s3 "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
+    --landing "s3://landing/bench-$i-$RANDOM" --group "bench-s3-$i-$RANDOM"
+  tail -n 1 "$work/out" >"$work/summary-s3.json"
+done
+
+python3 - "$work" "$events" <<'EOF'
+import json, statistics, sys
+work, events = sys.argv[1], int(sys.argv[2])
+rows = {}
+for line in open(f"{work}/results"):
+    name, secs, kib = line.split()
+    rows.setdefault(name, []).append((float(secs), int(kib)))
+summary = json.load(open(f"{work}/summary-local.json"))
+assert summary["records"] == events, f"drained {summary['records']} of {events}"
+mb = summary["bytes"] / 1e6
+perf = statistics.median(s for s, _ in rows["perf-tool"])
+print(f"{events:,} events, {mb:,.0f} MB of record values, {len(rows['perf-tool'])} runs each, medians.\n")
+print("| consumer | wall s | records/s | MB/s | peak RSS MiB | records/s vs perf tool |")
+print("|---|---:|---:|---:|---:|---:|")
+for name in ["perf-tool", "ingest-local", "ingest-s3"]:
+    secs = statistics.median(s for s, _ in rows[name])
+    rss = statistics.median(k for _, k in rows[name]) / 1024
+    print(f"| {name} | {secs:.1f} | {events/secs:,.0f} | {mb/secs:,.0f} | {rss:,.0f} | {perf/secs:.2f}x |")
+print("\nThe perf tool's own report (excludes JVM start-up), last run:")
+print("```")
+print(open(f"{work}/perf-reports").read().strip().splitlines()[-1])
+print("```")
+EOF

@@ -1,0 +1,160 @@
+//! Stage summaries: what a stage did, as JSON on stdout, in a file, and in a Job's
+//! termination message (which Kubernetes caps at 4096 bytes, so these stay compact).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The result of one `streamflow ingest` run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngestSummary {
+    pub stage: String,
+    /// `watermark` (drain until caught up) or `interval` (records timestamped in the interval).
+    pub mode: String,
+    /// The interval drained, in interval mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// True when every partition reached the end of its plan; false when the run was cut short
+    /// by its maximum duration or a stop signal (what it drained is committed all the same).
+    pub complete: bool,
+    pub records: u64,
+    pub quarantined: u64,
+    /// Records Kafka's retention deleted before a drain read them (never landed).
+    #[serde(default)]
+    pub expired: u64,
+    /// Records read but outside the interval (interval mode only).
+    pub skipped: u64,
+    pub bytes: u64,
+    pub files: u64,
+    pub duration_ms: u64,
+    pub topics: BTreeMap<String, TopicSummary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopicSummary {
+    pub records: u64,
+    pub quarantined: u64,
+    pub bytes: u64,
+    pub partitions: BTreeMap<i32, PartitionSummary>,
+}
+
+/// One partition's share of a run: the offsets `[from, to)` it read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionSummary {
+    pub from: i64,
+    pub to: i64,
+    pub records: u64,
+    pub quarantined: u64,
+    pub bytes: u64,
+    /// Records deleted by retention between the last drain and this one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expired: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl IngestSummary {
+    /// Adds one partition's figures to its topic and to the totals.
+    pub fn add_partition(&mut self, topic: &str, partition: i32, part: PartitionSummary) {
+        self.records += part.records;
+        self.quarantined += part.quarantined;
+        self.expired += part.expired;
+        self.bytes += part.bytes;
+        let t = self.topics.entry(topic.to_owned()).or_default();
+        t.records += part.records;
+        t.quarantined += part.quarantined;
+        t.bytes += part.bytes;
+        t.partitions.insert(partition, part);
+    }
+}
+
+/// The result of one `streamflow etl` run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EtlSummary {
+    pub stage: String,
+    pub interval: String,
+    pub profile: String,
+    /// What was read from the landing zone, per topic.
+    pub read: BTreeMap<String, EtlReadSummary>,
+    /// What was written, per gold table.
+    pub tables: BTreeMap<String, EtlTableSummary>,
+    /// Date partitions written per table.
+    pub partitions: u64,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
+/// One topic's landing input to the ETL.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EtlReadSummary {
+    pub objects: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Records in the date folders read whose event time is outside the interval.
+    pub outside_interval: u64,
+    /// Further copies of an event id already seen, removed.
+    pub duplicates: u64,
+    /// Rows after flattening (one per distinct event in the interval).
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EtlTableSummary {
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// The result of one `streamflow validate` run. Only failed checks are listed (capped), so the
+/// summary fits a termination message; the full report is `--report`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValidateSummary {
+    pub stage: String,
+    pub interval: String,
+    /// True when no check of severity `error` failed.
+    pub ok: bool,
+    pub checks: u64,
+    pub passed: u64,
+    pub failed_errors: u64,
+    pub failed_warnings: u64,
+    pub failures: Vec<CheckFailure>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckFailure {
+    pub name: String,
+    pub severity: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_per_topic_and_overall() {
+        let mut s = IngestSummary::default();
+        let part = |records, quarantined, bytes| PartitionSummary {
+            from: 0,
+            to: (records + quarantined) as i64,
+            records,
+            quarantined,
+            bytes,
+            expired: records / 5,
+        };
+        s.add_partition("user_events", 0, part(10, 1, 100));
+        s.add_partition("user_events", 1, part(5, 0, 50));
+        s.add_partition("transaction_events", 0, part(7, 2, 70));
+        assert_eq!((s.records, s.quarantined, s.bytes, s.expired), (22, 3, 220, 4));
+        assert_eq!(s.topics["user_events"].records, 15);
+        assert_eq!(s.topics["transaction_events"].quarantined, 2);
+        let json = serde_json::to_string(&s).unwrap();
+        let back: IngestSummary = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,423 @@
+//! Reading the landing zone: every NDJSON object of a topic for the interval's dates, decoded
+//! with an explicit Arrow schema.
+//!
+//! The schema is explicit because NDJSON inference samples only the first records (a field
+//! first seen later would be silently dropped) and would read money as a float. Objects are
+//! decoded here rather than by DataFusion's JSON source so that a malformed object fails the
+//! run with a message naming the object and the line.
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::ReaderBuilder;
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::ObjectStoreExt as _;
+use object_store::path::Path;
+
+use crate::store::Location;
+
+/// Precision and scale of every money column: two decimals, as upstream sends them.
+pub const MONEY_PRECISION: u8 = 18;
+pub const MONEY_SCALE: i8 = 2;
+/// Rows per decoded batch.
+const BATCH_ROWS: usize = 8192;
+/// Objects fetched and decoded at once.
+const CONCURRENT_OBJECTS: usize = 8;
+/// Column added to every raw row: (object index << 32) | line, so "first seen" is well defined
+/// when duplicates are removed and reruns pick the same copy.
+pub const SOURCE_ORDER: &str = "source_order";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot list {prefix} in the landing zone {store}: {source}")]
+    List {
+        store: String,
+        prefix: String,
+        source: object_store::Error,
+    },
+    #[error("cannot read landing object {object}: {source}")]
+    Get {
+        object: String,
+        source: object_store::Error,
+    },
+    #[error("landing object {object} is not valid gzip: {source}")]
+    Gzip {
+        object: String,
+        source: std::io::Error,
+    },
+    #[error("landing object {object}, line {line}: {problem}")]
+    Malformed {
+        object: String,
+        line: usize,
+        problem: String,
+    },
+    #[error("landing object {object}: {problem}")]
+    Decode { object: String, problem: String },
+    #[error("the decoding task for {object} failed: {problem}")]
+    Task { object: String, problem: String },
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn money() -> DataType {
+    DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)
+}
+
+fn text(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+/// `user_events` as docs/events.md describes it; required fields are non-nullable, so a record
+/// missing one fails decoding instead of becoming a silent null.
+pub fn user_events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        text("event_id", false),
+        text("event_type", false),
+        Field::new("event_time", utc_micros(), false),
+        text("user_id", false),
+        text("session_id", false),
+        Field::new(
+            "page",
+            DataType::Struct(Fields::from(vec![
+                text("url", false),
+                text("referrer", true),
+                text("title", false),
+            ])),
+            false,
+        ),
+        Field::new(
+            "device",
+            DataType::Struct(Fields::from(vec![
+                text("type", false),
+                text("os", false),
+                text("browser", false),
+            ])),
+            false,
+        ),
+        Field::new(
+            "geo",
+            DataType::Struct(Fields::from(vec![
+                text("country", false),
+                text("city", false),
+                Field::new("lat", DataType::Float64, false),
+                Field::new("lon", DataType::Float64, false),
+            ])),
+            false,
+        ),
+        Field::new(
+            "properties",
+            DataType::Struct(Fields::from(vec![
+                text("query", true),
+                text("product_id", true),
+                text("element", true),
+            ])),
+            true,
+        ),
+    ]))
+}
+
+/// The fields of one element of `items[]`.
+pub fn item_fields() -> Fields {
+    Fields::from(vec![
+        text("sku", false),
+        text("name", false),
+        text("category", false),
+        Field::new("quantity", DataType::Int32, false),
+        Field::new("unit_price", money(), false),
+    ])
+}
+
+/// `transaction_events`; `amount` and `unit_price` are decimals, never floats.
+pub fn transaction_events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        text("event_id", false),
+        Field::new("event_time", utc_micros(), false),
+        text("transaction_id", false),
+        text("user_id", false),
+        text("session_id", true),
+        Field::new("amount", money(), false),
+        text("currency", false),
+        text("status", false),
+        Field::new(
+            "payment",
+            DataType::Struct(Fields::from(vec![
+                text("method", false),
+                text("card_brand", true),
+                text("card_last4", true),
+            ])),
+            false,
+        ),
+        Field::new(
+            "merchant",
+            DataType::Struct(Fields::from(vec![
+                text("merchant_id", false),
+                text("name", false),
+                text("category", false),
+                text("country", false),
+            ])),
+            false,
+        ),
+        Field::new(
+            "items",
+            DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Struct(item_fields()),
+                false,
+            ))),
+            false,
+        ),
+    ]))
+}
+
+/// The schema of a topic's raw rows as read: the event schema plus [`SOURCE_ORDER`].
+pub fn with_source_order(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(SOURCE_ORDER, DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// What was read for one topic.
+#[derive(Debug, Clone)]
+pub struct TopicData {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub objects: u64,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// Lists the landing objects of `topic` for `dates`, sorted by name (so reruns read them, and
+/// number their rows, in the same order). `_quarantine/` and names starting with `_` or `.`
+/// (temporary uploads) are not data.
+pub async fn list_objects(
+    landing: &Location,
+    topic: &str,
+    dates: &[chrono::NaiveDate],
+) -> Result<Vec<Path>, ReadError> {
+    let mut objects = Vec::new();
+    for date in dates {
+        let prefix = landing.child(&format!("{topic}/date={date}"));
+        let listed: Vec<_> = landing
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|source| ReadError::List {
+                store: landing.display.clone(),
+                prefix: prefix.to_string(),
+                source,
+            })?;
+        for meta in listed {
+            let name = meta.location.filename().unwrap_or_default();
+            let is_data = (name.ends_with(".ndjson") || name.ends_with(".ndjson.gz"))
+                && !name.starts_with(['_', '.']);
+            if is_data {
+                objects.push(meta.location);
+            }
+        }
+    }
+    objects.sort();
+    Ok(objects)
+}
+
+/// Reads every object of `topic` for `dates` into Arrow batches of `schema` (plus
+/// [`SOURCE_ORDER`]). Fails on the first malformed object.
+pub async fn read_topic(
+    landing: &Location,
+    topic: &str,
+    dates: &[chrono::NaiveDate],
+    schema: SchemaRef,
+) -> Result<TopicData, ReadError> {
+    let objects = list_objects(landing, topic, dates).await?;
+    let object_count = objects.len() as u64;
+    let decoded: Vec<(Vec<RecordBatch>, u64, u64)> =
+        futures::stream::iter(objects.into_iter().enumerate())
+            .map(|(index, path)| {
+                let store = landing.store.clone();
+                let schema = schema.clone();
+                async move {
+                    let object = path.to_string();
+                    let bytes = store
+                        .get(&path)
+                        .await
+                        .map_err(|source| ReadError::Get {
+                            object: object.clone(),
+                            source,
+                        })?
+                        .bytes()
+                        .await
+                        .map_err(|source| ReadError::Get {
+                            object: object.clone(),
+                            source,
+                        })?;
+                    let size = bytes.len() as u64;
+                    let task_object = object.clone();
+                    let (batches, records) = tokio::task::spawn_blocking(move || {
+                        decode_object(&task_object, index as u64, &bytes, schema)
+                    })
+                    .await
+                    .map_err(|e| ReadError::Task {
+                        object,
+                        problem: e.to_string(),
+                    })??;
+                    Ok::<_, ReadError>((batches, records, size))
+                }
+            })
+            .buffered(CONCURRENT_OBJECTS)
+            .try_collect()
+            .await?;
+    let mut data = TopicData {
+        schema: with_source_order(&schema),
+        batches: Vec::new(),
+        objects: object_count,
+        records: 0,
+        bytes: 0,
+    };
+    for (batches, records, size) in decoded {
+        data.batches.extend(batches);
+        data.records += records;
+        data.bytes += size;
+    }
+    Ok(data)
+}
+
+/// Decodes one object: gunzips `.gz`, then one JSON object per non-empty line.
+fn decode_object(
+    object: &str,
+    index: u64,
+    raw: &[u8],
+    schema: SchemaRef,
+) -> Result<(Vec<RecordBatch>, u64), ReadError> {
+    let unzipped;
+    let content: &[u8] = if object.ends_with(".gz") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(raw)
+            .read_to_end(&mut out)
+            .map_err(|source| ReadError::Gzip {
+                object: object.to_owned(),
+                source,
+            })?;
+        unzipped = out;
+        &unzipped
+    } else {
+        raw
+    };
+    let malformed = |line: usize, problem: String| ReadError::Malformed {
+        object: object.to_owned(),
+        line,
+        problem,
+    };
+    let new_decoder = || {
+        ReaderBuilder::new(schema.clone())
+            .with_batch_size(BATCH_ROWS)
+            .build_decoder()
+            .map_err(|e| ReadError::Decode {
+                object: object.to_owned(),
+                problem: e.to_string(),
+            })
+    };
+    let mut decoder = new_decoder()?;
+    let mut batches = Vec::new();
+    // Line numbers (1-based) of the rows in the decoder, to name the line of a typing error,
+    // which Arrow reports only when a batch is flushed.
+    let mut pending: Vec<(usize, &[u8])> = Vec::with_capacity(BATCH_ROWS);
+    let mut records = 0u64;
+    let flush = |decoder: &mut datafusion::arrow::json::reader::Decoder,
+                 pending: &mut Vec<(usize, &[u8])>,
+                 batches: &mut Vec<RecordBatch>|
+     -> Result<(), ReadError> {
+        match decoder.flush() {
+            Ok(Some(batch)) => {
+                let order: Int64Array = pending
+                    .iter()
+                    .map(|(line, _)| ((index << 32) | *line as u64) as i64)
+                    .collect();
+                let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+                columns.push(Arc::new(order));
+                let batch =
+                    RecordBatch::try_new(with_source_order(&schema), columns).map_err(|e| {
+                        ReadError::Decode {
+                            object: object.to_owned(),
+                            problem: e.to_string(),
+                        }
+                    })?;
+                batches.push(batch);
+                pending.clear();
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(batch_error) => Err(locate_bad_line(object, &schema, pending, &new_decoder)
+                .unwrap_or_else(|| {
+                    malformed(
+                        pending.first().map_or(0, |(l, _)| *l),
+                        batch_error.to_string(),
+                    )
+                })),
+        }
+    };
+    for (number, line) in content.split(|b| *b == b'\n').enumerate() {
+        let line_no = number + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let used = decoder
+            .decode(line)
+            .map_err(|e| malformed(line_no, e.to_string()))?;
+        if used < line.len() || decoder.has_partial_record() {
+            return Err(malformed(
+                line_no,
+                "not exactly one complete JSON object on the line".to_owned(),
+            ));
+        }
+        pending.push((line_no, line));
+        records += 1;
+        if pending.len() == BATCH_ROWS {
+            flush(&mut decoder, &mut pending, &mut batches)?;
+        }
+    }
+    flush(&mut decoder, &mut pending, &mut batches)?;
+    Ok((batches, records))
+}
+
+/// Re-decodes a failed batch line by line to name the first line that does not fit the schema.
+fn locate_bad_line(
+    object: &str,
+    schema: &SchemaRef,
+    pending: &[(usize, &[u8])],
+    new_decoder: &dyn Fn() -> Result<datafusion::arrow::json::reader::Decoder, ReadError>,
+) -> Option<ReadError> {
+    for (line, bytes) in pending {
+        let mut decoder = match new_decoder() {
+            Ok(d) => d,
+            Err(e) => return Some(e),
+        };
+        let result = decoder.decode(bytes).and_then(|_| decoder.flush());
+        if let Err(e) = result {
+            return Some(ReadError::Malformed {
+                object: object.to_owned(),
+                line: *line,
+                problem: format!("{}{e}", bad_field(schema, bytes)),
+            });
+        }
+    }
+    None
+}
+
+/// Names the first top-level field of `line` that does not decode on its own (Arrow's message
+/// for a bad value does not always say which field it was in), as "field NAME: ".
+fn bad_field(schema: &SchemaRef, line: &[u8]) -> String {
+    for field in schema.fields() {
+        let single = Arc::new(Schema::new(vec![field.as_ref().clone()]));
+        let decoded = ReaderBuilder::new(single)
+            .build_decoder()
+            .and_then(|mut d| d.decode(line).and_then(|_| d.flush()));
+        if decoded.is_err() {
+            return format!("field {}: ", field.name());
+        }
+    }
+    String::new()
+}

@@ -1,0 +1,207 @@
+//! The session factory: the one place that builds DataFusion's execution context, from a named
+//! profile whose values flags and environment variables override (the seed's SparkSession
+//! factory, for DataFusion).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::store::Location;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("unknown profile {0:?}: expected development or production")]
+    UnknownProfile(String),
+    #[error("cannot parse {input:?} as a size: expected bytes or a number with KiB, MiB or GiB")]
+    BadSize { input: String },
+    #[error("cannot create the spill directory {dir}: {source}")]
+    SpillDir { dir: String, source: std::io::Error },
+    #[error("cannot build the DataFusion runtime: {0}")]
+    Runtime(#[from] datafusion::error::DataFusionError),
+}
+
+/// A named set of defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// A laptop: small memory, two partitions, local files.
+    Development,
+    /// A pod: a memory limit below the container's with spilling, one partition per CPU the
+    /// pod may use.
+    Production,
+}
+
+impl FromStr for Profile {
+    type Err = SessionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "development" | "dev" => Ok(Profile::Development),
+            "production" | "prod" => Ok(Profile::Production),
+            other => Err(SessionError::UnknownProfile(other.to_owned())),
+        }
+    }
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Development => "development",
+            Profile::Production => "production",
+        }
+    }
+}
+
+/// Everything the factory needs; start from [`SessionSettings::for_profile`], then override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSettings {
+    pub profile: Profile,
+    /// Bytes DataFusion's operators may hold before they spill (sorts, aggregates) or fail.
+    pub memory_limit: usize,
+    pub spill_dir: PathBuf,
+    pub target_partitions: usize,
+    pub batch_size: usize,
+}
+
+/// Values given on the command line or in the environment; `None` keeps the profile's.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOverrides {
+    pub memory_limit: Option<usize>,
+    pub spill_dir: Option<PathBuf>,
+    pub target_partitions: Option<usize>,
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// The CPUs this process may use; cgroup quotas included, so it is the pod's limit in
+/// Kubernetes.
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+impl SessionSettings {
+    pub fn for_profile(profile: Profile) -> Self {
+        match profile {
+            Profile::Development => Self {
+                profile,
+                memory_limit: 1024 * MIB,
+                spill_dir: std::env::temp_dir().join("streamflow-spill"),
+                target_partitions: 2,
+                batch_size: 8192,
+            },
+            Profile::Production => Self {
+                profile,
+                memory_limit: 3 * 1024 * MIB,
+                spill_dir: PathBuf::from("/tmp/streamflow-spill"),
+                target_partitions: available_cpus(),
+                batch_size: 8192,
+            },
+        }
+    }
+
+    pub fn with_overrides(mut self, overrides: &SessionOverrides) -> Self {
+        if let Some(limit) = overrides.memory_limit {
+            self.memory_limit = limit;
+        }
+        if let Some(dir) = &overrides.spill_dir {
+            self.spill_dir = dir.clone();
+        }
+        if let Some(n) = overrides.target_partitions {
+            self.target_partitions = n.max(1);
+        }
+        self
+    }
+}
+
+/// Parses `1048576`, `512MiB`, `2GiB`, `2G` or `64KiB`.
+pub fn parse_size(input: &str) -> Result<usize, SessionError> {
+    let bad = || SessionError::BadSize {
+        input: input.to_owned(),
+    };
+    let s = input.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits.parse().map_err(|_| bad())?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" => 1024,
+        "M" | "MB" | "MiB" => MIB,
+        "G" | "GB" | "GiB" => 1024 * MIB,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor).ok_or_else(bad)
+}
+
+/// Builds the context: a fair spilling memory pool over the limit (the default pool lets one
+/// operator starve the others instead of making them spill), a disk manager in the spill
+/// directory, and the object stores of `locations` registered so S3 and local paths resolve.
+pub fn build_session(
+    settings: &SessionSettings,
+    locations: &[&Location],
+) -> Result<SessionContext, SessionError> {
+    std::fs::create_dir_all(&settings.spill_dir).map_err(|source| SessionError::SpillDir {
+        dir: settings.spill_dir.display().to_string(),
+        source,
+    })?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(settings.memory_limit)))
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(
+            DiskManagerMode::Directories(vec![settings.spill_dir.clone()]),
+        ))
+        .build_arc()?;
+    for location in locations {
+        runtime.register_object_store(&location.store_url, location.store.clone());
+    }
+    let config = SessionConfig::new()
+        .with_target_partitions(settings.target_partitions.max(1))
+        .with_batch_size(settings.batch_size);
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512MiB").unwrap(), 512 * MIB);
+        assert_eq!(parse_size("2G").unwrap(), 2048 * MIB);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("1TiB").is_err());
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let base = SessionSettings::for_profile(Profile::Production);
+        let s = base.clone().with_overrides(&SessionOverrides {
+            memory_limit: Some(100 * MIB),
+            ..Default::default()
+        });
+        assert_eq!(s.memory_limit, 100 * MIB);
+        assert_eq!(s.target_partitions, base.target_partitions);
+        assert_eq!(s.spill_dir, base.spill_dir);
+        assert_eq!("dev".parse::<Profile>().unwrap(), Profile::Development);
+        assert!("staging".parse::<Profile>().is_err());
+    }
+
+    #[test]
+    fn the_session_carries_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SessionSettings {
+            spill_dir: dir.path().join("spill"),
+            target_partitions: 3,
+            ..SessionSettings::for_profile(Profile::Development)
+        };
+        let ctx = build_session(&settings, &[]).unwrap();
+        assert_eq!(ctx.state().config().target_partitions(), 3);
+        assert!(dir.path().join("spill").is_dir());
+        assert!(matches!(
+            ctx.runtime_env().memory_pool.memory_limit(),
+            datafusion::execution::memory_pool::MemoryLimit::Finite(n) if n == settings.memory_limit
+        ));
+    }
+}

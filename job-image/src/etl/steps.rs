@@ -1,0 +1,522 @@
+//! The ETL's steps, each a named SQL query or DataFrame function in this one file.
+//! docs/etl.md describes every table these produce: its grain and its columns.
+//!
+//! Step 1, flatten and type: the raw landing rows (read with an explicit schema by
+//! [`super::read`]) become three flat tables, computed once and cached in memory because every
+//! gold table reads them: `user_activity`, `transactions` and `transaction_items`. Three
+//! intermediate aggregates used by several gold tables (`sessions`, `user_day`, `buyer_day`) are
+//! cached the same way.
+//!
+//! Step 2, gold tables: [`GOLD_TABLES`], each with its grain, its sort order (the grain's key,
+//! so a rerun writes identical files) and the column its rows are bucketed by.
+//!
+//! Every aggregate and window is partitioned by `event_date`, so a gold partition (one date)
+//! depends only on that date's records: running the ETL for one day or for a week containing it
+//! writes the same partition.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
+use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
+use streamflow_core::Interval;
+
+/// A failed step, named.
+#[derive(Debug, thiserror::Error)]
+#[error("ETL step {step} failed: {source}")]
+pub struct StepError {
+    pub step: &'static str,
+    pub source: DataFusionError,
+}
+
+fn step(step: &'static str) -> impl FnOnce(DataFusionError) -> StepError {
+    move |source| StepError { step, source }
+}
+
+pub const RAW_USER_EVENTS: &str = "raw_user_events";
+pub const RAW_TRANSACTION_EVENTS: &str = "raw_transaction_events";
+
+/// Step 1a. User events: nested `page`, `device`, `geo` and `properties` become columns, rows
+/// outside the interval (`$1`, `$2`) are excluded and duplicates by `event_id` removed (the copy
+/// read first is kept: landing objects are read in name order, so a rerun keeps the same one).
+pub const FLATTEN_USER_EVENTS: &str = "
+SELECT event_id, event_type, event_time, CAST(event_time AS DATE) AS event_date, user_id, session_id,
+       page['url'] AS page_url, page['referrer'] AS page_referrer, page['title'] AS page_title,
+       device['type'] AS device_type, device['os'] AS device_os, device['browser'] AS device_browser,
+       geo['country'] AS geo_country, geo['city'] AS geo_city, geo['lat'] AS geo_lat, geo['lon'] AS geo_lon,
+       properties['query'] AS search_query, properties['product_id'] AS product_id,
+       properties['element'] AS click_element
+FROM (
+    SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_order) AS copy_number
+    FROM raw_user_events
+    WHERE event_time >= $1 AND event_time < $2
+) WHERE copy_number = 1";
+
+/// Step 1b. Transactions, one row each: `payment` and `merchant` become columns; `items` is
+/// kept here only to be exploded by [`EXPLODE_ITEMS`] and is not written.
+pub const FLATTEN_TRANSACTIONS: &str = "
+SELECT event_id, transaction_id, event_time, CAST(event_time AS DATE) AS event_date, user_id, session_id,
+       amount, currency, status,
+       payment['method'] AS payment_method, payment['card_brand'] AS card_brand,
+       payment['card_last4'] AS card_last4,
+       merchant['merchant_id'] AS merchant_id, merchant['name'] AS merchant_name,
+       merchant['category'] AS merchant_category, merchant['country'] AS merchant_country,
+       CAST(array_length(items) AS INT) AS item_count, items
+FROM (
+    SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_order) AS copy_number
+    FROM raw_transaction_events
+    WHERE event_time >= $1 AND event_time < $2
+) WHERE copy_number = 1";
+
+/// Step 1c. `items[]` exploded: one row per item line of a transaction.
+pub const EXPLODE_ITEMS: &str = "
+SELECT event_date, transaction_id, event_time, user_id, currency, status,
+       item['sku'] AS sku, item['name'] AS item_name, item['category'] AS item_category,
+       item['quantity'] AS quantity, item['unit_price'] AS unit_price
+FROM (SELECT event_date, transaction_id, event_time, user_id, currency, status, unnest(items) AS item
+      FROM transactions_nested)";
+
+/// Intermediate: one row per (date, session, user) of user activity.
+pub const SESSIONS: &str = "
+SELECT event_date, session_id, user_id,
+       MIN(event_time) AS session_start, MAX(event_time) AS session_end, COUNT(*) AS session_events,
+       first_value(device_type ORDER BY event_time, event_id) AS device_type,
+       first_value(geo_country ORDER BY event_time, event_id) AS geo_country
+FROM user_activity
+GROUP BY event_date, session_id, user_id";
+
+/// Intermediate: one row per (date, user) with any activity.
+pub const USER_DAY: &str = "
+SELECT event_date, user_id, COUNT(*) AS events, COUNT(DISTINCT session_id) AS sessions,
+       SUM(CASE WHEN event_type = 'page_view' THEN 1 ELSE 0 END) AS page_views,
+       MAX(event_time) AS last_event_time
+FROM user_activity
+GROUP BY event_date, user_id";
+
+/// Intermediate: one row per (date, user) with any transaction; spend counts completed ones.
+pub const BUYER_DAY: &str = "
+SELECT event_date, user_id, COUNT(*) AS transactions,
+       SUM(CASE WHEN status = 'completed' THEN amount END) AS spend
+FROM transactions
+GROUP BY event_date, user_id";
+
+/// Inner join: each transaction with the context of its session that day. Transactions
+/// without a session, or whose session has no activity that day, are in `orphan_transactions`.
+pub const TRANSACTIONS_ENRICHED: &str = "
+SELECT t.event_date, t.transaction_id, t.event_time, t.user_id, t.session_id, t.amount, t.currency,
+       t.status, t.payment_method, t.merchant_id,
+       s.session_start, s.session_events, s.device_type AS session_device_type,
+       s.geo_country AS session_country
+FROM transactions t
+JOIN sessions s ON t.session_id = s.session_id AND t.user_id = s.user_id AND t.event_date = s.event_date";
+
+/// Anti-join: transactions with no user activity in their session that day. NOT EXISTS keeps
+/// a transaction whose `session_id` is null (`NOT IN` would drop it: NULL NOT IN (…) is not
+/// true).
+pub const ORPHAN_TRANSACTIONS: &str = "
+SELECT t.event_date, t.transaction_id, t.event_time, t.user_id, t.session_id, t.amount, t.currency,
+       t.status,
+       CASE WHEN t.session_id IS NULL THEN 'no_session' ELSE 'unknown_session' END AS reason
+FROM transactions t
+WHERE NOT EXISTS (
+    SELECT 1 FROM sessions s
+    WHERE s.session_id = t.session_id AND s.user_id = t.user_id AND s.event_date = t.event_date)";
+
+/// Left join, aggregation and ranking: every active user of a day with their spend (0 when
+/// they bought nothing), ranked by spend with RANK (gaps after ties) and DENSE_RANK (no gaps).
+pub const USER_DAILY_SPEND: &str = "
+SELECT a.event_date, a.user_id, a.events, a.sessions, a.page_views,
+       COALESCE(b.transactions, 0) AS transactions,
+       CAST(COALESCE(b.spend, 0) AS DECIMAL(28, 2)) AS spend,
+       RANK() OVER (PARTITION BY a.event_date ORDER BY COALESCE(b.spend, 0) DESC) AS spend_rank,
+       DENSE_RANK() OVER (PARTITION BY a.event_date ORDER BY COALESCE(b.spend, 0) DESC) AS spend_dense_rank
+FROM user_day a
+LEFT JOIN buyer_day b ON a.user_id = b.user_id AND a.event_date = b.event_date";
+
+/// Anti-join: active users who bought nothing that day (no transaction of any status).
+pub const ACTIVE_NON_BUYERS: &str = "
+SELECT a.event_date, a.user_id, a.events, a.last_event_time
+FROM user_day a
+WHERE NOT EXISTS (
+    SELECT 1 FROM transactions t WHERE t.user_id = a.user_id AND t.event_date = a.event_date)";
+
+/// Running total and moving average per user in time order over completed transactions: the
+/// cumulative spend that day, and the average of the last three transactions (ROWS frame: the
+/// current one and up to two before it; the first has only itself). `transaction_id` breaks
+/// ties in time so the order, and so the totals, are deterministic.
+pub const USER_RUNNING_SPEND: &str = "
+SELECT event_date, user_id, transaction_id, event_time, amount,
+       SUM(amount) OVER (PARTITION BY event_date, user_id ORDER BY event_time, transaction_id
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumulative_spend,
+       AVG(amount) OVER (PARTITION BY event_date, user_id ORDER BY event_time, transaction_id
+                         ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS moving_avg_3
+FROM transactions
+WHERE status = 'completed'";
+
+/// Aggregation and a moving average over hours: completed revenue per (date, currency, hour),
+/// and its average over the hours with sales in the last three clock hours (RANGE frame over
+/// the hour number: hours 10 to 12 for hour 12, whether or not hour 11 had sales).
+pub const HOURLY_REVENUE: &str = "
+SELECT event_date, currency, hour, transactions, revenue,
+       AVG(revenue) OVER (PARTITION BY event_date, currency ORDER BY hour
+                          RANGE BETWEEN 2 PRECEDING AND CURRENT ROW) AS revenue_avg_3h
+FROM (
+    SELECT event_date, currency, CAST(date_part('hour', event_time) AS INT) AS hour,
+           COUNT(*) AS transactions, SUM(amount) AS revenue
+    FROM transactions
+    WHERE status = 'completed'
+    GROUP BY event_date, currency, CAST(date_part('hour', event_time) AS INT)
+)";
+
+/// Set operations on the users of the two streams per day. The distinct sets use UNION,
+/// INTERSECT and EXCEPT. The multiset ones (INTERSECT ALL, EXCEPT ALL of login users and buying
+/// users, one copy per login or transaction) are computed as the distinct operation on rows
+/// numbered per user: with m copies on the left and n on the right, the numbered rows in common
+/// are 1..min(m, n) and those left over are n+1..m, exactly the ALL semantics. DataFusion 55
+/// plans INTERSECT ALL / EXCEPT ALL as plain semi / anti joins (upstream #12955, #12956), which
+/// would give min(m, n) = m and max(m - n, 0) = 0 whenever n > 0.
+pub const USER_SETS: &str = "
+WITH active AS (SELECT DISTINCT event_date, user_id FROM user_activity),
+     buying AS (SELECT DISTINCT event_date, user_id FROM transactions),
+     logins AS (SELECT event_date, user_id,
+                       ROW_NUMBER() OVER (PARTITION BY event_date, user_id ORDER BY event_time, event_id) AS copy
+                FROM user_activity WHERE event_type = 'login'),
+     purchases AS (SELECT event_date, user_id,
+                          ROW_NUMBER() OVER (PARTITION BY event_date, user_id ORDER BY event_time, transaction_id) AS copy
+                   FROM transactions)
+SELECT event_date, 'active_or_buying' AS set_name, user_id, CAST(1 AS BIGINT) AS copies
+FROM (SELECT event_date, user_id FROM active UNION SELECT event_date, user_id FROM buying)
+UNION ALL
+SELECT event_date, 'active_and_buying', user_id, CAST(1 AS BIGINT)
+FROM (SELECT event_date, user_id FROM active INTERSECT SELECT event_date, user_id FROM buying)
+UNION ALL
+SELECT event_date, 'active_not_buying', user_id, CAST(1 AS BIGINT)
+FROM (SELECT event_date, user_id FROM active EXCEPT SELECT event_date, user_id FROM buying)
+UNION ALL
+SELECT event_date, 'buying_not_active', user_id, CAST(1 AS BIGINT)
+FROM (SELECT event_date, user_id FROM buying EXCEPT SELECT event_date, user_id FROM active)
+UNION ALL
+SELECT event_date, 'logins_intersect_all_purchases', user_id, COUNT(*)
+FROM (SELECT event_date, user_id, copy FROM logins INTERSECT SELECT event_date, user_id, copy FROM purchases)
+GROUP BY event_date, user_id
+UNION ALL
+SELECT event_date, 'logins_except_all_purchases', user_id, COUNT(*)
+FROM (SELECT event_date, user_id, copy FROM logins EXCEPT SELECT event_date, user_id, copy FROM purchases)
+GROUP BY event_date, user_id";
+
+/// Dynamic column manipulation with the DataFrame API, then aggregation: completed item lines
+/// get a computed `line_total` (add), `item_category` becomes `category` (rename), `quantity`
+/// is widened to BIGINT (cast) and the columns the aggregate does not need are dropped (drop);
+/// then units, revenue, lines and distinct transactions per (date, category, currency).
+pub fn category_sales(flat: &Flattened) -> Result<DataFrame, DataFusionError> {
+    flat.transaction_items
+        .clone()
+        .filter(col("status").eq(lit("completed")))?
+        .with_column("line_total", col("quantity") * col("unit_price"))?
+        .with_column_renamed("item_category", "category")?
+        .with_column("quantity", cast(col("quantity"), DataType::Int64))?
+        .drop_columns(&[
+            "sku",
+            "item_name",
+            "unit_price",
+            "user_id",
+            "status",
+            "event_time",
+        ])?
+        .aggregate(
+            vec![col("event_date"), col("category"), col("currency")],
+            vec![
+                sum(col("quantity")).alias("units"),
+                sum(col("line_total")).alias("revenue"),
+                count(lit(1)).alias("lines"),
+                count_distinct(col("transaction_id")).alias("transactions"),
+            ],
+        )
+}
+
+/// How a gold table is computed.
+#[derive(Clone, Copy)]
+pub enum Query {
+    Sql(&'static str),
+    Frame(fn(&Flattened) -> Result<DataFrame, DataFusionError>),
+    /// One of the flattened tables, written as it is.
+    Flattened(fn(&Flattened) -> DataFrame),
+}
+
+/// One gold table: its name, grain, query, sort key and bucketing column.
+#[derive(Clone, Copy)]
+pub struct GoldTable {
+    pub name: &'static str,
+    pub grain: &'static str,
+    pub query: Query,
+    /// Rows are written in this order (after `event_date`); it is the grain's key, so the
+    /// order is total and a rerun writes the same bytes.
+    pub order_by: &'static [&'static str],
+    /// The column hashed into buckets; tables without a user are written as one file.
+    pub bucket_by: Option<&'static str>,
+}
+
+impl std::fmt::Debug for GoldTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GoldTable")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const GOLD_TABLES: &[GoldTable] = &[
+    GoldTable {
+        name: "user_activity",
+        grain: "one row per user event (deduplicated by event_id)",
+        query: Query::Flattened(|f| f.user_activity.clone()),
+        order_by: &["event_id"],
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "transactions",
+        grain: "one row per transaction event (deduplicated by event_id)",
+        query: Query::Flattened(|f| f.transactions.clone()),
+        order_by: &["event_id"],
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "transaction_items",
+        grain: "one row per item line of a transaction",
+        query: Query::Flattened(|f| f.transaction_items.clone()),
+        order_by: &[
+            "transaction_id",
+            "sku",
+            "quantity",
+            "unit_price",
+            "item_name",
+            "item_category",
+        ],
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "transactions_enriched",
+        grain: "one row per transaction whose session has activity that day",
+        query: Query::Sql(TRANSACTIONS_ENRICHED),
+        order_by: &["transaction_id"],
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "orphan_transactions",
+        grain: "one row per transaction with no activity in its session that day",
+        query: Query::Sql(ORPHAN_TRANSACTIONS),
+        order_by: &["transaction_id"],
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "user_daily_spend",
+        grain: "one row per (date, user) with any activity",
+        query: Query::Sql(USER_DAILY_SPEND),
+        order_by: &["user_id"],
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "active_non_buyers",
+        grain: "one row per (date, user) with activity and no transaction",
+        query: Query::Sql(ACTIVE_NON_BUYERS),
+        order_by: &["user_id"],
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "user_running_spend",
+        grain: "one row per completed transaction",
+        query: Query::Sql(USER_RUNNING_SPEND),
+        order_by: &["user_id", "event_time", "transaction_id"],
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "hourly_revenue",
+        grain: "one row per (date, currency, hour) with completed sales",
+        query: Query::Sql(HOURLY_REVENUE),
+        order_by: &["currency", "hour"],
+        bucket_by: None,
+    },
+    GoldTable {
+        name: "category_sales",
+        grain: "one row per (date, item category, currency) with completed sales",
+        query: Query::Frame(category_sales),
+        order_by: &["category", "currency"],
+        bucket_by: None,
+    },
+    GoldTable {
+        name: "user_sets",
+        grain: "one row per (date, set, user) in the set",
+        query: Query::Sql(USER_SETS),
+        order_by: &["set_name", "user_id"],
+        bucket_by: Some("user_id"),
+    },
+];
+
+/// The flattened tables and shared intermediates, each computed once and cached in memory.
+#[derive(Clone)]
+pub struct Flattened {
+    pub user_activity: DataFrame,
+    pub transactions: DataFrame,
+    pub transaction_items: DataFrame,
+    pub counts: FlattenCounts,
+}
+
+/// Rows in and out of step 1, for the summary and for reconciliation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlattenCounts {
+    pub user_events_in_interval: u64,
+    pub user_events_deduplicated: u64,
+    pub transaction_events_in_interval: u64,
+    pub transactions_deduplicated: u64,
+}
+
+/// Registers raw batches as a table, spread over `partitions` so later steps run in parallel.
+pub fn register_raw(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    partitions: usize,
+) -> Result<(), StepError> {
+    let mut spread: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions.max(1)];
+    let n = spread.len();
+    for (i, batch) in batches.into_iter().enumerate() {
+        spread[i % n].push(batch);
+    }
+    let table = MemTable::try_new(schema, spread).map_err(step("register raw"))?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(step("register raw"))?;
+    Ok(())
+}
+
+pub fn interval_params(interval: &Interval) -> Vec<ScalarValue> {
+    let utc = Some(Arc::from("UTC"));
+    vec![
+        ScalarValue::TimestampMicrosecond(Some(interval.start.timestamp_micros()), utc.clone()),
+        ScalarValue::TimestampMicrosecond(Some(interval.end.timestamp_micros()), utc),
+    ]
+}
+
+async fn count_rows(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Vec<ScalarValue>,
+) -> Result<u64, DataFusionError> {
+    let counted = ctx
+        .sql(&format!("SELECT COUNT(*) FROM ({sql})"))
+        .await?
+        .with_param_values(params)?
+        .collect()
+        .await?;
+    let value = counted
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| ScalarValue::try_from_array(b.column(0), 0))
+        .transpose()?;
+    match value {
+        Some(ScalarValue::Int64(Some(n))) => Ok(n.max(0) as u64),
+        other => Err(DataFusionError::Internal(format!(
+            "COUNT(*) returned {other:?}"
+        ))),
+    }
+}
+
+async fn cache_as(
+    ctx: &SessionContext,
+    name: &'static str,
+    df: DataFrame,
+) -> Result<DataFrame, StepError> {
+    let cached = df.cache().await.map_err(step(name))?;
+    ctx.register_table(name, cached.clone().into_view())
+        .map_err(step(name))?;
+    Ok(cached)
+}
+
+/// Step 1: flattens the registered raw tables for `interval` and caches the results and the
+/// shared intermediates under their names.
+pub async fn flatten(ctx: &SessionContext, interval: &Interval) -> Result<Flattened, StepError> {
+    let params = interval_params(interval);
+    let in_interval = "SELECT 1 FROM {raw} WHERE event_time >= $1 AND event_time < $2";
+    let counts_user = count_rows(
+        ctx,
+        &in_interval.replace("{raw}", RAW_USER_EVENTS),
+        params.clone(),
+    )
+    .await
+    .map_err(step("count user events"))?;
+    let counts_tx = count_rows(
+        ctx,
+        &in_interval.replace("{raw}", RAW_TRANSACTION_EVENTS),
+        params.clone(),
+    )
+    .await
+    .map_err(step("count transaction events"))?;
+
+    let user_activity = ctx
+        .sql(FLATTEN_USER_EVENTS)
+        .await
+        .and_then(|df| df.with_param_values(params.clone()))
+        .map_err(step("flatten user events"))?;
+    let user_activity = cache_as(ctx, "user_activity", user_activity).await?;
+    let nested = ctx
+        .sql(FLATTEN_TRANSACTIONS)
+        .await
+        .and_then(|df| df.with_param_values(params))
+        .map_err(step("flatten transactions"))?;
+    let nested = cache_as(ctx, "transactions_nested", nested).await?;
+    let transactions = nested
+        .clone()
+        .drop_columns(&["items"])
+        .map_err(step("flatten transactions"))?;
+    ctx.register_table("transactions", transactions.clone().into_view())
+        .map_err(step("flatten transactions"))?;
+    let items = ctx
+        .sql(EXPLODE_ITEMS)
+        .await
+        .map_err(step("explode items"))?;
+    let transaction_items = cache_as(ctx, "transaction_items", items).await?;
+
+    for (name, sql) in [
+        ("sessions", SESSIONS),
+        ("user_day", USER_DAY),
+        ("buyer_day", BUYER_DAY),
+    ] {
+        let df = ctx.sql(sql).await.map_err(step(name))?;
+        cache_as(ctx, name, df).await?;
+    }
+    let counts = FlattenCounts {
+        user_events_in_interval: counts_user,
+        user_events_deduplicated: user_activity
+            .clone()
+            .count()
+            .await
+            .map_err(step("count user activity"))? as u64,
+        transaction_events_in_interval: counts_tx,
+        transactions_deduplicated: nested.count().await.map_err(step("count transactions"))? as u64,
+    };
+    Ok(Flattened {
+        user_activity,
+        transactions,
+        transaction_items,
+        counts,
+    })
+}
+
+/// Step 2: the DataFrame of one gold table, sorted for writing.
+pub async fn gold_frame(
+    ctx: &SessionContext,
+    flat: &Flattened,
+    table: &GoldTable,
+) -> Result<DataFrame, StepError> {
+    let df = match table.query {
+        Query::Sql(sql) => ctx.sql(sql).await.map_err(step(table.name))?,
+        Query::Frame(build) => build(flat).map_err(step(table.name))?,
+        Query::Flattened(pick) => pick(flat),
+    };
+    let mut order = vec![col("event_date").sort(true, true)];
+    order.extend(table.order_by.iter().map(|c| col(*c).sort(true, true)));
+    df.sort(order).map_err(step(table.name))
+}

@@ -1,0 +1,399 @@
+//! Cutting one partition's records into files: pure, so the cut is provably the same on a
+//! retry.
+//!
+//! A batch is a run of consecutive offsets `[first, last]` of one partition. It becomes one
+//! landing object per event date (and one quarantine object per record date for bad records),
+//! each named by topic, partition and the batch's first and last offset.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::plan::Rotation;
+use crate::events::{EventKind, check_record};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChunkKind {
+    Landing,
+    Quarantine,
+}
+
+/// The records of a batch that go into one object.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub records: u64,
+    /// NDJSON: one record per line.
+    pub body: Vec<u8>,
+}
+
+/// A closed batch, ready to upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub topic: String,
+    pub partition: i32,
+    pub first: i64,
+    pub last: i64,
+    /// The offset to commit once the batch is durable.
+    pub next: i64,
+    pub chunks: BTreeMap<(ChunkKind, NaiveDate), Chunk>,
+    pub good: u64,
+    pub quarantined: u64,
+    pub skipped: u64,
+    pub value_bytes: u64,
+    pub gzip: bool,
+}
+
+impl Batch {
+    /// The object name of one chunk, relative to the landing location.
+    pub fn object_name(&self, kind: ChunkKind, date: NaiveDate) -> String {
+        let root = match kind {
+            ChunkKind::Landing => String::new(),
+            ChunkKind::Quarantine => "_quarantine/".to_owned(),
+        };
+        format!(
+            "{root}{topic}/date={date}/{topic}-p{partition:03}-{first:012}-{last:012}.ndjson{gz}",
+            topic = self.topic,
+            partition = self.partition,
+            first = self.first,
+            last = self.last,
+            gz = if self.gzip { ".gz" } else { "" },
+        )
+    }
+}
+
+/// One quarantined record: enough to find it in Kafka and see what was wrong.
+#[derive(Serialize)]
+struct QuarantineLine<'a> {
+    reason: String,
+    reason_kind: &'static str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<String>,
+    key: Option<String>,
+    /// The value as text when it is UTF-8, else base64 in `value_base64`.
+    value: Option<&'a str>,
+    value_base64: Option<String>,
+    value_bytes: usize,
+}
+
+/// Accumulates one partition's records and closes batches at deterministic offsets.
+pub struct Batcher {
+    topic: String,
+    kind: EventKind,
+    partition: i32,
+    rotation: Rotation,
+    max_record_bytes: usize,
+    /// Interval mode keeps only records timestamped inside it.
+    keep: Option<(i64, i64)>,
+    open: Option<Batch>,
+}
+
+/// A Kafka record as the batcher sees it.
+pub struct Record<'a> {
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+}
+
+impl Batcher {
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        rotation: Rotation,
+        max_record_bytes: usize,
+        keep: Option<(i64, i64)>,
+    ) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            kind: EventKind::for_topic(topic),
+            partition,
+            rotation,
+            max_record_bytes,
+            keep,
+            open: None,
+        }
+    }
+
+    /// Adds a record; returns the batch it closed, if the rotation limits were reached.
+    pub fn push(&mut self, record: &Record<'_>) -> Option<Batch> {
+        let batch = self.open.get_or_insert_with(|| Batch {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            first: record.offset,
+            last: record.offset,
+            next: record.offset + 1,
+            chunks: BTreeMap::new(),
+            good: 0,
+            quarantined: 0,
+            skipped: 0,
+            value_bytes: 0,
+            gzip: self.rotation.gzip,
+        });
+        batch.last = record.offset;
+        batch.next = record.offset + 1;
+        batch.value_bytes += record.value.len() as u64;
+        let in_interval = match (self.keep, record.timestamp_ms) {
+            (None, _) => true,
+            (Some((from, to)), Some(ts)) => from <= ts && ts < to,
+            (Some(_), None) => false,
+        };
+        if !in_interval {
+            batch.skipped += 1;
+        } else {
+            match check_record(self.kind, record.key, record.value, self.max_record_bytes) {
+                Ok(checked) => {
+                    let chunk = batch
+                        .chunks
+                        .entry((ChunkKind::Landing, checked.event_time.date_naive()))
+                        .or_default();
+                    append_json_line(&mut chunk.body, record.value);
+                    chunk.records += 1;
+                    batch.good += 1;
+                }
+                Err(rejection) => {
+                    let date = record
+                        .timestamp_ms
+                        .and_then(DateTime::<Utc>::from_timestamp_millis)
+                        .map(|t| t.date_naive())
+                        .unwrap_or_default();
+                    let text = std::str::from_utf8(record.value).ok();
+                    let line = QuarantineLine {
+                        reason: rejection.to_string(),
+                        reason_kind: rejection.kind(),
+                        topic: &self.topic,
+                        partition: self.partition,
+                        offset: record.offset,
+                        timestamp: record
+                            .timestamp_ms
+                            .and_then(DateTime::<Utc>::from_timestamp_millis)
+                            .map(|t| t.to_rfc3339()),
+                        key: record.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+                        value: text,
+                        value_base64: match text {
+                            Some(_) => None,
+                            None => {
+                                Some(base64::engine::general_purpose::STANDARD.encode(record.value))
+                            }
+                        },
+                        value_bytes: record.value.len(),
+                    };
+                    let chunk = batch
+                        .chunks
+                        .entry((ChunkKind::Quarantine, date))
+                        .or_default();
+                    // Serializing strings and integers to JSON cannot fail.
+                    if serde_json::to_writer(&mut chunk.body, &line).is_ok() {
+                        chunk.body.push(b'\n');
+                    }
+                    chunk.records += 1;
+                    batch.quarantined += 1;
+                }
+            }
+        }
+        let full = batch.good + batch.quarantined + batch.skipped >= self.rotation.max_records
+            || batch.value_bytes >= self.rotation.max_bytes;
+        if full { self.open.take() } else { None }
+    }
+
+    /// Closes the open batch, if any, at the end of the plan or when the run stops.
+    /// `next` is the offset to commit after it (the plan's end when the plan is done).
+    pub fn close(&mut self, next: Option<i64>) -> Option<Batch> {
+        let mut batch = self.open.take()?;
+        if let Some(next) = next {
+            batch.next = next.max(batch.next);
+        }
+        Some(batch)
+    }
+
+    pub fn has_open_batch(&self) -> bool {
+        self.open.is_some()
+    }
+}
+
+/// Writes a JSON value as one NDJSON line. JSON text can only hold raw line breaks as
+/// whitespace, so a value with none is copied as is; one with line breaks is re-serialized.
+fn append_json_line(out: &mut Vec<u8>, value: &[u8]) {
+    if (value.contains(&b'\n') || value.contains(&b'\r'))
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(value)
+        && serde_json::to_writer(&mut *out, &v).is_ok()
+    {
+        out.push(b'\n');
+        return;
+    }
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::produce::{EventGenerator, GeneratorConfig};
+    use std::time::Duration;
+
+    fn records(n: usize, bad_ratio: f64) -> Vec<crate::produce::GeneratedRecord> {
+        let mut g = EventGenerator::new(
+            EventKind::User,
+            GeneratorConfig {
+                seed: 1,
+                start: "2026-11-24T23:59:00Z".parse().unwrap(),
+                spacing: Duration::from_secs(1),
+                users: 10,
+                bad_ratio,
+            },
+        );
+        (0..n).map(|_| g.next_record()).collect()
+    }
+
+    fn rotation(max_records: u64) -> Rotation {
+        Rotation {
+            max_records,
+            max_bytes: u64::MAX,
+            gzip: false,
+        }
+    }
+
+    fn feed(
+        b: &mut Batcher,
+        recs: &[crate::produce::GeneratedRecord],
+        from_offset: i64,
+    ) -> Vec<Batch> {
+        let mut out = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            let rec = Record {
+                offset: from_offset + i as i64,
+                timestamp_ms: Some(r.timestamp.timestamp_millis()),
+                key: Some(r.key.as_bytes()),
+                value: &r.value,
+            };
+            out.extend(b.push(&rec));
+        }
+        out.extend(b.close(None));
+        out
+    }
+
+    #[test]
+    fn rotation_cuts_at_the_same_offsets_whatever_the_end() {
+        let recs = records(250, 0.05);
+        let mut a = Batcher::new("user_events", 2, rotation(100), 1 << 19, None);
+        let mut b = Batcher::new("user_events", 2, rotation(100), 1 << 19, None);
+        let short = feed(&mut a, &recs[..150], 0);
+        let long = feed(&mut b, &recs, 0);
+        let ranges = |v: &[Batch]| v.iter().map(|b| (b.first, b.last)).collect::<Vec<_>>();
+        assert_eq!(ranges(&short), [(0, 99), (100, 149)]);
+        assert_eq!(ranges(&long), [(0, 99), (100, 199), (200, 249)]);
+        assert_eq!(
+            short[0], long[0],
+            "a full batch is identical, byte for byte"
+        );
+    }
+
+    #[test]
+    fn a_batch_splits_by_event_date_and_quarantines_bad_records() {
+        let recs = records(200, 0.1);
+        let mut b = Batcher::new("user_events", 0, rotation(1000), 1 << 19, None);
+        let batches = feed(&mut b, &recs, 40);
+        assert_eq!(batches.len(), 1);
+        let batch = &batches[0];
+        let good = recs.iter().filter(|r| r.bad.is_none()).count() as u64;
+        assert_eq!(batch.good, good);
+        assert_eq!(batch.quarantined, 200 - good);
+        let names: Vec<String> = batch
+            .chunks
+            .keys()
+            .map(|(k, d)| batch.object_name(*k, *d))
+            .collect();
+        assert!(
+            names.contains(
+                &"user_events/date=2026-11-24/user_events-p000-000000000040-000000000239.ndjson"
+                    .to_owned()
+            ),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(
+                &"user_events/date=2026-11-25/user_events-p000-000000000040-000000000239.ndjson"
+                    .to_owned()
+            ),
+            "{names:?}"
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("_quarantine/user_events/date="))
+        );
+        // Every landed line is a good record, unchanged.
+        let landed: u64 = batch
+            .chunks
+            .iter()
+            .filter(|((k, _), _)| *k == ChunkKind::Landing)
+            .map(|(_, c)| {
+                c.body
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count() as u64
+            })
+            .sum();
+        assert_eq!(landed, good);
+    }
+
+    #[test]
+    fn quarantine_lines_say_why_and_where() {
+        let mut b = Batcher::new("user_events", 1, rotation(10), 1 << 19, None);
+        for (offset, value) in [
+            (5, &b"{\"truncated"[..]),
+            (6, &[0xff, 0xfe][..]),
+            (7, &b""[..]),
+        ] {
+            b.push(&Record {
+                offset,
+                timestamp_ms: Some(0),
+                key: None,
+                value,
+            });
+        }
+        let batch = b.close(Some(10)).unwrap();
+        assert_eq!(
+            batch.next, 10,
+            "the plan's end is committed after the last batch"
+        );
+        let chunk = &batch.chunks[&(
+            ChunkKind::Quarantine,
+            NaiveDate::from_ymd_opt(1970, 1, 1).unwrap(),
+        )];
+        let lines: Vec<serde_json::Value> = chunk
+            .body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let kinds: Vec<&str> = lines
+            .iter()
+            .map(|l| l["reason_kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["not_json", "not_utf8", "empty"]);
+        assert_eq!(lines[1]["value_base64"], "//4=");
+        assert_eq!(lines[0]["offset"], 5);
+        assert_eq!(lines[0]["partition"], 1);
+    }
+
+    #[test]
+    fn interval_mode_skips_records_outside_the_interval() {
+        let recs = records(120, 0.0);
+        let from = recs[10].timestamp.timestamp_millis();
+        let to = recs[20].timestamp.timestamp_millis();
+        let mut b = Batcher::new("user_events", 0, rotation(1000), 1 << 19, Some((from, to)));
+        let batch = feed(&mut b, &recs, 0).pop().unwrap();
+        assert_eq!((batch.good, batch.skipped), (10, 110));
+    }
+
+    #[test]
+    fn multi_line_json_becomes_one_line() {
+        let mut out = Vec::new();
+        append_json_line(&mut out, b"{\n  \"a\": 1\n}");
+        assert_eq!(out, b"{\"a\":1}\n");
+    }
+}

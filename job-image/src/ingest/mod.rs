@@ -1,0 +1,776 @@
+//! `streamflow ingest`: the bounded drain from Kafka into the landing zone.
+//!
+//! Per topic, one consumer polled on a dedicated thread reads each partition's planned offsets
+//! ([`plan`]) and cuts them into batches ([`batch`]); an uploader task writes each batch's
+//! objects and only then commits the offset after it. Deterministic cuts and names make a
+//! retry overwrite what a crashed run left, so the landing zone holds each record once.
+
+pub mod batch;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use object_store::{ObjectStoreExt as _, PutPayload};
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use streamflow_core::{IngestSummary, Interval, PartitionSummary};
+use tokio::sync::mpsc;
+
+use crate::produce::kafka_config;
+use crate::store::Location;
+use batch::{Batch, Batcher, Record};
+use plan::{PartitionPlan, Rotation, StoredPlan, watermark_plan};
+
+/// How a run is bounded.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    /// Drain until caught up with the high watermarks seen at start, committing the group's
+    /// offsets; `max_duration` caps the run (what it drained so far is kept and committed).
+    Watermark { group: String },
+    /// Drain the records whose Kafka timestamps fall in the interval. Offsets are looked up by
+    /// time, nothing is committed, and a rerun rewrites the same objects.
+    Interval { interval: Interval, grace: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub bootstrap: String,
+    pub topics: Vec<String>,
+    pub landing: Location,
+    pub bound: Bound,
+    pub max_duration: Duration,
+    pub rotation: Rotation,
+    pub max_record_bytes: usize,
+    /// Fail when Kafka delivers nothing for this long while records are still due.
+    pub stall_timeout: Duration,
+    pub kafka_overrides: Vec<(String, String)>,
+    /// Fault injection for tests: abort the process, as kill -9 would, right after this many
+    /// batches were uploaded and before the last one's offsets are committed.
+    pub crash_after_uploads: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(
+        "Kafka at {bootstrap}: {what}: {source}; check that the broker is reachable and the topic exists"
+    )]
+    Kafka {
+        bootstrap: String,
+        what: String,
+        source: Box<KafkaError>,
+    },
+    #[error("topic {topic} has no partitions at {bootstrap}: does it exist?")]
+    NoSuchTopic { topic: String, bootstrap: String },
+    #[error(
+        "cannot write {object} to {landing}: {source}; check the store's endpoint, credentials and free space"
+    )]
+    Store {
+        object: String,
+        landing: String,
+        source: Box<object_store::Error>,
+    },
+    #[error(
+        "no records from Kafka at {bootstrap} for {seconds}s while {topic} partition {partition} still has offsets {position}..{end} to read; is the broker up?"
+    )]
+    Stalled {
+        bootstrap: String,
+        topic: String,
+        partition: i32,
+        position: i64,
+        end: i64,
+        seconds: u64,
+    },
+    #[error(
+        "interval {interval} was not fully drained within {seconds}s; rerun with a larger --max-duration (what was written is kept and will be overwritten identically)"
+    )]
+    IntervalIncomplete { interval: String, seconds: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Set by a stop signal: the drain ends as if its maximum duration were reached.
+pub type StopFlag = Arc<AtomicBool>;
+
+/// Runs one drain and returns its summary.
+pub async fn ingest(config: IngestConfig, stop: StopFlag) -> Result<IngestSummary, IngestError> {
+    let started = Instant::now();
+    let mut summary = IngestSummary {
+        stage: "ingest".to_owned(),
+        mode: match &config.bound {
+            Bound::Watermark { .. } => "watermark".to_owned(),
+            Bound::Interval { .. } => "interval".to_owned(),
+        },
+        interval: match &config.bound {
+            Bound::Interval { interval, .. } => Some(interval.to_string()),
+            Bound::Watermark { .. } => None,
+        },
+        complete: true,
+        ..Default::default()
+    };
+    let config = Arc::new(config);
+    let drains = config
+        .topics
+        .iter()
+        .map(|topic| drain_topic(config.clone(), topic.clone(), stop.clone()));
+    for result in futures::future::join_all(drains).await {
+        let outcome = result?;
+        summary.complete &= outcome.complete;
+        summary.files += outcome.files;
+        summary.skipped += outcome.skipped;
+        for (partition, part) in outcome.partitions {
+            summary.add_partition(&outcome.topic, partition, part);
+        }
+    }
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    if let (false, Bound::Interval { interval, .. }) = (summary.complete, &config.bound) {
+        return Err(IngestError::IntervalIncomplete {
+            interval: interval.to_string(),
+            seconds: config.max_duration.as_secs(),
+        });
+    }
+    Ok(summary)
+}
+
+struct TopicOutcome {
+    topic: String,
+    complete: bool,
+    files: u64,
+    skipped: u64,
+    partitions: BTreeMap<i32, PartitionSummary>,
+}
+
+/// What the poll thread hands the uploader.
+enum Work {
+    Batch(Batch),
+    /// A batch cut short by the run's end: its end is written ahead into the plan first, so a
+    /// retry after a crash cuts the same batch.
+    CutBatch(Batch),
+}
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn kafka_err(
+    config: &IngestConfig,
+    what: impl Into<String>,
+) -> impl FnOnce(KafkaError) -> IngestError {
+    let bootstrap = config.bootstrap.clone();
+    let what = what.into();
+    move |source| IngestError::Kafka {
+        bootstrap,
+        what,
+        source: Box::new(source),
+    }
+}
+
+async fn drain_topic(
+    config: Arc<IngestConfig>,
+    topic: String,
+    stop: StopFlag,
+) -> Result<TopicOutcome, IngestError> {
+    let group = match &config.bound {
+        Bound::Watermark { group } => group.clone(),
+        // librdkafka wants a group id; interval mode never commits under it.
+        Bound::Interval { .. } => "streamflow-interval".to_owned(),
+    };
+    let mut client = kafka_config(&config.bootstrap, &[]);
+    client
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        // librdkafka's 1 MiB default starves a drain of small records.
+        .set("max.partition.fetch.bytes", "8388608")
+        .set("fetch.max.bytes", "67108864")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in &config.kafka_overrides {
+        client.set(k, v);
+    }
+    let consumer: Arc<BaseConsumer> = Arc::new(
+        client
+            .create()
+            .map_err(kafka_err(&config, "create consumer"))?,
+    );
+
+    let plans = {
+        let (config, consumer, topic) = (config.clone(), consumer.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || make_plans(&config, &consumer, &topic))
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))??
+    };
+    for p in plans.iter().filter(|p| p.expired > 0) {
+        tracing::warn!(
+            topic,
+            partition = p.partition,
+            expired = p.expired,
+            start = p.start,
+            "records expired by Kafka retention before they were drained"
+        );
+    }
+    for p in plans.iter().filter(|p| p.resumed) {
+        tracing::info!(
+            topic,
+            partition = p.partition,
+            start = p.start,
+            end = p.end,
+            "finishing the plan of an interrupted run"
+        );
+    }
+
+    let (tx, rx) = mpsc::channel::<Work>(2);
+    let uploader = tokio::spawn(upload_and_commit(
+        config.clone(),
+        consumer.clone(),
+        topic.clone(),
+        plans.clone(),
+        rx,
+    ));
+    let poller = {
+        let (config, consumer, topic, plans) = (
+            config.clone(),
+            consumer.clone(),
+            topic.clone(),
+            plans.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            poll_partitions(&config, &consumer, &topic, &plans, &tx, &stop)
+        })
+    };
+    let polled = poller
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))?;
+    // The uploader ends when the poller drops its sender; its error explains a poller that
+    // stopped because the channel closed, so it is reported first.
+    let uploaded = uploader
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))?;
+    let uploaded = uploaded?;
+    let polled = polled?;
+    Ok(TopicOutcome {
+        topic,
+        complete: polled.complete,
+        files: uploaded.files,
+        skipped: uploaded.skipped,
+        partitions: uploaded.partitions,
+    })
+}
+
+/// Reads watermarks and committed offsets and decides each partition's `[start, end)`.
+fn make_plans(
+    config: &IngestConfig,
+    consumer: &BaseConsumer,
+    topic: &str,
+) -> Result<Vec<PartitionPlan>, IngestError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
+        .map_err(kafka_err(config, format!("fetch metadata of {topic}")))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(IngestError::NoSuchTopic {
+            topic: topic.to_owned(),
+            bootstrap: config.bootstrap.clone(),
+        });
+    }
+    let mut watermarks = BTreeMap::new();
+    for &p in &partitions {
+        let wm = consumer
+            .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
+            .map_err(kafka_err(
+                config,
+                format!("fetch watermarks of {topic}/{p}"),
+            ))?;
+        watermarks.insert(p, wm);
+    }
+    match &config.bound {
+        Bound::Watermark { .. } => {
+            let mut tpl = TopicPartitionList::new();
+            for &p in &partitions {
+                tpl.add_partition(topic, p);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, KAFKA_TIMEOUT)
+                .map_err(kafka_err(
+                    config,
+                    format!("read committed offsets of {topic}"),
+                ))?;
+            let mut plans = Vec::new();
+            let mut write_ahead = TopicPartitionList::new();
+            for &p in &partitions {
+                let (low, high) = watermarks[&p];
+                let (offset, meta) = committed
+                    .find_partition(topic, p)
+                    .map(|e| (e.offset(), e.metadata().to_owned()))
+                    .unwrap_or((Offset::Invalid, String::new()));
+                let committed_offset = match offset {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                let plan = watermark_plan(p, committed_offset, &meta, low, high, config.rotation);
+                if !plan.resumed && plan.start < plan.end {
+                    let stored = StoredPlan {
+                        end: plan.end,
+                        rotation: plan.rotation,
+                    };
+                    write_ahead
+                        .add_partition_offset(topic, p, Offset::Offset(plan.start))
+                        .map_err(kafka_err(config, "build the plan commit"))?;
+                    if let Some(mut e) = write_ahead.find_partition(topic, p) {
+                        e.set_metadata(stored.to_metadata());
+                    }
+                }
+                plans.push(plan);
+            }
+            if write_ahead.count() > 0 {
+                commit_with_retry(config, consumer, &write_ahead)?;
+            }
+            Ok(plans)
+        }
+        Bound::Interval { interval, grace } => {
+            let lookup = |t: i64| -> Result<BTreeMap<i32, Offset>, IngestError> {
+                let mut tpl = TopicPartitionList::new();
+                for &p in &partitions {
+                    tpl.add_partition_offset(topic, p, Offset::Offset(t))
+                        .map_err(kafka_err(config, "build the time lookup"))?;
+                }
+                let found = consumer
+                    .offsets_for_times(tpl, KAFKA_TIMEOUT)
+                    .map_err(kafka_err(
+                        config,
+                        format!("look up offsets by time in {topic}"),
+                    ))?;
+                Ok(found
+                    .elements()
+                    .iter()
+                    .map(|e| (e.partition(), e.offset()))
+                    .collect())
+            };
+            let from = lookup(interval.start.timestamp_millis())?;
+            let to_ms = (interval.end + chrono::Duration::from_std(*grace).unwrap_or_default())
+                .timestamp_millis();
+            let to = lookup(to_ms)?;
+            let mut plans = Vec::new();
+            for &p in &partitions {
+                let (_, high) = watermarks[&p];
+                // "No record at or after the time" comes back as the end of the partition.
+                let at = |o: Option<&Offset>| match o {
+                    Some(Offset::Offset(o)) => *o,
+                    _ => high,
+                };
+                let end = at(to.get(&p));
+                if !matches!(to.get(&p), Some(Offset::Offset(_))) && high > 0 {
+                    tracing::warn!(
+                        topic,
+                        partition = p,
+                        "no record after the interval's end yet: the interval may still be receiving records"
+                    );
+                }
+                plans.push(PartitionPlan {
+                    partition: p,
+                    start: at(from.get(&p)).min(end),
+                    end,
+                    rotation: config.rotation,
+                    resumed: false,
+                    expired: 0,
+                });
+            }
+            Ok(plans)
+        }
+    }
+}
+
+fn commit_with_retry(
+    config: &IngestConfig,
+    consumer: &BaseConsumer,
+    tpl: &TopicPartitionList,
+) -> Result<(), IngestError> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match consumer.commit(tpl, CommitMode::Sync) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 6 => {
+                tracing::warn!(error = %e, attempt, "offset commit failed; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) => return Err(kafka_err(config, "commit offsets")(e)),
+        }
+    }
+}
+
+struct PollOutcome {
+    complete: bool,
+}
+
+/// The poll loop: reads every planned partition to its end (or until stopped) and hands
+/// closed batches to the uploader.
+fn poll_partitions(
+    config: &IngestConfig,
+    consumer: &BaseConsumer,
+    topic: &str,
+    plans: &[PartitionPlan],
+    tx: &mpsc::Sender<Work>,
+    stop: &AtomicBool,
+) -> Result<PollOutcome, IngestError> {
+    let keep = match &config.bound {
+        Bound::Interval { interval, .. } => Some((
+            interval.start.timestamp_millis(),
+            interval.end.timestamp_millis(),
+        )),
+        Bound::Watermark { .. } => None,
+    };
+    struct Progress {
+        plan: PartitionPlan,
+        batcher: Batcher,
+        position: i64,
+        done: bool,
+    }
+    let mut parts: BTreeMap<i32, Progress> = plans
+        .iter()
+        .map(|p| {
+            (
+                p.partition,
+                Progress {
+                    plan: *p,
+                    batcher: Batcher::new(
+                        topic,
+                        p.partition,
+                        p.rotation,
+                        config.max_record_bytes,
+                        keep,
+                    ),
+                    position: p.start,
+                    done: p.start >= p.end,
+                },
+            )
+        })
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    for p in parts.values().filter(|p| !p.done) {
+        assignment
+            .add_partition_offset(topic, p.plan.partition, Offset::Offset(p.plan.start))
+            .map_err(kafka_err(config, "build the assignment"))?;
+    }
+    if assignment.count() == 0 {
+        return Ok(PollOutcome { complete: true });
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(kafka_err(config, format!("assign {topic}")))?;
+    // Time spent waiting for the uploader is not Kafka's silence, so a hand-off restarts the
+    // stall clock too.
+    let last_progress = std::cell::Cell::new(Instant::now());
+    let send = |work: Work| {
+        let sent = tx.blocking_send(work).is_ok();
+        last_progress.set(Instant::now());
+        sent
+    };
+    let started = Instant::now();
+    let finish_partition = |p: &mut Progress, consumer: &BaseConsumer| -> Option<Batch> {
+        p.done = true;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, p.plan.partition);
+        // Stop fetching what the plan does not need; failing to pause only costs bandwidth.
+        let _ = consumer.pause(&tpl);
+        p.batcher.close(Some(p.plan.end))
+    };
+    while parts.values().any(|p| !p.done) {
+        if stop.load(Ordering::Relaxed) || started.elapsed() >= config.max_duration {
+            // Cut short: keep what was read, write the cut ahead so a retry cuts the same.
+            for p in parts.values_mut().filter(|p| !p.done) {
+                if let Some(batch) = p.batcher.close(None) {
+                    let work = match config.bound {
+                        Bound::Watermark { .. } => Work::CutBatch(batch),
+                        // Interval mode keeps only whole batches; the run fails and its rerun
+                        // drains the interval again.
+                        Bound::Interval { .. } => continue,
+                    };
+                    if !send(work) {
+                        return Ok(PollOutcome { complete: false });
+                    }
+                }
+            }
+            return Ok(PollOutcome { complete: false });
+        }
+        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+            if last_progress.get().elapsed() >= config.stall_timeout
+                && let Some(p) = parts.values().find(|p| !p.done)
+            {
+                return Err(IngestError::Stalled {
+                    bootstrap: config.bootstrap.clone(),
+                    topic: topic.to_owned(),
+                    partition: p.plan.partition,
+                    position: p.position,
+                    end: p.plan.end,
+                    seconds: config.stall_timeout.as_secs(),
+                });
+            }
+            continue;
+        };
+        match result {
+            Ok(message) => {
+                last_progress.set(Instant::now());
+                let Some(p) = parts.get_mut(&message.partition()) else {
+                    continue;
+                };
+                if p.done {
+                    continue;
+                }
+                if message.offset() >= p.plan.end {
+                    if let Some(batch) = finish_partition(p, consumer)
+                        && !send(Work::Batch(batch))
+                    {
+                        return Ok(PollOutcome { complete: false });
+                    }
+                    continue;
+                }
+                p.position = message.offset() + 1;
+                let record = Record {
+                    offset: message.offset(),
+                    timestamp_ms: message.timestamp().to_millis(),
+                    key: message.key(),
+                    value: message.payload().unwrap_or_default(),
+                };
+                let mut closed = p.batcher.push(&record);
+                if p.position >= p.plan.end {
+                    let last = finish_partition(p, consumer);
+                    closed = match closed {
+                        Some(mut full) => {
+                            full.next = full.next.max(p.plan.end);
+                            Some(full)
+                        }
+                        None => last,
+                    };
+                }
+                if let Some(batch) = closed
+                    && !send(Work::Batch(batch))
+                {
+                    return Ok(PollOutcome { complete: false });
+                }
+            }
+            Err(KafkaError::PartitionEOF(partition)) => {
+                last_progress.set(Instant::now());
+                // EOF is the high watermark now, which is at or past the plan's end: every
+                // planned record has been delivered, even if the last offsets were gaps.
+                if let Some(p) = parts.get_mut(&partition)
+                    && !p.done
+                    && p.position < p.plan.end
+                    && let Ok((_, high)) =
+                        consumer.fetch_watermarks(topic, partition, KAFKA_TIMEOUT)
+                    && high >= p.plan.end
+                    && let Some(batch) = finish_partition(p, consumer)
+                    && !send(Work::Batch(batch))
+                {
+                    return Ok(PollOutcome { complete: false });
+                }
+            }
+            Err(e) => {
+                // Transport errors are retried by librdkafka; the stall timeout bounds them.
+                tracing::warn!(topic, error = %e, "Kafka reported an error; retrying");
+            }
+        }
+    }
+    Ok(PollOutcome { complete: true })
+}
+
+struct UploadOutcome {
+    files: u64,
+    skipped: u64,
+    partitions: BTreeMap<i32, PartitionSummary>,
+}
+
+/// Uploads each batch's objects, then commits the offset after it (watermark mode).
+async fn upload_and_commit(
+    config: Arc<IngestConfig>,
+    consumer: Arc<BaseConsumer>,
+    topic: String,
+    plans: Vec<PartitionPlan>,
+    mut rx: mpsc::Receiver<Work>,
+) -> Result<UploadOutcome, IngestError> {
+    let mut outcome = UploadOutcome {
+        files: 0,
+        skipped: 0,
+        partitions: plans
+            .iter()
+            .map(|p| {
+                (
+                    p.partition,
+                    PartitionSummary {
+                        from: p.start,
+                        to: p.start,
+                        expired: p.expired,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    };
+    let commits = matches!(config.bound, Bound::Watermark { .. });
+    let mut uploaded = 0u64;
+    while let Some(work) = rx.recv().await {
+        let (batch, cut) = match work {
+            Work::Batch(b) => (b, false),
+            Work::CutBatch(b) => (b, true),
+        };
+        let plan = plans
+            .iter()
+            .find(|p| p.partition == batch.partition)
+            .copied();
+        if commits
+            && cut
+            && let Some(plan) = plan
+        {
+            let stored = StoredPlan {
+                end: batch.next,
+                rotation: plan.rotation,
+            };
+            let position = outcome
+                .partitions
+                .get(&batch.partition)
+                .map_or(batch.first, |s| s.to);
+            commit_offset(
+                &config,
+                &consumer,
+                &topic,
+                batch.partition,
+                position,
+                &stored,
+            )
+            .await?;
+        }
+        outcome.files += upload_batch(&config.landing, &batch).await?;
+        uploaded += 1;
+        if config.crash_after_uploads == Some(uploaded) {
+            std::process::abort();
+        }
+        if commits && let Some(plan) = plan {
+            let stored = StoredPlan {
+                end: if cut { batch.next } else { plan.end },
+                rotation: plan.rotation,
+            };
+            commit_offset(
+                &config,
+                &consumer,
+                &topic,
+                batch.partition,
+                batch.next,
+                &stored,
+            )
+            .await?;
+        }
+        outcome.skipped += batch.skipped;
+        if let Some(s) = outcome.partitions.get_mut(&batch.partition) {
+            s.to = batch.next;
+            s.records += batch.good;
+            s.quarantined += batch.quarantined;
+            s.bytes += batch.value_bytes;
+        }
+    }
+    Ok(outcome)
+}
+
+async fn commit_offset(
+    config: &Arc<IngestConfig>,
+    consumer: &Arc<BaseConsumer>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    stored: &StoredPlan,
+) -> Result<(), IngestError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .map_err(kafka_err(config, "build the offset commit"))?;
+    if let Some(mut e) = tpl.find_partition(topic, partition) {
+        e.set_metadata(stored.to_metadata());
+    }
+    let (config, consumer) = (config.clone(), consumer.clone());
+    tokio::task::spawn_blocking(move || commit_with_retry(&config, &consumer, &tpl))
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))?
+}
+
+/// Writes every object of a batch; returns how many.
+async fn upload_batch(landing: &Location, batch: &Batch) -> Result<u64, IngestError> {
+    let uploads = batch.chunks.iter().map(|((kind, date), chunk)| async move {
+        let object = landing.child(&batch.object_name(*kind, *date));
+        let body = if batch.gzip {
+            let raw = chunk.body.clone();
+            tokio::task::spawn_blocking(move || gzip(&raw))
+                .await
+                .map_err(|e| IngestError::Internal(e.to_string()))?
+        } else {
+            chunk.body.clone()
+        };
+        put_with_retry(landing, &object, PutPayload::from(body)).await
+    });
+    let results = futures::future::join_all(uploads).await;
+    let mut files = 0;
+    for r in results {
+        r?;
+        files += 1;
+    }
+    Ok(files)
+}
+
+/// How long an upload is retried before the run fails: long enough to ride out a restarting
+/// S3 server, short enough that a stage with a deadline still fails in time.
+const STORE_RETRY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Puts one object, retrying with exponential backoff (on top of object_store's own quick
+/// retries) until [`STORE_RETRY_TIMEOUT`]. A PUT replaces the whole object, so a retry after
+/// an unknown outcome is safe.
+async fn put_with_retry(
+    landing: &Location,
+    object: &object_store::path::Path,
+    payload: PutPayload,
+) -> Result<(), IngestError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match landing.store.put(object, payload.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if started.elapsed() + delay < STORE_RETRY_TIMEOUT
+                    && !matches!(
+                        e,
+                        object_store::Error::PermissionDenied { .. }
+                            | object_store::Error::Unauthenticated { .. }
+                    ) =>
+            {
+                tracing::warn!(object = %object, error = %e, retry_in = ?delay, "upload failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(source) => {
+                return Err(IngestError::Store {
+                    object: object.to_string(),
+                    landing: landing.display.clone(),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+}
+
+fn gzip(raw: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(raw);
+    enc.finish().unwrap_or_default()
+}

@@ -1,0 +1,9 @@
+//! The `streamflow` job image: every stage of the pipeline, as a library the binary and the
+//! tests share.
+
+pub mod etl;
+pub mod events;
+pub mod ingest;
+pub mod produce;
+pub mod store;
+pub mod validate;

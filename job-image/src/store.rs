@@ -1,0 +1,160 @@
+//! Where stages read and write: a local directory or an `s3://bucket/prefix`, behind one
+//! `object_store` interface so every stage has a single code path for both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, RetryConfig};
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use {location:?} as a store: {reason}")]
+    BadLocation { location: String, reason: String },
+    #[error("cannot create the local directory {dir}: {source}")]
+    LocalDir { dir: String, source: std::io::Error },
+    #[error(
+        "cannot configure S3 for {url}: {source}; set AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION"
+    )]
+    S3 {
+        url: String,
+        source: object_store::Error,
+    },
+}
+
+/// A store plus the prefix inside it that a location names.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    /// `file:///abs/dir/` or `s3://bucket/`: what DataFusion registers the store under.
+    pub store_url: Url,
+    pub prefix: Path,
+    /// The location as the user gave it, for messages.
+    pub display: String,
+}
+
+/// object_store's own retries of one request: quick, for a dropped connection or a 503; callers
+/// that must ride out a restarting server retry around them (ingest's `put_with_retry`).
+pub fn s3_retry_config() -> RetryConfig {
+    RetryConfig {
+        max_retries: 5,
+        retry_timeout: Duration::from_secs(30),
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+    }
+}
+
+impl Location {
+    /// Parses `s3://bucket/prefix`, `file:///dir` or a plain path (created if missing).
+    /// S3 endpoint and credentials come from the standard `AWS_*` environment variables.
+    pub fn parse(location: &str) -> Result<Self, StoreError> {
+        let bad = |reason: &str| StoreError::BadLocation {
+            location: location.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket name after s3://"));
+            }
+            let store = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(s3_retry_config())
+                .build()
+                .map_err(|source| StoreError::S3 {
+                    url: location.to_owned(),
+                    source,
+                })?;
+            let store_url =
+                Url::parse(&format!("s3://{bucket}/")).map_err(|e| bad(&e.to_string()))?;
+            return Ok(Self {
+                store: Arc::new(store),
+                store_url,
+                prefix: Path::from(prefix.trim_matches('/')),
+                display: location.to_owned(),
+            });
+        }
+        let dir = match location.strip_prefix("file://") {
+            Some(path) => path,
+            None if location.contains("://") => {
+                return Err(bad(
+                    "only s3:// URLs, file:// URLs and local paths are supported",
+                ));
+            }
+            None => location,
+        };
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::LocalDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let abs = std::fs::canonicalize(dir).map_err(|source| StoreError::LocalDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&abs).map_err(|e| bad(&e.to_string()))?;
+        let store_url =
+            Url::from_directory_path(&abs).map_err(|_| bad("not an absolute directory"))?;
+        Ok(Self {
+            store: Arc::new(store),
+            store_url,
+            prefix: Path::default(),
+            display: abs.display().to_string(),
+        })
+    }
+
+    /// The path of `relative` under this location's prefix.
+    pub fn child(&self, relative: &str) -> Path {
+        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_owned()).collect();
+        parts.extend(
+            relative
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+        );
+        Path::from_iter(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_and_file_urls_are_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("landing");
+        let plain = Location::parse(sub.to_str().unwrap()).unwrap();
+        assert!(sub.is_dir(), "created when missing");
+        assert_eq!(plain.child("a/b.ndjson").as_ref(), "a/b.ndjson");
+        let url = Location::parse(&format!("file://{}", sub.display())).unwrap();
+        assert_eq!(url.store_url, plain.store_url);
+    }
+
+    #[test]
+    fn s3_urls_split_bucket_and_prefix() {
+        let loc = Location::parse("s3://landing/team/a/").unwrap();
+        assert_eq!(loc.store_url.as_str(), "s3://landing/");
+        assert_eq!(
+            loc.child("user_events/x.ndjson").as_ref(),
+            "team/a/user_events/x.ndjson"
+        );
+    }
+
+    #[test]
+    fn unknown_schemes_and_missing_buckets_are_refused() {
+        assert!(matches!(
+            Location::parse("gs://x/y"),
+            Err(StoreError::BadLocation { .. })
+        ));
+        assert!(matches!(
+            Location::parse("s3:///y"),
+            Err(StoreError::BadLocation { .. })
+        ));
+    }
+}

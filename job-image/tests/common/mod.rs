@@ -1,0 +1,317 @@
+//! Helpers for tests against the real Kafka broker and S3 server that `scripts/test` starts.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt as _;
+use object_store::ObjectStoreExt as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use streamflow::events::EventKind;
+use streamflow::produce::{EventGenerator, GeneratedRecord, GeneratorConfig};
+use streamflow::store::Location;
+
+pub fn bootstrap() -> String {
+    std::env::var("STREAMFLOW_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9094".to_owned())
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A topic of its own for each test, so tests never see each other's records.
+pub async fn fresh_topic(kind: EventKind, partitions: i32) -> String {
+    let base = match kind {
+        EventKind::User => "test_user_events",
+        EventKind::Transaction => "test_transaction_events",
+    };
+    let name = format!("{base}_{}", uuid::Uuid::new_v4().simple());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topic (is Kafka running? scripts/test starts it)");
+    for r in results {
+        r.expect("topic created");
+    }
+    name
+}
+
+pub fn generator(kind: EventKind, seed: u64, start: &str, bad_ratio: f64) -> EventGenerator {
+    EventGenerator::new(
+        kind,
+        GeneratorConfig {
+            seed,
+            start: start.parse().expect("start time"),
+            spacing: Duration::from_millis(500),
+            users: 40,
+            bad_ratio,
+        },
+    )
+}
+
+/// Sends records to a topic and waits until the broker has them all.
+pub fn send_all(topic: &str, records: &[GeneratedRecord]) {
+    send_with(topic, records, |r| {
+        (Some(r.key.as_bytes().to_vec()), r.value.clone())
+    });
+}
+
+/// Sends with a custom key/value per record (for hand-made bad inputs).
+pub fn send_with(
+    topic: &str,
+    records: &[GeneratedRecord],
+    mut kv: impl FnMut(&GeneratedRecord) -> (Option<Vec<u8>>, Vec<u8>),
+) {
+    let producer: BaseProducer<FailedDeliveries> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("message.max.bytes", "2000000")
+        .set("linger.ms", "5")
+        .create_with_context(FailedDeliveries::default())
+        .expect("producer");
+    for r in records {
+        let (key, value) = kv(r);
+        let mut rec = BaseRecord::to(topic)
+            .payload(&value)
+            .timestamp(r.timestamp.timestamp_millis());
+        if let Some(k) = key.as_ref() {
+            rec = rec.key(k);
+        }
+        let mut rec = rec;
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    producer.poll(Duration::from_millis(20));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("all records delivered");
+    let failed = producer.context().0.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} records not delivered to {topic}, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
+/// Collects delivery errors: `flush` alone does not say whether records were refused.
+#[derive(Default)]
+pub struct FailedDeliveries(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::ClientContext for FailedDeliveries {}
+
+impl rdkafka::producer::ProducerContext for FailedDeliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.0.lock().unwrap().push(e.to_string());
+        }
+    }
+}
+
+/// Everything under a location: landed event ids (with multiplicity) and quarantine lines.
+#[derive(Debug, Default)]
+pub struct LandingContents {
+    pub event_ids: BTreeMap<String, usize>,
+    pub quarantine: Vec<serde_json::Value>,
+    pub objects: Vec<String>,
+}
+
+impl LandingContents {
+    pub fn duplicates(&self) -> Vec<&String> {
+        self.event_ids
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
+pub async fn read_landing(location: &Location, topic: &str) -> LandingContents {
+    let mut out = LandingContents::default();
+    let objects: Vec<_> = location
+        .store
+        .list(Some(&location.prefix))
+        .try_collect()
+        .await
+        .expect("list landing");
+    for meta in objects {
+        let name = meta.location.to_string();
+        let is_quarantine = name.contains("_quarantine/");
+        if !name.contains(&format!("{topic}/")) || name.contains("/_") && !is_quarantine {
+            continue;
+        }
+        let bytes = location
+            .store
+            .get(&meta.location)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        let text = if name.ends_with(".gz") {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(&bytes[..])
+                .read_to_string(&mut s)
+                .expect("gunzip");
+            s
+        } else {
+            String::from_utf8(bytes.to_vec()).expect("utf-8 landing file")
+        };
+        out.objects.push(name);
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("every line is JSON");
+            if is_quarantine {
+                out.quarantine.push(v);
+            } else {
+                let id = v["event_id"].as_str().expect("event_id").to_owned();
+                *out.event_ids.entry(id).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+pub fn good_ids(records: &[GeneratedRecord]) -> Vec<String> {
+    records.iter().filter_map(|r| r.event_id.clone()).collect()
+}
+
+pub fn streamflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_streamflow"));
+    c.env("STREAMFLOW_BOOTSTRAP", bootstrap());
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run streamflow");
+    assert!(
+        out.status.success(),
+        "streamflow failed: {}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn summary_of(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().expect("a summary line");
+    serde_json::from_str(last).expect("JSON summary")
+}
+
+/// Polls `check` until it returns Some or the timeout passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+/// Number of files under a local directory, recursively.
+pub fn count_files(dir: &std::path::Path) -> usize {
+    fn walk(d: &std::path::Path, n: &mut usize) {
+        if let Ok(entries) = std::fs::read_dir(d) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, n);
+                } else {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    let mut n = 0;
+    walk(dir, &mut n);
+    n
+}
+
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The S3 location of a fresh prefix in the `landing` bucket of the test S3 server.
+pub fn s3_landing() -> String {
+    format!("s3://landing/test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Sets the AWS_* variables for the test S3 server, as `scripts/s3.sh env` prints them.
+pub fn s3_env(cmd: &mut Command) -> &mut Command {
+    for (k, v) in s3_vars() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+pub fn s3_vars() -> Vec<(String, String)> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/s3.sh"))
+        .arg("env")
+        .output()
+        .expect("scripts/s3.sh env");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.trim_matches('"').trim_matches('\'').to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A [`Location`] for an `s3://` URL on the test S3 server, configured explicitly (tests run
+/// in threads, so they do not change the process environment).
+pub fn s3_location(url: &str) -> Location {
+    let (bucket, prefix) = url
+        .trim_start_matches("s3://")
+        .split_once('/')
+        .unwrap_or((url, ""));
+    let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
+    for (k, v) in s3_vars() {
+        if let Ok(key) = k
+            .to_ascii_lowercase()
+            .parse::<object_store::aws::AmazonS3ConfigKey>()
+        {
+            builder = builder.with_config(key, v);
+        }
+    }
+    Location {
+        store: std::sync::Arc::new(builder.build().expect("S3 client")),
+        store_url: url::Url::parse(&format!("s3://{bucket}/")).expect("url"),
+        prefix: object_store::path::Path::from(prefix),
+        display: url.to_owned(),
+    }
+}

@@ -1,0 +1,450 @@
+//! `streamflow ingest` against the real Kafka broker and S3 server started by `scripts/test`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use streamflow::events::EventKind;
+use streamflow::store::Location;
+
+fn ingest_args<'a>(
+    cmd: &'a mut std::process::Command,
+    topics: &[&str],
+    landing: &str,
+    group: &str,
+) -> &'a mut std::process::Command {
+    cmd.arg("ingest")
+        .arg("--landing")
+        .arg(landing)
+        .arg("--group")
+        .arg(group)
+        .arg("--stall-timeout")
+        .arg("30s");
+    for t in topics {
+        cmd.arg("--topic").arg(t);
+    }
+    cmd
+}
+
+fn assert_exactly_once(landed: &LandingContents, expected: &[String]) {
+    assert!(
+        landed.duplicates().is_empty(),
+        "duplicated event ids: {:?}",
+        landed.duplicates()
+    );
+    let got: BTreeSet<&String> = landed.event_ids.keys().collect();
+    let want: BTreeSet<&String> = expected.iter().collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(
+        missing.is_empty(),
+        "{} good events missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert!(
+        extra.is_empty(),
+        "{} unexpected events, e.g. {:?}",
+        extra.len(),
+        extra.first()
+    );
+}
+
+#[tokio::test]
+async fn local_landing_holds_each_good_event_once_and_each_bad_one_in_quarantine() {
+    let users = fresh_topic(EventKind::User, 3).await;
+    let txns = fresh_topic(EventKind::Transaction, 3).await;
+    let mut ug = generator(EventKind::User, 1, "2026-11-24T23:50:00Z", 0.05);
+    let mut tg = generator(EventKind::Transaction, 1, "2026-11-24T23:50:00Z", 0.05);
+    let user_recs: Vec<_> = (0..1500).map(|_| ug.next_record()).collect();
+    let txn_recs: Vec<_> = (0..800).map(|_| tg.next_record()).collect();
+    send_all(&users, &user_recs);
+    send_all(&txns, &txn_recs);
+
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let out = run_ok(
+        ingest_args(&mut streamflow(), &[&users, &txns], landing, &group)
+            .args(["--max-file-records", "250"]),
+    );
+    let summary = summary_of(&out);
+    let bad_users = user_recs.iter().filter(|r| r.bad.is_some()).count();
+    let bad_txns = txn_recs.iter().filter(|r| r.bad.is_some()).count();
+    assert!(bad_users > 0 && bad_txns > 0);
+    assert_eq!(
+        summary["records"],
+        (1500 + 800 - bad_users - bad_txns) as u64
+    );
+    assert_eq!(summary["quarantined"], (bad_users + bad_txns) as u64);
+    assert_eq!(
+        summary["topics"][&users]["records"],
+        (1500 - bad_users) as u64
+    );
+    assert_eq!(summary["complete"], true);
+
+    let location = Location::parse(landing).unwrap();
+    let landed_users = read_landing(&location, &users).await;
+    assert_exactly_once(&landed_users, &good_ids(&user_recs));
+    assert_eq!(landed_users.quarantine.len(), bad_users);
+    let landed_txns = read_landing(&location, &txns).await;
+    assert_exactly_once(&landed_txns, &good_ids(&txn_recs));
+    assert_eq!(landed_txns.quarantine.len(), bad_txns);
+    for q in landed_users
+        .quarantine
+        .iter()
+        .chain(&landed_txns.quarantine)
+    {
+        assert!(!q["reason"].as_str().unwrap().is_empty());
+        assert!(q["offset"].as_i64().is_some() && q["partition"].as_i64().is_some());
+        assert!(q["topic"] == *users || q["topic"] == *txns);
+    }
+    // Layout: by topic and event date; the records straddle midnight.
+    assert!(
+        landed_users
+            .objects
+            .iter()
+            .any(|o| o.contains(&format!("{users}/date=2026-11-24/")))
+    );
+    assert!(
+        landed_users
+            .objects
+            .iter()
+            .any(|o| o.contains(&format!("{users}/date=2026-11-25/")))
+    );
+
+    // A second drain picks up only what arrived since, and a third finds nothing new.
+    let more: Vec<_> = (0..300).map(|_| ug.next_record()).collect();
+    send_all(&users, &more);
+    let out = run_ok(ingest_args(
+        &mut streamflow(),
+        &[&users, &txns],
+        landing,
+        &group,
+    ));
+    let bad_more = more.iter().filter(|r| r.bad.is_some()).count();
+    assert_eq!(summary_of(&out)["records"], (300 - bad_more) as u64);
+    let all: Vec<_> = user_recs.iter().chain(&more).cloned().collect();
+    assert_exactly_once(&read_landing(&location, &users).await, &good_ids(&all));
+    let out = run_ok(ingest_args(
+        &mut streamflow(),
+        &[&users, &txns],
+        landing,
+        &group,
+    ));
+    assert_eq!(summary_of(&out)["records"], 0);
+}
+
+#[tokio::test]
+async fn s3_landing_with_gzip_holds_each_good_event_once() {
+    let users = fresh_topic(EventKind::User, 2).await;
+    let mut g = generator(EventKind::User, 2, "2026-11-25T08:00:00Z", 0.05);
+    let recs: Vec<_> = (0..1200).map(|_| g.next_record()).collect();
+    send_all(&users, &recs);
+    let url = s3_landing();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let out = run_ok(
+        s3_env(ingest_args(&mut streamflow(), &[&users], &url, &group)).args([
+            "--gzip",
+            "--max-file-records",
+            "400",
+        ]),
+    );
+    assert_eq!(summary_of(&out)["complete"], true);
+    let landed = read_landing(&s3_location(&url), &users).await;
+    assert!(
+        landed.objects.iter().all(|o| o.ends_with(".ndjson.gz")),
+        "{:?}",
+        landed.objects
+    );
+    assert_exactly_once(&landed, &good_ids(&recs));
+    assert_eq!(
+        landed.quarantine.len(),
+        recs.iter().filter(|r| r.bad.is_some()).count()
+    );
+}
+
+#[tokio::test]
+async fn interval_mode_drains_exactly_the_records_timestamped_in_the_interval() {
+    let users = fresh_topic(EventKind::User, 3).await;
+    // 600 records, 500 ms apart: 10:00:00 to 10:05:00.
+    let mut g = generator(EventKind::User, 3, "2026-11-25T10:00:00Z", 0.0);
+    let recs: Vec<_> = (0..600).map(|_| g.next_record()).collect();
+    send_all(&users, &recs);
+    let interval = "2026-11-25T10:01:00Z/2026-11-25T10:02:30Z";
+    let (from, to) = (
+        "2026-11-25T10:01:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        "2026-11-25T10:02:30Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+    );
+    let expected: Vec<String> = recs
+        .iter()
+        .filter(|r| from <= r.timestamp && r.timestamp < to)
+        .filter_map(|r| r.event_id.clone())
+        .collect();
+    assert!(expected.len() > 100 && expected.len() < 600);
+
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let mut cmd = streamflow();
+    cmd.args([
+        "ingest",
+        "--landing",
+        landing,
+        "--topic",
+        &users,
+        "--interval",
+        interval,
+        "--max-file-records",
+        "50",
+    ]);
+    let out = run_ok(&mut cmd);
+    let summary = summary_of(&out);
+    assert_eq!(summary["mode"], "interval");
+    assert_eq!(summary["records"], expected.len() as u64);
+    let location = Location::parse(landing).unwrap();
+    let first = read_landing(&location, &users).await;
+    assert_exactly_once(&first, &expected);
+
+    // Replaying the interval rewrites the same objects: nothing doubles.
+    run_ok(&mut cmd);
+    let second = read_landing(&location, &users).await;
+    assert_eq!(first.objects, second.objects);
+    assert_exactly_once(&second, &expected);
+}
+
+#[tokio::test]
+async fn each_kind_of_bad_input_is_quarantined_with_its_reason() {
+    let topic = fresh_topic(EventKind::Transaction, 1).await;
+    let mut g = generator(EventKind::Transaction, 4, "2026-11-25T12:00:00Z", 0.0);
+    let good = g.next_record();
+    let good_text = String::from_utf8(good.value.clone()).unwrap();
+    let mut wrong_type: serde_json::Value = serde_json::from_str(&good_text).unwrap();
+    wrong_type["amount"] = serde_json::json!("12.50");
+    let mut negative: serde_json::Value = serde_json::from_str(&good_text).unwrap();
+    negative["amount"] = serde_json::json!(-3.5);
+    let key = Some(good.key.as_bytes().to_vec());
+    // (expected reason, key, value)
+    type Case<'a> = (&'a str, Option<Vec<u8>>, Vec<u8>);
+    let cases: Vec<Case> = vec![
+        (
+            "not_json",
+            key.clone(),
+            good.value[..good.value.len() - 7].to_vec(),
+        ),
+        (
+            "schema",
+            key.clone(),
+            serde_json::to_vec(&wrong_type).unwrap(),
+        ),
+        (
+            "not_utf8",
+            key.clone(),
+            [&good.value[..20], &[0xc3, 0x28][..], &good.value[20..]].concat(),
+        ),
+        (
+            "oversized",
+            key.clone(),
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(700 * 1024)).into_bytes(),
+        ),
+        ("empty", key.clone(), Vec::new()),
+        ("missing_key", None, good.value.clone()),
+        ("schema", key.clone(), b"[1,2,3]".to_vec()),
+        (
+            "negative_amount",
+            key.clone(),
+            serde_json::to_vec(&negative).unwrap(),
+        ),
+        (
+            "key_mismatch",
+            Some(b"someone-else".to_vec()),
+            good.value.clone(),
+        ),
+    ];
+    let records: Vec<_> = cases.iter().map(|_| good.clone()).collect();
+    let mut i = 0;
+    send_with(&topic, &records, |_| {
+        let (_, k, v) = &cases[i];
+        i += 1;
+        (k.clone(), v.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let out = run_ok(ingest_args(
+        &mut streamflow(),
+        &[&topic],
+        landing,
+        "bad-inputs",
+    ));
+    assert_eq!(summary_of(&out)["quarantined"], cases.len() as u64);
+    let landed = read_landing(&Location::parse(landing).unwrap(), &topic).await;
+    assert!(landed.event_ids.is_empty());
+    let mut by_offset = landed.quarantine.clone();
+    by_offset.sort_by_key(|q| q["offset"].as_i64());
+    let kinds: Vec<&str> = by_offset
+        .iter()
+        .map(|q| q["reason_kind"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = cases.iter().map(|(k, _, _)| *k).collect();
+    assert_eq!(kinds, expected);
+    // Nothing is lost: the bytes of a non-UTF-8 value are kept, base64-encoded.
+    assert!(by_offset[2]["value_base64"].is_string());
+    assert_eq!(
+        by_offset[3]["value_bytes"],
+        serde_json::json!(700 * 1024 + 10)
+    );
+}
+
+#[tokio::test]
+async fn kill_9_at_random_points_then_rerun_loses_and_duplicates_nothing() {
+    let topic = fresh_topic(EventKind::User, 3).await;
+    let mut g = generator(EventKind::User, 5, "2026-11-25T06:00:00Z", 0.02);
+    let recs: Vec<_> = (0..30_000).map(|_| g.next_record()).collect();
+    send_all(&topic, &recs);
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(std::process::id() as u64);
+    let iterations = std::env::var("STREAMFLOW_KILL_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    for _ in 0..iterations {
+        let files_before = count_files(dir.path());
+        // Kill once the drain has written a random number more files: somewhere between
+        // batches, mid-batch, or between an upload and its commit.
+        let target = files_before + rng.random_range(1..12);
+        let mut child = ingest_args(&mut streamflow(), &[&topic], landing, &group)
+            .args(["--max-file-records", "400"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let finished = wait_for(
+            "files to appear or the drain to end",
+            Duration::from_secs(120),
+            || {
+                if count_files(dir.path()) >= target {
+                    return Some(false);
+                }
+                child.try_wait().unwrap().map(|_| true)
+            },
+        );
+        kill9(&mut child);
+        if finished {
+            break;
+        }
+    }
+    let out = run_ok(
+        ingest_args(&mut streamflow(), &[&topic], landing, &group)
+            .args(["--max-file-records", "400"]),
+    );
+    assert_eq!(summary_of(&out)["complete"], true);
+    let landed = read_landing(&Location::parse(landing).unwrap(), &topic).await;
+    assert_exactly_once(&landed, &good_ids(&recs));
+    let offsets: BTreeSet<(i64, i64)> = landed
+        .quarantine
+        .iter()
+        .map(|q| {
+            (
+                q["partition"].as_i64().unwrap(),
+                q["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        offsets.len(),
+        landed.quarantine.len(),
+        "no quarantined record twice"
+    );
+    assert_eq!(
+        offsets.len(),
+        recs.iter().filter(|r| r.bad.is_some()).count()
+    );
+}
+
+#[tokio::test]
+async fn a_run_cut_short_by_its_max_duration_commits_what_it_drained() {
+    let topic = fresh_topic(EventKind::User, 2).await;
+    let mut g = generator(EventKind::User, 6, "2026-11-25T07:00:00Z", 0.0);
+    let recs: Vec<_> = (0..60_000).map(|_| g.next_record()).collect();
+    send_all(&topic, &recs);
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs < 200, "the drain never caught up");
+        let out = run_ok(
+            ingest_args(&mut streamflow(), &[&topic], landing, &group).args([
+                "--max-duration",
+                "200ms",
+                "--max-file-records",
+                "1000",
+            ]),
+        );
+        if summary_of(&out)["complete"] == true {
+            break;
+        }
+    }
+    assert!(runs > 1, "the cap cut at least one run short");
+    assert_exactly_once(
+        &read_landing(&Location::parse(landing).unwrap(), &topic).await,
+        &good_ids(&recs),
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_upload_and_commit_is_finished_by_the_next_run_with_the_same_cut() {
+    // One partition, 1000 records, files of 300: batches end at 299, 599, 899 and 999. The run
+    // crashes right after uploading the last, partial batch and before committing it; then
+    // more records arrive. A retry that planned afresh up to the new high watermark would cut
+    // 900..1199 and land 900..999 twice.
+    let topic = fresh_topic(EventKind::User, 1).await;
+    let mut g = generator(EventKind::User, 7, "2026-11-25T05:00:00Z", 0.0);
+    let first: Vec<_> = (0..1000).map(|_| g.next_record()).collect();
+    send_all(&topic, &first);
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let crashed = ingest_args(&mut streamflow(), &[&topic], landing, &group)
+        .args(["--max-file-records", "300", "--crash-after-uploads", "4"])
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the fault hook aborts the run");
+    let location = Location::parse(landing).unwrap();
+    assert_eq!(
+        read_landing(&location, &topic).await.event_ids.len(),
+        1000,
+        "all four batches were uploaded"
+    );
+
+    let more: Vec<_> = (0..500).map(|_| g.next_record()).collect();
+    send_all(&topic, &more);
+    let resumed = summary_of(&run_ok(
+        ingest_args(&mut streamflow(), &[&topic], landing, &group)
+            .args(["--max-file-records", "300"]),
+    ));
+    assert_eq!(
+        resumed["topics"][&topic]["partitions"]["0"]["from"], 900,
+        "resumes at the uncommitted batch"
+    );
+    assert_eq!(
+        resumed["topics"][&topic]["partitions"]["0"]["to"], 1000,
+        "and ends where the crashed plan ended"
+    );
+    run_ok(
+        ingest_args(&mut streamflow(), &[&topic], landing, &group)
+            .args(["--max-file-records", "300"]),
+    );
+    let all: Vec<_> = first.iter().chain(&more).cloned().collect();
+    assert_exactly_once(&read_landing(&location, &topic).await, &good_ids(&all));
+}

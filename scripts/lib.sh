@@ -1,0 +1,110 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/*.sh (kafka.sh, s3.sh, ...). Source it, don't run it:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# Keep this small and generic: no service-specific logic here.
+
+if [[ -n "${_SF_LIB_SH:-}" ]]; then return 0; fi
+_SF_LIB_SH=1
+
+# log MSG... : timestamped message on stderr (prefixed with the calling script's name).
+log() {
+  printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "${SF_LOG_TAG:-$(basename "$0" .sh)}" "$*" >&2
+}
+
+# die MSG... : log and exit 1.
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+# sf_cache_dir : cache root, shared across clones/CI runs (outside the git tree).
+sf_cache_dir() {
+  local d="${STREAMFLOW_CACHE:-$HOME/.cache/streamflow}"
+  mkdir -p "$d"
+  printf '%s\n' "$d"
+}
+
+# sf_run_dir [NAME] : runtime state root (${STREAMFLOW_RUN_DIR:-<cache>/run}),
+# or its subdirectory NAME (e.g. "kafka", "s3"). Created if missing.
+sf_run_dir() {
+  local d="${STREAMFLOW_RUN_DIR:-$(sf_cache_dir)/run}"
+  if [[ -n "${1:-}" ]]; then d="$d/$1"; fi
+  mkdir -p "$d"
+  printf '%s\n' "$d"
+}
+
+# pid_alive PID : true if PID is a live (non-zombie) process.
+pid_alive() {
+  local pid="${1:-}"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -r "/proc/$pid/stat" ]]; then
+    local stat
+    stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat%% *}" != "Z" ]] || return 1
+  fi
+  return 0
+}
+
+# pidfile_pid PIDFILE [MATCH] : print the pid recorded in PIDFILE if that process is
+# alive (and, if MATCH is given, its command line contains MATCH, guarding against
+# a recycled pid). Returns 1 otherwise.
+pidfile_pid() {
+  local pidfile="$1" match="${2:-}" pid
+  [[ -f "$pidfile" ]] || return 1
+  pid="$(head -n1 "$pidfile" 2>/dev/null | tr -dc '0-9')"
+  pid_alive "$pid" || return 1
+  if [[ -n "$match" && -r "/proc/$pid/cmdline" ]]; then
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$match" || return 1
+  fi
+  printf '%s\n' "$pid"
+}
+
+# stop_pidfile PIDFILE [TIMEOUT_SECONDS=60] [MATCH] : stop the process recorded in
+# PIDFILE (SIGTERM, then SIGKILL after the timeout), wait until it has exited and
+# remove PIDFILE. A missing or stale pid file is fine (returns 0).
+stop_pidfile() {
+  local pidfile="$1" timeout="${2:-60}" match="${3:-}" pid i
+  if ! pid="$(pidfile_pid "$pidfile" "$match")"; then
+    if [[ -f "$pidfile" ]]; then log "removing stale pid file $pidfile"; fi
+    rm -f "$pidfile"
+    return 0
+  fi
+  log "stopping pid $pid (SIGTERM, up to ${timeout}s)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < timeout * 5; i++)); do
+    pid_alive "$pid" || break
+    sleep 0.2
+  done
+  if pid_alive "$pid"; then
+    log "pid $pid still alive after ${timeout}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      pid_alive "$pid" || break
+      sleep 0.2
+    done
+    pid_alive "$pid" && { log "pid $pid did not exit"; return 1; }
+  fi
+  rm -f "$pidfile"
+  return 0
+}
+
+# tcp_open HOST PORT : true if a TCP connect to HOST:PORT succeeds (1s timeout).
+tcp_open() {
+  # shellcheck disable=SC2016  # $1/$2 are expanded by the inner bash
+  timeout 1 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# wait_for_tcp HOST PORT TIMEOUT_SECONDS [PID] : wait until HOST:PORT accepts TCP
+# connections. Returns 1 on timeout, or as soon as PID (if given) has died.
+wait_for_tcp() {
+  local host="$1" port="$2" timeout="${3:-60}" pid="${4:-}"
+  local deadline=$((SECONDS + timeout))
+  while ((SECONDS < deadline)); do
+    if tcp_open "$host" "$port"; then return 0; fi
+    if [[ -n "$pid" ]] && ! pid_alive "$pid"; then return 1; fi
+    sleep 0.5
+  done
+  tcp_open "$host" "$port"
+}

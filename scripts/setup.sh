@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the machine packages the build and the test servers need, when missing. Idempotent.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+SF_LOG_TAG=setup
+
+# command → Debian package
+declare -A needed=(
+  [cc]=build-essential
+  [make]=make
+  [cmake]=cmake
+  [pkg-config]=pkg-config
+  [java]=openjdk-17-jre-headless
+  [mvn]=maven
+  [python3]=python3
+  [curl]=curl
+)
+missing=()
+for cmd in "${!needed[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needed[$cmd]}")
+done
+# librdkafka's build links zlib; its headers come from zlib1g-dev.
+[[ -f /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
+if ((${#missing[@]})); then
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
