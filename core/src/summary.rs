@@ -150,7 +150,10 @@ mod tests {
         s.add_partition("user_events", 0, part(10, 1, 100));
         s.add_partition("user_events", 1, part(5, 0, 50));
         s.add_partition("transaction_events", 0, part(7, 2, 70));
-        assert_eq!((s.records, s.quarantined, s.bytes, s.expired), (22, 3, 220, 4));
+        assert_eq!(
+            (s.records, s.quarantined, s.bytes, s.expired),
+            (22, 3, 220, 4)
+        );
         assert_eq!(s.topics["user_events"].records, 15);
         assert_eq!(s.topics["transaction_events"].quarantined, 2);
         let json = serde_json::to_string(&s).unwrap();
