@@ -289,19 +289,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let stop = stop_on_signal();
             let summary = ingest::ingest(config, stop).await?;
-            let json = serde_json::to_string(&summary)?;
-            println!("{json}");
-            if let Some(path) = args.summary_file {
-                std::fs::write(&path, &json)
-                    .with_context(|| format!("cannot write the summary to {}", path.display()))?;
-            }
-            Ok(())
+            write_summary(
+                &serde_json::to_string(&summary)?,
+                args.summary_file.as_ref(),
+            )
         }
         Command::Etl(args) => run_etl(args).await,
         Command::Validate(args) => run_validate(args).await,
     }
 }
 
+/// Prints a stage's one-line JSON summary and, when asked, writes it to a file too.
 fn write_summary(json: &str, path: Option<&PathBuf>) -> anyhow::Result<()> {
     println!("{json}");
     if let Some(path) = path {

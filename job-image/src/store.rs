@@ -108,6 +108,30 @@ impl Location {
         })
     }
 
+    /// Makes a written object survive a machine crash, not only a process crash. object_store's
+    /// local store renames a temporary file into place without fsync; an S3 PUT that returned
+    /// is durable already, so this is a no-op there.
+    pub async fn make_durable(&self, object: &Path) -> std::io::Result<()> {
+        if self.store_url.scheme() != "file" {
+            return Ok(());
+        }
+        let Ok(root) = self.store_url.to_file_path() else {
+            return Ok(());
+        };
+        let file = object
+            .parts()
+            .fold(root, |dir, part| dir.join(part.as_ref()));
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&file)?.sync_all()?;
+            match file.parent() {
+                Some(dir) => std::fs::File::open(dir)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     /// The path of `relative` under this location's prefix.
     pub fn child(&self, relative: &str) -> Path {
         let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_owned()).collect();
@@ -134,6 +158,17 @@ mod tests {
         assert_eq!(plain.child("a/b.ndjson").as_ref(), "a/b.ndjson");
         let url = Location::parse(&format!("file://{}", sub.display())).unwrap();
         assert_eq!(url.store_url, plain.store_url);
+    }
+
+    #[tokio::test]
+    async fn make_durable_finds_the_local_file_and_fails_for_a_missing_one() {
+        use object_store::ObjectStoreExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let path = loc.child("a/b/c.ndjson");
+        loc.store.put(&path, "x\n".into()).await.unwrap();
+        loc.make_durable(&path).await.unwrap();
+        assert!(loc.make_durable(&loc.child("a/missing")).await.is_err());
     }
 
     #[test]

@@ -741,7 +741,20 @@ async fn put_with_retry(
     let mut delay = Duration::from_millis(500);
     loop {
         match landing.store.put(object, payload.clone()).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                // Offsets are committed after this returns: the file must outlive a power cut.
+                return landing
+                    .make_durable(object)
+                    .await
+                    .map_err(|e| IngestError::Store {
+                        object: object.to_string(),
+                        landing: landing.display.clone(),
+                        source: Box::new(object_store::Error::Generic {
+                            store: "local",
+                            source: Box::new(e),
+                        }),
+                    });
+            }
             Err(e)
                 if started.elapsed() + delay < STORE_RETRY_TIMEOUT
                     && !matches!(
