@@ -4,8 +4,14 @@
 //! that does not deserialize into its topic's type is quarantined with serde's message, which
 //! names the field and what was wrong with it.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+/// Text that borrows from the record when it can: checking a record allocates nothing for
+/// strings without escapes.
+pub type Text<'a> = Cow<'a, str>;
 
 pub const USER_EVENTS: &str = "user_events";
 pub const TRANSACTION_EVENTS: &str = "transaction_events";
@@ -42,53 +48,65 @@ pub enum UserEventType {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UserEvent {
-    pub event_id: String,
+pub struct UserEvent<'a> {
+    #[serde(borrow)]
+    pub event_id: Text<'a>,
     pub event_type: UserEventType,
     pub event_time: DateTime<Utc>,
-    pub user_id: String,
-    pub session_id: String,
-    pub page: Page,
-    pub device: Device,
-    pub geo: Geo,
+    #[serde(borrow)]
+    pub user_id: Text<'a>,
+    #[serde(borrow)]
+    pub session_id: Text<'a>,
+    #[serde(borrow)]
+    pub page: Page<'a>,
+    #[serde(borrow)]
+    pub device: Device<'a>,
+    #[serde(borrow)]
+    pub geo: Geo<'a>,
     /// Search text for `search`, product for `add_to_cart`, target element for `click`.
-    #[serde(default)]
-    pub properties: Option<Properties>,
+    #[serde(default, borrow)]
+    pub properties: Option<Properties<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Page {
-    pub url: String,
-    #[serde(default)]
-    pub referrer: Option<String>,
-    pub title: String,
+pub struct Page<'a> {
+    #[serde(borrow)]
+    pub url: Text<'a>,
+    #[serde(default, borrow)]
+    pub referrer: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub title: Text<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Device {
+pub struct Device<'a> {
     /// desktop, mobile or tablet.
-    pub r#type: String,
-    pub os: String,
-    pub browser: String,
+    pub r#type: Text<'a>,
+    #[serde(borrow)]
+    pub os: Text<'a>,
+    #[serde(borrow)]
+    pub browser: Text<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Geo {
+pub struct Geo<'a> {
     /// ISO 3166-1 alpha-2.
-    pub country: String,
-    pub city: String,
+    #[serde(borrow)]
+    pub country: Text<'a>,
+    #[serde(borrow)]
+    pub city: Text<'a>,
     pub lat: f64,
     pub lon: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Properties {
-    #[serde(default)]
-    pub query: Option<String>,
-    #[serde(default)]
-    pub product_id: Option<String>,
-    #[serde(default)]
-    pub element: Option<String>,
+pub struct Properties<'a> {
+    #[serde(default, borrow)]
+    pub query: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub product_id: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub element: Option<Text<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,46 +119,61 @@ pub enum TransactionStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TransactionEvent {
-    pub event_id: String,
+pub struct TransactionEvent<'a> {
+    #[serde(borrow)]
+    pub event_id: Text<'a>,
     pub event_time: DateTime<Utc>,
-    pub transaction_id: String,
-    pub user_id: String,
-    #[serde(default)]
-    pub session_id: Option<String>,
+    #[serde(borrow)]
+    pub transaction_id: Text<'a>,
+    #[serde(borrow)]
+    pub user_id: Text<'a>,
+    #[serde(default, borrow)]
+    pub session_id: Option<Text<'a>>,
     /// Total in major units with at most two decimals; the ETL reads it as a decimal.
     pub amount: f64,
     /// ISO 4217.
-    pub currency: String,
+    #[serde(borrow)]
+    pub currency: Text<'a>,
     pub status: TransactionStatus,
-    pub payment: Payment,
-    pub merchant: Merchant,
-    pub items: Vec<Item>,
+    #[serde(borrow)]
+    pub payment: Payment<'a>,
+    #[serde(borrow)]
+    pub merchant: Merchant<'a>,
+    #[serde(borrow)]
+    pub items: Vec<Item<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Payment {
+pub struct Payment<'a> {
     /// card, paypal, bank_transfer, wallet.
-    pub method: String,
-    #[serde(default)]
-    pub card_brand: Option<String>,
-    #[serde(default)]
-    pub card_last4: Option<String>,
+    #[serde(borrow)]
+    pub method: Text<'a>,
+    #[serde(default, borrow)]
+    pub card_brand: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub card_last4: Option<Text<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Merchant {
-    pub merchant_id: String,
-    pub name: String,
-    pub category: String,
-    pub country: String,
+pub struct Merchant<'a> {
+    #[serde(borrow)]
+    pub merchant_id: Text<'a>,
+    #[serde(borrow)]
+    pub name: Text<'a>,
+    #[serde(borrow)]
+    pub category: Text<'a>,
+    #[serde(borrow)]
+    pub country: Text<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Item {
-    pub sku: String,
-    pub name: String,
-    pub category: String,
+pub struct Item<'a> {
+    #[serde(borrow)]
+    pub sku: Text<'a>,
+    #[serde(borrow)]
+    pub name: Text<'a>,
+    #[serde(borrow)]
+    pub category: Text<'a>,
     pub quantity: u32,
     pub unit_price: f64,
 }
@@ -208,14 +241,14 @@ pub fn check_record(
     let (event_time, user_id) = match kind {
         EventKind::User => {
             let e: UserEvent = serde_json::from_str(text).map_err(rejection_of)?;
-            (e.event_time, e.user_id)
+            (e.event_time, e.user_id.into_owned())
         }
         EventKind::Transaction => {
             let e: TransactionEvent = serde_json::from_str(text).map_err(rejection_of)?;
             if e.amount < 0.0 {
                 return Err(Rejection::NegativeAmount(e.amount.to_string()));
             }
-            (e.event_time, e.user_id)
+            (e.event_time, e.user_id.into_owned())
         }
     };
     let key = key.ok_or(Rejection::MissingKey)?;

@@ -175,7 +175,7 @@ struct IngestArgs {
     #[arg(long, default_value_t = 200_000)]
     max_file_records: u64,
     /// Close a file after this many bytes per partition.
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_file_bytes: u64,
     /// Gzip the NDJSON files (.ndjson.gz).
     #[arg(long)]

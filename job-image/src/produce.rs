@@ -70,8 +70,8 @@ pub struct GeneratorConfig {
 struct UserProfile {
     user_id: String,
     session_id: String,
-    device: Device,
-    geo: Geo,
+    device: Device<'static>,
+    geo: Geo<'static>,
 }
 
 /// A deterministic stream of events of one kind.
@@ -130,13 +130,13 @@ impl EventGenerator {
                     user_id: format!("u{:06}", i),
                     session_id: random_id(&mut pool_rng),
                     device: Device {
-                        r#type: device_type.to_owned(),
-                        os: os.to_owned(),
-                        browser: browser.to_owned(),
+                        r#type: device_type.into(),
+                        os: os.into(),
+                        browser: browser.into(),
                     },
                     geo: Geo {
-                        country: country.to_owned(),
-                        city: city.to_owned(),
+                        country: country.into(),
+                        city: city.into(),
                         lat: round2(lat + pool_rng.random_range(-0.2..0.2)),
                         lon: round2(lon + pool_rng.random_range(-0.2..0.2)),
                     },
@@ -195,12 +195,12 @@ impl EventGenerator {
             key,
             value,
             timestamp,
-            event_id: Some(event_id),
+            event_id: Some(event_id.into_owned()),
             bad: None,
         }
     }
 
-    fn user_event(&mut self, user: usize, at: DateTime<Utc>) -> UserEvent {
+    fn user_event(&mut self, user: usize, at: DateTime<Utc>) -> UserEvent<'static> {
         let event_type = match self.rng.random_range(0..100) {
             0..=4 => UserEventType::Login,
             5..=7 => UserEventType::Logout,
@@ -224,40 +224,41 @@ impl EventGenerator {
                 query: Some(
                     CATEGORIES
                         .choose(&mut self.rng)
-                        .unwrap_or(&"books")
-                        .to_string(),
+                        .copied()
+                        .unwrap_or("books")
+                        .into(),
                 ),
                 product_id: None,
                 element: None,
             }),
             UserEventType::AddToCart => Some(Properties {
                 query: None,
-                product_id: Some(product),
+                product_id: Some(product.into()),
                 element: None,
             }),
             UserEventType::Click => Some(Properties {
                 query: None,
                 product_id: None,
                 element: Some(
-                    ["button.buy", "a.nav", "img.hero"][self.rng.random_range(0..3)].to_owned(),
+                    ["button.buy", "a.nav", "img.hero"][self.rng.random_range(0..3)].into(),
                 ),
             }),
             _ => None,
         };
         let profile = &self.users[user];
         UserEvent {
-            event_id: random_id(&mut self.rng),
+            event_id: random_id(&mut self.rng).into(),
             event_type,
             event_time: at,
-            user_id: profile.user_id.clone(),
-            session_id: profile.session_id.clone(),
+            user_id: profile.user_id.clone().into(),
+            session_id: profile.session_id.clone().into(),
             page: Page {
-                url,
+                url: url.into(),
                 referrer: self
                     .rng
                     .random_bool(0.3)
-                    .then(|| "https://search.example.org/".to_owned()),
-                title: title.to_owned(),
+                    .then(|| "https://search.example.org/".into()),
+                title: title.into(),
             },
             device: profile.device.clone(),
             geo: profile.geo.clone(),
@@ -265,16 +266,16 @@ impl EventGenerator {
         }
     }
 
-    fn transaction_event(&mut self, user: usize, at: DateTime<Utc>) -> TransactionEvent {
+    fn transaction_event(&mut self, user: usize, at: DateTime<Utc>) -> TransactionEvent<'static> {
         let n_items = self.rng.random_range(1..=4);
         let items: Vec<Item> = (0..n_items)
             .map(|_| {
                 let category = *CATEGORIES.choose(&mut self.rng).unwrap_or(&"books");
                 let sku = format!("sku-{:05}", self.rng.random_range(0..5000));
                 Item {
-                    name: format!("{category} item {}", &sku[4..]),
-                    sku,
-                    category: category.to_owned(),
+                    name: format!("{category} item {}", &sku[4..]).into(),
+                    sku: sku.into(),
+                    category: category.into(),
                     quantity: self.rng.random_range(1..=3),
                     unit_price: self.rng.random_range(199..=49_999) as f64 / 100.0,
                 }
@@ -297,32 +298,32 @@ impl EventGenerator {
             *MERCHANTS.choose(&mut self.rng).unwrap_or(&MERCHANTS[0]);
         let profile = &self.users[user];
         TransactionEvent {
-            event_id: random_id(&mut self.rng),
+            event_id: random_id(&mut self.rng).into(),
             event_time: at,
-            transaction_id: format!("t-{}", random_id(&mut self.rng)),
-            user_id: profile.user_id.clone(),
+            transaction_id: format!("t-{}", random_id(&mut self.rng)).into(),
+            user_id: profile.user_id.clone().into(),
             session_id: self
                 .rng
                 .random_bool(0.9)
-                .then(|| profile.session_id.clone()),
+                .then(|| profile.session_id.clone().into()),
             amount: cents as f64 / 100.0,
             currency: CURRENCIES
                 .choose(&mut self.rng)
-                .unwrap_or(&"EUR")
-                .to_string(),
+                .copied()
+                .unwrap_or("EUR")
+                .into(),
             status,
             payment: Payment {
-                method: method.to_owned(),
-                card_brand: (method == "card").then(|| {
-                    ["visa", "mastercard", "amex"][self.rng.random_range(0..3)].to_owned()
-                }),
+                method: method.into(),
+                card_brand: (method == "card")
+                    .then(|| ["visa", "mastercard", "amex"][self.rng.random_range(0..3)].into()),
                 card_last4: (method == "card")
-                    .then(|| format!("{:04}", self.rng.random_range(0..10_000))),
+                    .then(|| format!("{:04}", self.rng.random_range(0..10_000)).into()),
             },
             merchant: Merchant {
-                merchant_id: merchant_id.to_owned(),
-                name: name.to_owned(),
-                category: category.to_owned(),
+                merchant_id: merchant_id.into(),
+                name: name.into(),
+                category: category.into(),
                 country: profile.geo.country.clone(),
             },
             items,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
@@ -620,64 +621,81 @@ async fn upload_and_commit(
     };
     let commits = matches!(config.bound, Bound::Watermark { .. });
     let mut uploaded = 0u64;
+    // Several batches upload at once (S3 PUTs are mostly waiting), but they are finished, and
+    // their offsets committed, strictly in the order they were cut.
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    let mut finish =
+        async |done: Uploaded, outcome: &mut UploadOutcome| -> Result<(), IngestError> {
+            uploaded += 1;
+            if config.crash_after_uploads == Some(uploaded) {
+                std::process::abort();
+            }
+            let plan = plans.iter().find(|p| p.partition == done.partition);
+            if commits && let Some(plan) = plan {
+                let stored = StoredPlan {
+                    end: if done.cut { done.next } else { plan.end },
+                    rotation: plan.rotation,
+                };
+                commit_offset(
+                    &config,
+                    &consumer,
+                    &topic,
+                    done.partition,
+                    done.next,
+                    &stored,
+                )
+                .await?;
+            }
+            outcome.files += done.files;
+            outcome.skipped += done.skipped;
+            if let Some(s) = outcome.partitions.get_mut(&done.partition) {
+                s.to = done.next;
+                s.records += done.good;
+                s.quarantined += done.quarantined;
+                s.bytes += done.value_bytes;
+            }
+            Ok(())
+        };
     while let Some(work) = rx.recv().await {
         let (batch, cut) = match work {
             Work::Batch(b) => (b, false),
             Work::CutBatch(b) => (b, true),
         };
-        let plan = plans
-            .iter()
-            .find(|p| p.partition == batch.partition)
-            .copied();
-        if commits
-            && cut
-            && let Some(plan) = plan
+        if cut {
+            // The cut is written ahead at the partition's committed position, so everything
+            // before it must be committed first.
+            while let Some(done) = in_flight.next().await {
+                finish(done?, &mut outcome).await?;
+            }
+            if commits && let Some(plan) = plans.iter().find(|p| p.partition == batch.partition) {
+                let stored = StoredPlan {
+                    end: batch.next,
+                    rotation: plan.rotation,
+                };
+                let position = outcome
+                    .partitions
+                    .get(&batch.partition)
+                    .map_or(batch.first, |s| s.to);
+                commit_offset(
+                    &config,
+                    &consumer,
+                    &topic,
+                    batch.partition,
+                    position,
+                    &stored,
+                )
+                .await?;
+            }
+        }
+        in_flight.push_back(upload_batch(config.landing.clone(), batch, cut));
+        if in_flight.len() >= UPLOADS_IN_FLIGHT
+            && let Some(done) = in_flight.next().await
         {
-            let stored = StoredPlan {
-                end: batch.next,
-                rotation: plan.rotation,
-            };
-            let position = outcome
-                .partitions
-                .get(&batch.partition)
-                .map_or(batch.first, |s| s.to);
-            commit_offset(
-                &config,
-                &consumer,
-                &topic,
-                batch.partition,
-                position,
-                &stored,
-            )
-            .await?;
+            finish(done?, &mut outcome).await?;
         }
-        outcome.files += upload_batch(&config.landing, &batch).await?;
-        uploaded += 1;
-        if config.crash_after_uploads == Some(uploaded) {
-            std::process::abort();
-        }
-        if commits && let Some(plan) = plan {
-            let stored = StoredPlan {
-                end: if cut { batch.next } else { plan.end },
-                rotation: plan.rotation,
-            };
-            commit_offset(
-                &config,
-                &consumer,
-                &topic,
-                batch.partition,
-                batch.next,
-                &stored,
-            )
-            .await?;
-        }
-        outcome.skipped += batch.skipped;
-        if let Some(s) = outcome.partitions.get_mut(&batch.partition) {
-            s.to = batch.next;
-            s.records += batch.good;
-            s.quarantined += batch.quarantined;
-            s.bytes += batch.value_bytes;
-        }
+    }
+    while let Some(done) = in_flight.next().await {
+        finish(done?, &mut outcome).await?;
     }
     Ok(outcome)
 }
@@ -702,27 +720,57 @@ async fn commit_offset(
         .map_err(|e| IngestError::Internal(e.to_string()))?
 }
 
-/// Writes every object of a batch; returns how many.
-async fn upload_batch(landing: &Location, batch: &Batch) -> Result<u64, IngestError> {
-    let uploads = batch.chunks.iter().map(|((kind, date), chunk)| async move {
-        let object = landing.child(&batch.object_name(*kind, *date));
-        let body = if batch.gzip {
-            let raw = chunk.body.clone();
-            tokio::task::spawn_blocking(move || gzip(&raw))
-                .await
-                .map_err(|e| IngestError::Internal(e.to_string()))?
-        } else {
-            chunk.body.clone()
-        };
-        put_with_retry(landing, &object, PutPayload::from(body)).await
+/// Batches uploading at once per topic.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
+/// What is left of a batch once its objects are written: what to commit and count.
+struct Uploaded {
+    partition: i32,
+    next: i64,
+    cut: bool,
+    files: u64,
+    good: u64,
+    quarantined: u64,
+    skipped: u64,
+    value_bytes: u64,
+}
+
+/// Writes every object of a batch, consuming it (its buffers go to the store, not copied).
+async fn upload_batch(landing: Location, batch: Batch, cut: bool) -> Result<Uploaded, IngestError> {
+    let names: Vec<String> = batch
+        .chunks
+        .keys()
+        .map(|(kind, date)| batch.object_name(*kind, *date))
+        .collect();
+    let done = Uploaded {
+        partition: batch.partition,
+        next: batch.next,
+        cut,
+        files: names.len() as u64,
+        good: batch.good,
+        quarantined: batch.quarantined,
+        skipped: batch.skipped,
+        value_bytes: batch.value_bytes,
+    };
+    let gzip_on = batch.gzip;
+    let uploads = batch.chunks.into_values().zip(names).map(|(chunk, name)| {
+        let landing = &landing;
+        async move {
+            let object = landing.child(&name);
+            let body = if gzip_on {
+                tokio::task::spawn_blocking(move || gzip(&chunk.body))
+                    .await
+                    .map_err(|e| IngestError::Internal(e.to_string()))?
+            } else {
+                chunk.body
+            };
+            put_with_retry(landing, &object, PutPayload::from(body)).await
+        }
     });
-    let results = futures::future::join_all(uploads).await;
-    let mut files = 0;
-    for r in results {
-        r?;
-        files += 1;
+    for result in futures::future::join_all(uploads).await {
+        result?;
     }
-    Ok(files)
+    Ok(done)
 }
 
 /// How long an upload is retried before the run fails: long enough to ride out a restarting

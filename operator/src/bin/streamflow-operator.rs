@@ -1,0 +1,59 @@
+//! The PipelineRun controller. Run one replica (Deployment strategy Recreate); see
+//! docs/operator.md.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use streamflow_operator::controller::{self, Options};
+
+#[derive(Parser)]
+#[command(
+    name = "streamflow-operator",
+    version,
+    about = "Runs PipelineRuns as Kubernetes Jobs."
+)]
+struct Cli {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "STREAMFLOW_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(
+        long,
+        env = "STREAMFLOW_OPERATOR_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    http_addr: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "error: cannot build a Kubernetes client (KUBECONFIG or in-cluster config): {e}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = Options {
+        namespace: cli.namespace,
+        http_addr: cli.http_addr,
+    };
+    match controller::run(client, opts).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

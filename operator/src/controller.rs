@@ -1,0 +1,455 @@
+//! The PipelineRun controller: reconcile = dereference (the run's Jobs and their Pods) →
+//! decide (`status::decide`, pure) → apply (create the next Job if absent) → write the status
+//! (only when it changed) → publish Events and metrics for the transitions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::crd::{Phase, PipelineRun, PipelineRunStatus, Stage};
+use crate::jobs::{self, LABEL_MANAGED_BY, MANAGER, ObservedJob};
+use crate::metrics::Metrics;
+use crate::status::{self, Transition, set_condition};
+use crate::{Error, Result};
+
+/// Removed once the run's Jobs are deleted, so deleting a run deletes its Jobs even where no
+/// garbage collector follows owner references.
+pub const FINALIZER: &str = "streamflow.io/jobs";
+/// A run waiting on nothing is looked at again after this long anyway.
+const RESYNC: Duration = Duration::from_secs(300);
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    phases: Mutex<HashMap<String, Phase>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics) -> Self {
+        let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER));
+        Self {
+            client,
+            recorder,
+            metrics,
+            phases: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    fn key(run: &PipelineRun) -> String {
+        format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any())
+    }
+
+    fn record_phase(&self, run: &PipelineRun, phase: Option<Phase>) {
+        let Ok(mut phases) = self.phases.lock() else {
+            return;
+        };
+        match phase {
+            Some(p) => phases.insert(Self::key(run), p),
+            None => phases.remove(&Self::key(run)),
+        };
+        for p in [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Succeeded,
+            Phase::Failed,
+        ] {
+            let n = phases.values().filter(|v| **v == p).count();
+            self.metrics
+                .runs
+                .with_label_values(&[p.as_str()])
+                .set(n as i64);
+        }
+    }
+
+    async fn publish(&self, run: &PipelineRun, t: &Transition) {
+        let mut note = t.message.clone();
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        let event = Event {
+            type_: if t.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: t.reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            // Also part of the Recorder's de-duplication key: one Event per attempt's Job.
+            secondary: t.job.as_ref().map(|job| ObjectReference {
+                api_version: Some("batch/v1".to_owned()),
+                kind: Some("Job".to_owned()),
+                name: Some(job.clone()),
+                namespace: run.namespace(),
+                ..Default::default()
+            }),
+        };
+        if let Err(e) = self.recorder.publish(&event, &run.object_ref(&())).await {
+            warn!(run = %Self::key(run), reason = t.reason, "cannot publish event: {e}");
+        }
+    }
+}
+
+/// Options of [`run`].
+pub struct Options {
+    /// Watch only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_addr: SocketAddr,
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(client: Client, opts: Options) -> Result<()> {
+    let metrics = Metrics::new()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(opts.http_addr)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("cannot listen on {}", opts.http_addr),
+            source,
+        })?;
+    info!("serving /metrics, /healthz, /readyz on {}", opts.http_addr);
+    tokio::spawn(crate::metrics::serve(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+    ));
+
+    let (runs, jobs): (Api<PipelineRun>, Api<Job>) = match &opts.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    if let Err(e) = runs.list(&ListParams::default().limit(1)).await {
+        return Err(Error::InvalidSpec {
+            field: "CustomResourceDefinition",
+            message: format!(
+                "cannot list PipelineRuns ({e}); is the CRD installed? kubectl apply -f crds/pipelinerun.yaml"
+            ),
+        });
+    }
+    let ctx = Arc::new(Context::new(client, metrics));
+    ready.store(true, Ordering::Relaxed);
+    info!(namespace = ?opts.namespace, "watching PipelineRuns and their Jobs");
+    Controller::new(runs, watcher::Config::default())
+        .owns(
+            jobs,
+            watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(run = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!("reconcile failed: {e}"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let ns = run.namespace().ok_or(Error::MissingField {
+        object: run.name_any(),
+        field: "metadata.namespace",
+    })?;
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, run.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(run) => apply(&run, &ctx).await,
+            FinalizerEvent::Cleanup(run) => cleanup(&run, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok()
+        && let Ok(mut failures) = ctx.failures.lock()
+    {
+        failures.remove(&Context::key(&run));
+    }
+    result
+}
+
+/// Retries a failed reconcile with a per-run exponential backoff (5 s doubling to 5 min).
+pub fn error_policy(run: Arc<PipelineRun>, error: &Error, ctx: Arc<Context>) -> Action {
+    let kind = match error {
+        Error::Finalizer(e) => match &**e {
+            kube::runtime::finalizer::Error::ApplyFailed(inner)
+            | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.metric_label(),
+            _ => error.metric_label(),
+        },
+        other => other.metric_label(),
+    };
+    ctx.metrics.errors.with_label_values(&[kind]).inc();
+    let n = match ctx.failures.lock() {
+        Ok(mut failures) => {
+            let n = failures.entry(Context::key(&run)).or_insert(0);
+            *n += 1;
+            *n
+        }
+        Err(_) => 1,
+    };
+    let wait = Duration::from_secs(5 * 2u64.saturating_pow(n.min(6) - 1)).min(RESYNC);
+    warn!(run = %Context::key(&run), kind, "reconcile failed, retrying in {wait:?}: {error}");
+    Action::requeue(wait)
+}
+
+/// The run's Jobs (owned by this very object, not a deleted namesake) and what they say.
+async fn observe(run: &PipelineRun, ctx: &Context, ns: &str) -> Result<Vec<ObservedJob>> {
+    let lp = ListParams::default().labels(&jobs::run_selector(&run.name_any()));
+    let uid = run.uid();
+    let owned: Vec<Job> = Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|j| {
+            j.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .collect();
+    let finished = owned.iter().any(|j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.status == "True"))
+    });
+    let pods = if finished {
+        Api::<Pod>::namespaced(ctx.client.clone(), ns)
+            .list(&lp)
+            .await?
+            .items
+    } else {
+        Vec::new()
+    };
+    Ok(owned
+        .iter()
+        .filter_map(|j| jobs::observe(j, &pods))
+        .collect())
+}
+
+async fn apply(run: &PipelineRun, ctx: &Context) -> Result<Action> {
+    let ns = run.namespace().unwrap_or_default();
+    let name = run.name_any();
+    let current = run.status.clone().unwrap_or_default();
+    let result = step(run, ctx, &ns, &name, &current).await;
+    if let Err(e) = &result {
+        // Reported in status (best effort) and retried by error_policy.
+        let mut st = current.clone();
+        set_condition(
+            &mut st.conditions,
+            "ReconcileError",
+            true,
+            e.metric_label(),
+            e.to_string(),
+            run.metadata.generation,
+            Utc::now(),
+        );
+        if st != current {
+            let _ = write_status(ctx, &ns, &name, &st).await;
+        }
+    }
+    result
+}
+
+async fn step(
+    run: &PipelineRun,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    current: &PipelineRunStatus,
+) -> Result<Action> {
+    let observed = observe(run, ctx, ns).await?;
+    let now = Utc::now();
+    let mut decision = match status::decide(
+        name,
+        run.metadata.generation,
+        run.metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(jobs::to_chrono),
+        &run.spec,
+        current,
+        &observed,
+        now,
+    ) {
+        Ok(d) => d,
+        Err(e @ Error::InvalidSpec { .. }) => {
+            // Not retried: the spec must change first.
+            let mut st = current.clone();
+            st.phase = Phase::Failed;
+            let message = e.to_string();
+            set_condition(
+                &mut st.conditions,
+                status::COND_SUCCEEDED,
+                false,
+                "InvalidSpec",
+                message.clone(),
+                run.metadata.generation,
+                now,
+            );
+            if st != *current {
+                write_status(ctx, ns, name, &st).await?;
+                ctx.publish(
+                    run,
+                    &Transition {
+                        reason: "InvalidSpec",
+                        message,
+                        warning: true,
+                        stage: None,
+                        job: None,
+                        duration: None,
+                        summary: None,
+                    },
+                )
+                .await;
+            }
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(st) = decision
+        .status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == "ReconcileError")
+    {
+        st.status = "False".to_owned();
+        st.reason = "Reconciled".to_owned();
+        st.message = String::new();
+    }
+
+    let action = match decision.action {
+        status::Action::CreateJob { stage, attempt } => {
+            create_job(run, ctx, ns, stage, attempt).await?;
+            Action::requeue(RESYNC)
+        }
+        status::Action::WaitFor(d) => Action::requeue(d),
+        status::Action::Wait => Action::requeue(RESYNC),
+        status::Action::Done => Action::await_change(),
+    };
+    // Written right after the Job is created: a restarted operator sees the attempt.
+    if decision.status != *current {
+        write_status(ctx, ns, name, &decision.status).await?;
+    }
+    for t in &decision.transitions {
+        info!(run = %format!("{ns}/{name}"), reason = t.reason, "{}", t.message);
+        match t.reason {
+            "StageSucceeded" | "StageFailed" => {
+                if let Some(stage) = t.stage {
+                    ctx.metrics.stage_finished(
+                        stage,
+                        t.reason == "StageSucceeded",
+                        t.duration,
+                        t.summary.as_ref(),
+                    );
+                }
+            }
+            "DeadlineMissed" => ctx.metrics.deadline_misses.inc(),
+            _ => {}
+        }
+        ctx.publish(run, t).await;
+    }
+    ctx.record_phase(run, Some(decision.status.phase));
+    Ok(action)
+}
+
+async fn create_job(
+    run: &PipelineRun,
+    ctx: &Context,
+    ns: &str,
+    stage: Stage,
+    attempt: u32,
+) -> Result<()> {
+    let job = jobs::build_job(run, stage, attempt)?;
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    match api.create(&PostParams::default(), &job).await {
+        Ok(_) => {
+            ctx.metrics
+                .jobs_created
+                .with_label_values(&[stage.as_str()])
+                .inc();
+            ctx.metrics
+                .stage_attempts
+                .with_label_values(&[stage.as_str()])
+                .inc();
+            info!(job = %job.name_any(), "created Job");
+            Ok(())
+        }
+        // Deterministic names: it exists, so an earlier reconcile created it.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn write_status(ctx: &Context, ns: &str, name: &str, st: &PipelineRunStatus) -> Result<()> {
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": PipelineRun::api_version(&()),
+        "kind": PipelineRun::kind(&()),
+        "status": st,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// On deletion: delete the run's Jobs (background propagation), then the finalizer goes.
+async fn cleanup(run: &PipelineRun, ctx: &Context) -> Result<Action> {
+    let ns = run.namespace().unwrap_or_default();
+    let lp = ListParams::default().labels(&jobs::run_selector(&run.name_any()));
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let _ = api
+        .delete_collection(&DeleteParams::background(), &lp)
+        .await?;
+    ctx.publish(
+        run,
+        &Transition {
+            reason: "Deleted",
+            message: "deleted the run's Jobs".to_owned(),
+            warning: false,
+            stage: None,
+            job: None,
+            duration: None,
+            summary: None,
+        },
+    )
+    .await;
+    ctx.record_phase(run, None);
+    Ok(Action::await_change())
+}

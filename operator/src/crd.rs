@@ -1,0 +1,608 @@
+//! The `PipelineRun` custom resource (`streamflow.io/v1alpha1`): one data interval run through
+//! ingest → etl → validate as Kubernetes Jobs. `crdgen` prints its CRD; `crds/pipelinerun.yaml`
+//! is that output, checked by a test.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The CRD's API group.
+pub const GROUP: &str = "streamflow.io";
+
+// One `printcolumn(...)` per column is kube's syntax, not a mistake.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "streamflow.io",
+    version = "v1alpha1",
+    kind = "PipelineRun",
+    plural = "pipelineruns",
+    shortname = "plr",
+    category = "streamflow",
+    namespaced,
+    status = "PipelineRunStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Start", type_ = "string", json_path = ".spec.interval.start"),
+    printcolumn(name = "End", type_ = "string", json_path = ".spec.interval.end"),
+    printcolumn(name = "Stage", type_ = "string", json_path = ".status.currentStage"),
+    printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
+    printcolumn(name = "Deadline", type_ = "string", json_path = ".status.deadline"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRunSpec {
+    /// The data interval `[start, end)` this run processes.
+    pub interval: IntervalSpec,
+    /// The stages to run, in pipeline order (ingest, etl, validate).
+    #[serde(default = "default_stages")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("stages: name at least one stage (ingest, etl, validate)"))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))").message("stages: each stage may appear only once"))]
+    #[schemars(length(max = 3))]
+    pub stages: Vec<Stage>,
+    pub kafka: KafkaSpec,
+    pub storage: StorageSpec,
+    #[serde(default)]
+    pub etl: EtlSpec,
+    #[serde(default)]
+    pub validation: ValidationSpec,
+    /// The `streamflow` job image.
+    #[serde(default = "default_image")]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// CPU and memory of every stage's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The Service Account the Jobs' pods run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// `activeDeadlineSeconds` of each stage's Job: Kubernetes stops an attempt running longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub stage_deadline_seconds: Option<i64>,
+    /// The SLA: the run should succeed within this long after the interval's end (e.g. `2h`).
+    /// Missing it sets the DeadlineMissed condition; the run carries on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub run_deadline: Option<String>,
+    /// What `runDeadline` counts from: `IntervalEnd` (default) or `Creation` (of this run).
+    #[serde(default)]
+    pub run_deadline_from: DeadlineAnchor,
+    /// `ttlSecondsAfterFinished` of the Jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.end > self.start").message("interval: end must be after start"))]
+pub struct IntervalSpec {
+    /// Inclusive start, RFC 3339 (2026-11-25T00:00:00Z).
+    pub start: DateTime<Utc>,
+    /// Exclusive end, RFC 3339.
+    pub end: DateTime<Utc>,
+}
+
+impl IntervalSpec {
+    /// `START/END` as the job image reads it.
+    pub fn arg(&self) -> String {
+        format!(
+            "{}/{}",
+            self.start
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            self.end
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        )
+    }
+}
+
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Ingest,
+    Etl,
+    Validate,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Ingest, Stage::Etl, Stage::Validate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Etl => "etl",
+            Stage::Validate => "validate",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn default_stages() -> Vec<Stage> {
+    Stage::ALL.to_vec()
+}
+
+fn default_image() -> String {
+    "streamflow:0.1.0".to_owned()
+}
+
+/// A Secret in the run's namespace, by name.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    #[schemars(length(min = 1))]
+    pub bootstrap: String,
+    /// Topics to drain; empty means the image's default topics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    /// Consumer group: when set, ingest drains up to the high watermarks and commits
+    /// (watermark mode); when unset, it lands exactly the records of the interval (interval mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// A Secret whose keys become the ingest container's environment (SASL/TLS settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Landing zone: `s3://bucket/prefix`, `file:///dir` or a directory.
+    #[schemars(length(min = 1))]
+    pub landing: String,
+    /// Gold tables: `s3://bucket/prefix`, `file:///dir` or a directory.
+    #[schemars(length(min = 1))]
+    pub gold: String,
+    /// S3 endpoint (`AWS_ENDPOINT_URL`); unset means AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (`AWS_ALLOW_HTTP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    /// A Secret with keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and optionally
+    /// `AWS_SESSION_TOKEN`), given to every stage as environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EtlSpec {
+    /// Session profile: development or production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(development|production)$"))]
+    pub profile: Option<String>,
+    /// Memory the query engine may use before spilling, e.g. `2GiB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
+    /// Files per date partition of the bucketed tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub buckets: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationSpec {
+    /// A ConfigMap holding the checks YAML; unset means the image's default checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_config_map: Option<ConfigMapKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct ConfigMapKeyRef {
+    pub name: String,
+    /// The key holding the YAML (default `checks.yaml`).
+    #[serde(default = "default_checks_key")]
+    pub key: String,
+}
+
+fn default_checks_key() -> String {
+    "checks.yaml".to_owned()
+}
+
+/// Failed attempts are retried after `initialBackoff × factor^(attempt-1)`, capped at
+/// `maxBackoff`, until `maxAttempts` attempts have failed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.maxBackoff) >= duration(self.initialBackoff)").message("retry: maxBackoff must not be shorter than initialBackoff"))]
+pub struct RetryPolicy {
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 20))]
+    pub max_attempts: u32,
+    #[serde(default = "default_initial_backoff")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub initial_backoff: String,
+    #[serde(default = "default_factor")]
+    #[schemars(range(min = 1, max = 10))]
+    pub factor: u32,
+    #[serde(default = "default_max_backoff")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub max_backoff: String,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            initial_backoff: default_initial_backoff(),
+            factor: default_factor(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_initial_backoff() -> String {
+    "10s".to_owned()
+}
+fn default_factor() -> u32 {
+    2
+}
+fn default_max_backoff() -> String {
+    "5m".to_owned()
+}
+
+/// Parses a duration as written in the spec (`10s`, `1h30m`).
+pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, crate::Error> {
+    humantime::parse_duration(s).map_err(|e| crate::Error::InvalidSpec {
+        field,
+        message: format!("{s:?} is not a duration like 10s or 1h30m: {e}"),
+    })
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `failed + 1`, after `failed` failed attempts.
+    pub fn backoff(&self, failed: u32) -> Result<Duration, crate::Error> {
+        let initial = parse_duration("retry.initialBackoff", &self.initial_backoff)?;
+        let max = parse_duration("retry.maxBackoff", &self.max_backoff)?;
+        let exp = failed.saturating_sub(1).min(32);
+        let mult = u64::from(self.factor.max(1)).saturating_pow(exp);
+        let ms = (initial.as_millis() as u64).saturating_mul(mult);
+        Ok(Duration::from_millis(ms).min(max))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// What `runDeadline` counts from.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeadlineAnchor {
+    #[default]
+    IntervalEnd,
+    Creation,
+}
+
+/// Whether the run met its `runDeadline`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadlineState {
+    /// No deadline set.
+    None,
+    /// Not reached yet, run not finished.
+    Pending,
+    Met,
+    Missed,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRunStatus {
+    #[serde(default)]
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The stage running or waiting to be retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_stage: Option<Stage>,
+    /// Attempts of the current (or last) stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DeadlineState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_time: Option<DateTime<Utc>>,
+    /// When the next attempt of the current stage is due (after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageStatus>,
+}
+
+impl PipelineRunStatus {
+    pub fn stage(&self, stage: Stage) -> Option<&StageStatus> {
+        self.stages.iter().find(|s| s.stage == stage)
+    }
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// Shaped like `metav1.Condition`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    pub last_transition_time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StagePhase {
+    #[default]
+    Pending,
+    Running,
+    /// The last attempt failed; another is due at `nextAttemptTime`.
+    BackingOff,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StageStatus {
+    pub stage: Stage,
+    pub phase: StagePhase,
+    /// The Job of the latest attempt.
+    pub job_name: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<DateTime<Utc>>,
+    /// Why the latest attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<StageSummary>,
+}
+
+/// The figures of a stage's JSON summary (its termination message) that the status keeps.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSummary {
+    /// ingest: records landed / quarantined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<u64>,
+    /// ingest: false when the drain was cut short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
+    /// etl: rows written, in total and per gold table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, u64>,
+    /// validate: checks run, and failed by severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_failed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+impl StageSummary {
+    /// Reads a stage's termination message; `None` when it is not a summary of that stage
+    /// (an error message, say).
+    pub fn parse(stage: Stage, message: &str) -> Option<StageSummary> {
+        use streamflow_core::summary::{EtlSummary, IngestSummary, ValidateSummary};
+        let line = message
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))?;
+        match stage {
+            Stage::Ingest => {
+                let s: IngestSummary = serde_json::from_str(line).ok()?;
+                Some(StageSummary {
+                    records: Some(s.records),
+                    quarantined: Some(s.quarantined),
+                    complete: Some(s.complete),
+                    duration_ms: Some(s.duration_ms),
+                    ..Default::default()
+                })
+            }
+            Stage::Etl => {
+                let s: EtlSummary = serde_json::from_str(line).ok()?;
+                Some(StageSummary {
+                    rows: Some(s.rows),
+                    tables: s.tables.iter().map(|(k, v)| (k.clone(), v.rows)).collect(),
+                    duration_ms: Some(s.duration_ms),
+                    ..Default::default()
+                })
+            }
+            Stage::Validate => {
+                let s: ValidateSummary = serde_json::from_str(line).ok()?;
+                Some(StageSummary {
+                    checks: Some(s.checks),
+                    checks_failed: Some(s.failed_errors),
+                    warnings: Some(s.failed_warnings),
+                    ok: Some(s.ok),
+                    duration_ms: Some(s.duration_ms),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+}
+
+/// The CRD as YAML, as committed in `crds/pipelinerun.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
+    use kube::CustomResourceExt;
+    let yaml = serde_yaml_ng::to_string(&PipelineRun::crd())?;
+    Ok(format!(
+        "# Generated by `cargo run -p streamflow-operator --bin crdgen`; do not edit.\n{yaml}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crd_matches_the_code() {
+        let committed = include_str!("../../crds/pipelinerun.yaml");
+        let generated = crd_yaml().unwrap();
+        assert!(
+            committed == generated,
+            "crds/pipelinerun.yaml is stale: run `cargo run -p streamflow-operator --bin crdgen > crds/pipelinerun.yaml`"
+        );
+    }
+
+    #[test]
+    fn crd_has_cel_rules_and_printer_columns() {
+        let yaml = crd_yaml().unwrap();
+        for needle in [
+            "self.end > self.start",
+            "duration(self.maxBackoff) >= duration(self.initialBackoff)",
+            "jsonPath: .status.phase",
+            "jsonPath: .status.deadline",
+            "subresources",
+        ] {
+            assert!(yaml.contains(needle), "no {needle:?} in the CRD");
+        }
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_spec() {
+        let spec: PipelineRunSpec = serde_json::from_value(serde_json::json!({
+            "interval": {"start": "2026-11-24T00:00:00Z", "end": "2026-11-25T00:00:00Z"},
+            "kafka": {"bootstrap": "k:9092"},
+            "storage": {"landing": "s3://l/raw", "gold": "s3://g/t"},
+        }))
+        .unwrap();
+        assert_eq!(spec.stages, Stage::ALL.to_vec());
+        assert_eq!(spec.retry, RetryPolicy::default());
+        assert_eq!(
+            spec.interval.arg(),
+            "2026-11-24T00:00:00Z/2026-11-25T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_by_factor_up_to_the_cap() {
+        let r = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: "10s".into(),
+            factor: 3,
+            max_backoff: "1m".into(),
+        };
+        let secs: Vec<u64> = (1..=4).map(|n| r.backoff(n).unwrap().as_secs()).collect();
+        assert_eq!(secs, [10, 30, 60, 60]);
+        let bad = RetryPolicy {
+            initial_backoff: "soon".into(),
+            ..r
+        };
+        assert!(
+            bad.backoff(1)
+                .unwrap_err()
+                .to_string()
+                .contains("retry.initialBackoff")
+        );
+    }
+
+    #[test]
+    fn summaries_are_read_from_termination_messages() {
+        use streamflow_core::summary::{EtlSummary, EtlTableSummary, ValidateSummary};
+        let mut etl = EtlSummary {
+            stage: "etl".into(),
+            rows: 12,
+            ..Default::default()
+        };
+        etl.tables.insert(
+            "transactions".into(),
+            EtlTableSummary {
+                rows: 7,
+                files: 1,
+                bytes: 100,
+            },
+        );
+        let s = StageSummary::parse(Stage::Etl, &serde_json::to_string(&etl).unwrap()).unwrap();
+        assert_eq!((s.rows, s.tables["transactions"]), (Some(12), 7));
+        let v = ValidateSummary {
+            stage: "validate".into(),
+            ok: false,
+            checks: 5,
+            failed_errors: 2,
+            ..Default::default()
+        };
+        let s = StageSummary::parse(Stage::Validate, &serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(
+            (s.ok, s.checks, s.checks_failed),
+            (Some(false), Some(5), Some(2))
+        );
+        assert_eq!(
+            StageSummary::parse(Stage::Ingest, "error: Kafka is down"),
+            None
+        );
+    }
+}

@@ -1,0 +1,476 @@
+//! Building the batch/v1 Job of a stage attempt, and reading Jobs (and their Pods' termination
+//! messages) back into what `status` decides on. Pure functions: no API calls.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, Pod, PodSpec, PodTemplateSpec,
+    SecretEnvSource, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::{Resource, ResourceExt};
+
+use crate::Error;
+use crate::crd::{PipelineRun, Stage};
+
+pub const LABEL_RUN: &str = "streamflow.io/pipelinerun";
+pub const LABEL_STAGE: &str = "streamflow.io/stage";
+pub const LABEL_ATTEMPT: &str = "streamflow.io/attempt";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "streamflow-operator";
+/// Where the stage writes its summary, which Kubernetes turns into the termination message.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Where the checks ConfigMap is mounted in the validate container.
+pub const CHECKS_DIR: &str = "/etc/streamflow/checks";
+/// Longest run name: Job names become a label value on their Pods (63 characters at most),
+/// and `-validate-20` takes 12.
+pub const MAX_RUN_NAME: usize = 50;
+
+/// `<run>-<stage>-<attempt>`: deterministic, so creating it twice is harmless.
+pub fn job_name(run: &str, stage: Stage, attempt: u32) -> String {
+    format!("{run}-{stage}-{attempt}")
+}
+
+/// The label selector of every Job (and Pod) of a run.
+pub fn run_selector(run: &str) -> String {
+    format!("{LABEL_RUN}={run}")
+}
+
+/// The Job running `attempt` of `stage` of `run`.
+pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, Error> {
+    let name = run.name_any();
+    if name.len() > MAX_RUN_NAME {
+        return Err(Error::InvalidSpec {
+            field: "metadata.name",
+            message: format!("{name:?} is longer than {MAX_RUN_NAME} characters"),
+        });
+    }
+    let owner = run.controller_owner_ref(&()).ok_or(Error::MissingField {
+        object: name.clone(),
+        field: "metadata.uid",
+    })?;
+    let spec = &run.spec;
+    let labels = BTreeMap::from([
+        (LABEL_RUN.to_owned(), name.clone()),
+        (LABEL_STAGE.to_owned(), stage.to_string()),
+        (LABEL_ATTEMPT.to_owned(), attempt.to_string()),
+        (LABEL_MANAGED_BY.to_owned(), MANAGER.to_owned()),
+    ]);
+    let interval = spec.interval.arg();
+    let mut args = vec![stage.to_string()];
+    let mut push = |flag: &str, value: &str| {
+        args.push(flag.to_owned());
+        args.push(value.to_owned());
+    };
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    match stage {
+        Stage::Ingest => {
+            push("--bootstrap", &spec.kafka.bootstrap);
+            for topic in &spec.kafka.topics {
+                push("--topic", topic);
+            }
+            push("--landing", &spec.storage.landing);
+            match &spec.kafka.group {
+                Some(group) => push("--group", group),
+                None => push("--interval", &interval),
+            }
+        }
+        Stage::Etl => {
+            push("--interval", &interval);
+            push("--landing", &spec.storage.landing);
+            push("--gold", &spec.storage.gold);
+            if let Some(profile) = &spec.etl.profile {
+                push("--profile", profile);
+            }
+            if let Some(limit) = &spec.etl.memory_limit {
+                push("--memory-limit", limit);
+            }
+            if let Some(buckets) = spec.etl.buckets {
+                push("--buckets", &buckets.to_string());
+            }
+        }
+        Stage::Validate => {
+            push("--interval", &interval);
+            push("--gold", &spec.storage.gold);
+            push("--landing", &spec.storage.landing);
+            if let Some(cm) = &spec.validation.checks_config_map {
+                push("--checks", &format!("{CHECKS_DIR}/{}", cm.key));
+                volumes.push(Volume {
+                    name: "checks".to_owned(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: cm.name.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                mounts.push(VolumeMount {
+                    name: "checks".to_owned(),
+                    mount_path: CHECKS_DIR.to_owned(),
+                    read_only: Some(true),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    push("--summary-file", TERMINATION_LOG);
+
+    let mut env = Vec::new();
+    let mut var = |name: &str, value: &str| {
+        env.push(EnvVar {
+            name: name.to_owned(),
+            value: Some(value.to_owned()),
+            ..Default::default()
+        })
+    };
+    if let Some(endpoint) = &spec.storage.endpoint {
+        var("AWS_ENDPOINT_URL", endpoint);
+    }
+    if let Some(region) = &spec.storage.region {
+        var("AWS_REGION", region);
+    }
+    if let Some(allow) = spec.storage.allow_http {
+        var("AWS_ALLOW_HTTP", if allow { "true" } else { "false" });
+    }
+    let mut env_from = Vec::new();
+    if let Some(secret) = &spec.storage.credentials_secret_ref {
+        env_from.push(secret_env(&secret.name));
+    }
+    if stage == Stage::Ingest
+        && let Some(secret) = &spec.kafka.secret_ref
+    {
+        env_from.push(secret_env(&secret.name));
+    }
+
+    let container = Container {
+        name: stage.to_string(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.clone(),
+        command: Some(vec!["streamflow".to_owned()]),
+        args: Some(args),
+        env: (!env.is_empty()).then_some(env),
+        env_from: (!env_from.is_empty()).then_some(env_from),
+        resources: spec.resources.clone(),
+        termination_message_path: Some(TERMINATION_LOG.to_owned()),
+        // A stage that dies before writing its summary leaves its last log lines instead.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        ..Default::default()
+    };
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&name, stage, attempt)),
+            namespace: run.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            // Retries are the operator's (with backoff and a status per attempt).
+            backoff_limit: Some(0),
+            active_deadline_seconds: spec.stage_deadline_seconds,
+            ttl_seconds_after_finished: spec.ttl_seconds_after_finished,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    service_account_name: spec.service_account_name.clone(),
+                    containers: vec![container],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn secret_env(name: &str) -> EnvFromSource {
+    EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name: name.to_owned(),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }
+}
+
+/// What a Job of a run tells the operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedJob {
+    pub name: String,
+    pub stage: Stage,
+    pub attempt: u32,
+    pub state: JobState,
+    pub start_time: Option<DateTime<Utc>>,
+    pub finish_time: Option<DateTime<Utc>>,
+    /// The termination message of its Pod's container: the stage summary, or the last log
+    /// lines of a failed stage.
+    pub termination_message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    Active,
+    Succeeded,
+    Failed { reason: String, message: String },
+}
+
+pub fn to_chrono(t: &Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(t.0.as_millisecond())
+}
+
+/// Reads a Job of this operator (by its labels) and its Pods' termination messages; `None` for
+/// a Job without our labels.
+pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
+    let labels = job.metadata.labels.as_ref()?;
+    let stage = match labels.get(LABEL_STAGE)?.as_str() {
+        "ingest" => Stage::Ingest,
+        "etl" => Stage::Etl,
+        "validate" => Stage::Validate,
+        _ => return None,
+    };
+    let attempt: u32 = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
+    let name = job.metadata.name.clone()?;
+    let status = job.status.clone().unwrap_or_default();
+    let conditions = status.conditions.unwrap_or_default();
+    let is_true = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    let termination_message = pods
+        .iter()
+        .filter(|p| {
+            p.metadata.labels.as_ref().and_then(|l| {
+                l.get("job-name")
+                    .or_else(|| l.get("batch.kubernetes.io/job-name"))
+            }) == Some(&name)
+        })
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter_map(|cs| cs.state.as_ref()?.terminated.as_ref()?.message.clone())
+        .find(|m| !m.trim().is_empty());
+    let state = if is_true("Complete").is_some() || is_true("SuccessCriteriaMet").is_some() {
+        JobState::Succeeded
+    } else if let Some(c) = is_true("Failed") {
+        JobState::Failed {
+            reason: c.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
+            message: c.message.clone().unwrap_or_default(),
+        }
+    } else {
+        JobState::Active
+    };
+    let finish_time = status
+        .completion_time
+        .as_ref()
+        .and_then(to_chrono)
+        .or_else(|| {
+            conditions
+                .iter()
+                .filter(|c| c.status == "True" && (c.type_ == "Failed" || c.type_ == "Complete"))
+                .find_map(|c| c.last_transition_time.as_ref().and_then(to_chrono))
+        });
+    Some(ObservedJob {
+        name,
+        stage,
+        attempt,
+        state,
+        start_time: status.start_time.as_ref().and_then(to_chrono),
+        finish_time,
+        termination_message,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::crd::PipelineRunSpec;
+
+    pub(crate) fn run(spec: serde_json::Value) -> PipelineRun {
+        let mut base = serde_json::json!({
+            "interval": {"start": "2026-11-24T00:00:00Z", "end": "2026-11-25T00:00:00Z"},
+            "kafka": {"bootstrap": "kafka:9092", "topics": ["user_events"]},
+            "storage": {"landing": "s3://landing/raw", "gold": "s3://gold/tables",
+                "endpoint": "http://s3:9000", "allowHttp": true,
+                "credentialsSecretRef": {"name": "s3"}},
+        });
+        if let (Some(b), Some(s)) = (base.as_object_mut(), spec.as_object()) {
+            for (k, v) in s {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let spec: PipelineRunSpec = serde_json::from_value(base).unwrap();
+        let mut run = PipelineRun::new("daily", spec);
+        run.metadata.namespace = Some("data".into());
+        run.metadata.uid = Some("uid-1".into());
+        run.metadata.generation = Some(1);
+        run
+    }
+
+    fn container(job: &Job) -> Container {
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .clone()
+    }
+
+    #[test]
+    fn ingest_job_is_named_owned_and_runs_the_stage() {
+        let job = build_job(
+            &run(serde_json::json!({"stageDeadlineSeconds": 600})),
+            Stage::Ingest,
+            2,
+        )
+        .unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("daily-ingest-2"));
+        assert_eq!(job.metadata.namespace.as_deref(), Some("data"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("PipelineRun", "uid-1", Some(true))
+        );
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_ATTEMPT], "2");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(
+            (spec.backoff_limit, spec.active_deadline_seconds),
+            (Some(0), Some(600))
+        );
+        let c = container(&job);
+        assert_eq!(c.command, Some(vec!["streamflow".to_owned()]));
+        assert_eq!(
+            c.args.unwrap(),
+            [
+                "ingest",
+                "--bootstrap",
+                "kafka:9092",
+                "--topic",
+                "user_events",
+                "--landing",
+                "s3://landing/raw",
+                "--interval",
+                "2026-11-24T00:00:00Z/2026-11-25T00:00:00Z",
+                "--summary-file",
+                "/dev/termination-log"
+            ]
+        );
+        assert_eq!(c.termination_message_path.as_deref(), Some(TERMINATION_LOG));
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        let env: Vec<(String, String)> = c
+            .env
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap()))
+            .collect();
+        assert!(env.contains(&("AWS_ENDPOINT_URL".into(), "http://s3:9000".into())));
+        assert!(env.contains(&("AWS_ALLOW_HTTP".into(), "true".into())));
+        assert_eq!(
+            c.env_from.unwrap()[0].secret_ref.as_ref().unwrap().name,
+            "s3"
+        );
+    }
+
+    #[test]
+    fn ingest_with_a_group_drains_to_the_watermarks() {
+        let job = build_job(
+            &run(serde_json::json!({"kafka": {"bootstrap": "k:1", "group": "g"}})),
+            Stage::Ingest,
+            1,
+        )
+        .unwrap();
+        let args = container(&job).args.unwrap();
+        assert!(args.windows(2).any(|w| w == ["--group", "g"]));
+        assert!(!args.contains(&"--interval".to_owned()));
+    }
+
+    #[test]
+    fn etl_and_validate_get_their_parameters() {
+        let r = run(serde_json::json!({
+            "etl": {"profile": "production", "memoryLimit": "2GiB", "buckets": 4},
+            "validation": {"checksConfigMap": {"name": "checks"}},
+        }));
+        let etl = container(&build_job(&r, Stage::Etl, 1).unwrap())
+            .args
+            .unwrap();
+        for pair in [
+            ["--profile", "production"],
+            ["--memory-limit", "2GiB"],
+            ["--buckets", "4"],
+            ["--gold", "s3://gold/tables"],
+        ] {
+            assert!(etl.windows(2).any(|w| w == pair), "{pair:?} not in {etl:?}");
+        }
+        let job = build_job(&r, Stage::Validate, 1).unwrap();
+        let c = container(&job);
+        assert!(
+            c.args
+                .unwrap()
+                .windows(2)
+                .any(|w| w == ["--checks", "/etc/streamflow/checks/checks.yaml"])
+        );
+        assert_eq!(c.volume_mounts.unwrap()[0].mount_path, CHECKS_DIR);
+        let vols = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+        assert_eq!(vols[0].config_map.as_ref().unwrap().name, "checks");
+    }
+
+    #[test]
+    fn too_long_names_are_refused() {
+        let mut r = run(serde_json::json!({}));
+        r.metadata.name = Some("x".repeat(MAX_RUN_NAME + 1));
+        assert!(
+            build_job(&r, Stage::Etl, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("metadata.name")
+        );
+    }
+
+    #[test]
+    fn observe_reads_state_and_termination_message() {
+        let job = build_job(&run(serde_json::json!({})), Stage::Validate, 3).unwrap();
+        let mut failed = job.clone();
+        failed.status = serde_json::from_value(serde_json::json!({
+            "startTime": "2026-11-25T10:00:00Z",
+            "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                "message": "too slow", "lastTransitionTime": "2026-11-25T10:05:00Z"}]
+        }))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"job-name": "daily-validate-3"}},
+            "status": {"containerStatuses": [{"name": "validate", "image": "i", "imageID": "",
+                "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 1, "message": "error: boom"}}}]}
+        }))
+        .unwrap();
+        let o = observe(&failed, &[pod]).unwrap();
+        assert_eq!((o.stage, o.attempt), (Stage::Validate, 3));
+        assert_eq!(
+            o.state,
+            JobState::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "too slow".into()
+            }
+        );
+        assert_eq!(o.termination_message.as_deref(), Some("error: boom"));
+        assert_eq!(
+            o.finish_time.unwrap().to_rfc3339(),
+            "2026-11-25T10:05:00+00:00"
+        );
+        assert_eq!(observe(&job, &[]).unwrap().state, JobState::Active);
+    }
+}

@@ -1,0 +1,56 @@
+//! The streamflow operator: the `PipelineRun` custom resource and its controller, which runs a
+//! data interval through ingest → etl → validate as one Kubernetes Job per stage attempt.
+//!
+//! - [`crd`]: the resource (spec, status), from which `crdgen` prints the CRD.
+//! - [`jobs`]: the Job of a stage attempt, and reading Jobs back (pure).
+//! - [`status`]: the next status and action from spec, status and Jobs (pure).
+//! - [`controller`]: reconcile, the watch loop, Events.
+//! - [`metrics`]: the Prometheus registry and the `/metrics`, `/healthz`, `/readyz` server.
+
+pub mod controller;
+pub mod crd;
+pub mod jobs;
+pub mod metrics;
+pub mod status;
+
+/// What went wrong in a reconcile; [`Error::metric_label`] names it in metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("invalid PipelineRun spec: {field}: {message}")]
+    InvalidSpec {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{object} has no {field}")]
+    MissingField { object: String, field: &'static str },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("cannot serialize the status: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::InvalidSpec { .. } => "invalid_spec",
+            Error::MissingField { .. } => "missing_field",
+            Error::Finalizer(_) => "finalizer",
+            Error::Serialize(_) => "serialize",
+            Error::Metrics(_) => "metrics",
+            Error::Io { .. } => "io",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

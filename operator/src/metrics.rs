@@ -1,0 +1,212 @@
+//! Prometheus metrics (names as in docs/operator.md) and the small HTTP server for
+//! `/metrics`, `/healthz` and `/readyz`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::Error;
+use crate::crd::{Phase, Stage, StageSummary};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: IntCounter,
+    pub errors: IntCounterVec,
+    pub reconcile_duration: Histogram,
+    pub runs: IntGaugeVec,
+    pub stage_duration: HistogramVec,
+    pub stage_attempts: IntCounterVec,
+    pub deadline_misses: IntCounter,
+    pub records: IntCounterVec,
+    pub rows: IntCounterVec,
+    pub jobs_created: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, Error> {
+        let registry = Registry::new();
+        let reconciles = IntCounter::new(
+            "streamflow_operator_reconciles_total",
+            "Reconciles of PipelineRuns.",
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_reconcile_errors_total",
+                "Failed reconciles, by error kind.",
+            ),
+            &["kind"],
+        )?;
+        let reconcile_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "streamflow_operator_reconcile_duration_seconds",
+                "Time spent in a reconcile.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+        )?;
+        let runs = IntGaugeVec::new(
+            Opts::new("streamflow_operator_runs", "PipelineRuns seen, by phase."),
+            &["phase"],
+        )?;
+        let stage_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "streamflow_operator_stage_duration_seconds",
+                "Duration of finished stage attempts.",
+            )
+            .buckets(vec![1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
+            &["stage", "result"],
+        )?;
+        let stage_attempts = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_stage_attempts_total",
+                "Stage attempts started (a Job each).",
+            ),
+            &["stage"],
+        )?;
+        let deadline_misses = IntCounter::new(
+            "streamflow_operator_deadline_misses_total",
+            "PipelineRuns that missed their runDeadline.",
+        )?;
+        let records = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_records_total",
+                "Records landed and quarantined by ingest stages.",
+            ),
+            &["kind"],
+        )?;
+        let rows = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_gold_rows_total",
+                "Rows written by etl stages, by gold table.",
+            ),
+            &["table"],
+        )?;
+        let jobs_created = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_jobs_created_total",
+                "Jobs created, by stage.",
+            ),
+            &["stage"],
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(runs.clone()))?;
+        registry.register(Box::new(stage_duration.clone()))?;
+        registry.register(Box::new(stage_attempts.clone()))?;
+        registry.register(Box::new(deadline_misses.clone()))?;
+        registry.register(Box::new(records.clone()))?;
+        registry.register(Box::new(rows.clone()))?;
+        registry.register(Box::new(jobs_created.clone()))?;
+        for phase in [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Succeeded,
+            Phase::Failed,
+        ] {
+            runs.with_label_values(&[phase.as_str()]).set(0);
+        }
+        Ok(Self {
+            registry,
+            reconciles,
+            errors,
+            reconcile_duration,
+            runs,
+            stage_duration,
+            stage_attempts,
+            deadline_misses,
+            records,
+            rows,
+            jobs_created,
+        })
+    }
+
+    pub fn stage_finished(
+        &self,
+        stage: Stage,
+        ok: bool,
+        duration: Option<Duration>,
+        summary: Option<&StageSummary>,
+    ) {
+        if let Some(d) = duration {
+            self.stage_duration
+                .with_label_values(&[stage.as_str(), if ok { "succeeded" } else { "failed" }])
+                .observe(d.as_secs_f64());
+        }
+        if let Some(s) = summary {
+            if let Some(n) = s.records {
+                self.records.with_label_values(&["landed"]).inc_by(n);
+            }
+            if let Some(n) = s.quarantined {
+                self.records.with_label_values(&["quarantined"]).inc_by(n);
+            }
+            for (table, n) in &s.tables {
+                self.rows.with_label_values(&[table.as_str()]).inc_by(*n);
+            }
+        }
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // The text encoder only fails on a writer error, and a Vec does not fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (the controller's watches
+/// are up) until the listener fails. HTTP/1.0-style: one request per connection.
+pub async fn serve(listener: TcpListener, metrics: Metrics, ready: Arc<AtomicBool>) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            // Read until the end of the request head (or a full buffer, or a slow client).
+            while n < buf.len() {
+                let read =
+                    tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[n..])).await;
+                match read {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(k)) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            let (status, content_type, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                "/healthz" => ("200 OK", "text/plain", b"ok\n".to_vec()),
+                "/readyz" if ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "text/plain", b"ok\n".to_vec())
+                }
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"not ready\n".to_vec(),
+                ),
+                _ => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(&body).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}

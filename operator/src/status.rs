@@ -1,0 +1,860 @@
+//! The next status of a run, and what to do, from its spec, its current status and the Jobs
+//! observed: a pure function of those and the time, so every transition is unit-tested.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::Error;
+use crate::crd::{
+    Condition, DeadlineAnchor, DeadlineState, Phase, PipelineRunSpec, PipelineRunStatus, Stage,
+    StagePhase, StageStatus, StageSummary, parse_duration,
+};
+use crate::jobs::{JobState, ObservedJob, job_name};
+
+pub const COND_RUNNING: &str = "Running";
+pub const COND_SUCCEEDED: &str = "Succeeded";
+pub const COND_DEADLINE_MISSED: &str = "DeadlineMissed";
+
+/// What the controller should do after writing the status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create this Job (create-if-absent: the name is deterministic).
+    CreateJob { stage: Stage, attempt: u32 },
+    /// Nothing to do until then (a backoff ends, the deadline passes), or a Job changes.
+    WaitFor(Duration),
+    /// Nothing to do until a Job changes.
+    Wait,
+    /// The run is finished.
+    Done,
+}
+
+/// A change worth an Event and a metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The Event's reason: StageStarted, StageSucceeded, StageFailed, Retrying, Succeeded,
+    /// Failed, DeadlineMissed.
+    pub reason: &'static str,
+    pub message: String,
+    pub warning: bool,
+    pub stage: Option<Stage>,
+    /// The Job of the attempt the transition is about (the Event's related object).
+    pub job: Option<String>,
+    /// For a finished attempt: how long it ran, and its summary.
+    pub duration: Option<Duration>,
+    pub summary: Option<StageSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub status: PipelineRunStatus,
+    pub action: Action,
+    pub transitions: Vec<Transition>,
+}
+
+fn transition(reason: &'static str, stage: Option<Stage>, message: String) -> Transition {
+    Transition {
+        reason,
+        message,
+        warning: matches!(
+            reason,
+            "StageFailed" | "Failed" | "DeadlineMissed" | "Retrying"
+        ),
+        stage,
+        job: None,
+        duration: None,
+        summary: None,
+    }
+}
+
+fn with_job(mut t: Transition, job: &str) -> Transition {
+    t.job = Some(job.to_owned());
+    t
+}
+
+/// Sets a condition; its transition time changes only when its status does.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+                c.status = status;
+            }
+            c.reason = reason.to_owned();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: now,
+            observed_generation: generation,
+        }),
+    }
+}
+
+/// The deadline of a run: `runDeadline` after its interval's end (or after its creation).
+pub fn deadline(
+    spec: &PipelineRunSpec,
+    created: Option<DateTime<Utc>>,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    let Some(d) = &spec.run_deadline else {
+        return Ok(None);
+    };
+    let d = parse_duration("runDeadline", d)?;
+    let d = chrono::Duration::from_std(d).map_err(|e| Error::InvalidSpec {
+        field: "runDeadline",
+        message: e.to_string(),
+    })?;
+    let anchor = match spec.run_deadline_from {
+        DeadlineAnchor::IntervalEnd => spec.interval.end,
+        DeadlineAnchor::Creation => match created {
+            Some(t) => t,
+            None => return Ok(None),
+        },
+    };
+    Ok(anchor.checked_add_signed(d))
+}
+
+fn new_attempt(ss: &mut StageStatus, run: &str, attempt: u32, now: DateTime<Utc>) {
+    ss.attempts = attempt;
+    ss.job_name = job_name(run, ss.stage, attempt);
+    ss.phase = StagePhase::Running;
+    ss.start_time = Some(now);
+    ss.finish_time = None;
+}
+
+fn secs(d: chrono::TimeDelta) -> Duration {
+    d.to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Decides the next status and action of run `run` (created at `created`).
+pub fn decide(
+    run: &str,
+    generation: Option<i64>,
+    created: Option<DateTime<Utc>>,
+    spec: &PipelineRunSpec,
+    current: &PipelineRunStatus,
+    jobs: &[ObservedJob],
+    now: DateTime<Utc>,
+) -> Result<Decision, Error> {
+    let mut st = current.clone();
+    let mut transitions = Vec::new();
+    if st.phase.is_finished() {
+        return Ok(Decision {
+            status: st,
+            action: Action::Done,
+            transitions,
+        });
+    }
+    if spec.stages.is_empty() {
+        return Err(Error::InvalidSpec {
+            field: "stages",
+            message: "no stage to run".to_owned(),
+        });
+    }
+    st.observed_generation = generation;
+    st.start_time.get_or_insert(now);
+    let deadline_time = deadline(spec, created)?;
+    st.deadline_time = deadline_time;
+    if st.deadline.is_none() || st.deadline == Some(DeadlineState::None) {
+        st.deadline = Some(match deadline_time {
+            Some(_) => DeadlineState::Pending,
+            None => DeadlineState::None,
+        });
+    }
+    let max_attempts = spec.retry.max_attempts.max(1);
+    let mut action = Action::Wait;
+    let mut wake: Option<DateTime<Utc>> = None;
+    let mut failed: Option<String> = None;
+
+    for &stage in &spec.stages {
+        let mut ss = st.stage(stage).cloned().unwrap_or(StageStatus {
+            stage,
+            phase: StagePhase::Pending,
+            job_name: String::new(),
+            attempts: 0,
+            start_time: None,
+            finish_time: None,
+            message: None,
+            summary: None,
+        });
+        if ss.phase == StagePhase::Succeeded {
+            continue;
+        }
+        // A Job created just before a crash, before its status was written, counts.
+        let latest = jobs
+            .iter()
+            .filter(|j| j.stage == stage)
+            .map(|j| j.attempt)
+            .chain([ss.attempts])
+            .max()
+            .unwrap_or(0);
+        if latest > ss.attempts {
+            new_attempt(&mut ss, run, latest, now);
+        }
+        st.current_stage = Some(stage);
+        let job = jobs
+            .iter()
+            .find(|j| j.stage == stage && j.attempt == latest);
+        let mut stop = true;
+        match (latest, job) {
+            (0, _) => {
+                new_attempt(&mut ss, run, 1, now);
+                action = Action::CreateJob { stage, attempt: 1 };
+                transitions.push(with_job(
+                    transition(
+                        "StageStarted",
+                        Some(stage),
+                        format!("{stage}: attempt 1, Job {}", ss.job_name),
+                    ),
+                    &ss.job_name,
+                ));
+            }
+            (_, None) if ss.phase == StagePhase::BackingOff => {
+                // The failed Job is gone (ttlSecondsAfterFinished, or deleted by hand): the
+                // status remembers when the next attempt is due.
+                match st.next_attempt_time {
+                    Some(due) if now < due => wake = Some(due),
+                    _ => {
+                        let job = job_name(run, stage, latest + 1);
+                        new_attempt(&mut ss, run, latest + 1, now);
+                        st.next_attempt_time = None;
+                        action = Action::CreateJob {
+                            stage,
+                            attempt: latest + 1,
+                        };
+                        transitions.push(with_job(
+                            transition(
+                                "Retrying",
+                                Some(stage),
+                                format!(
+                                    "{stage}: attempt {} of {max_attempts}, Job {job}",
+                                    latest + 1
+                                ),
+                            ),
+                            &job,
+                        ));
+                    }
+                }
+            }
+            (_, None) => {
+                // Recorded in status but not seen (yet): make sure it exists.
+                action = Action::CreateJob {
+                    stage,
+                    attempt: latest,
+                };
+            }
+            (_, Some(job)) => match &job.state {
+                JobState::Active => {
+                    ss.phase = StagePhase::Running;
+                    if let Some(t) = job.start_time {
+                        ss.start_time = Some(t);
+                    }
+                }
+                JobState::Succeeded => {
+                    let finish = job.finish_time.unwrap_or(now);
+                    ss.phase = StagePhase::Succeeded;
+                    ss.finish_time = Some(finish);
+                    ss.message = None;
+                    ss.summary = job
+                        .termination_message
+                        .as_deref()
+                        .and_then(|m| StageSummary::parse(stage, m));
+                    let mut t = transition(
+                        "StageSucceeded",
+                        Some(stage),
+                        format!("{stage}: attempt {latest} succeeded (Job {})", job.name),
+                    );
+                    t.duration = ss.start_time.map(|s| secs(finish - s));
+                    t.summary = ss.summary.clone();
+                    transitions.push(with_job(t, &job.name));
+                    stop = false;
+                }
+                JobState::Failed { reason, message } => {
+                    let finish = job.finish_time.unwrap_or(now);
+                    let why = failure_message(reason, message, job.termination_message.as_deref());
+                    if !matches!(ss.phase, StagePhase::BackingOff | StagePhase::Failed) {
+                        ss.finish_time = Some(finish);
+                        ss.message = Some(why.clone());
+                        let mut t = transition(
+                            "StageFailed",
+                            Some(stage),
+                            format!("{stage}: attempt {latest}/{max_attempts} failed: {why}"),
+                        );
+                        t.duration = ss.start_time.map(|s| secs(finish - s));
+                        transitions.push(with_job(t, &job.name));
+                    }
+                    if latest >= max_attempts {
+                        ss.phase = StagePhase::Failed;
+                        failed = Some(format!("{stage} failed after {latest} attempt(s): {why}"));
+                    } else {
+                        let wait = spec.retry.backoff(latest)?;
+                        let due = finish
+                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                        if now >= due {
+                            new_attempt(&mut ss, run, latest + 1, now);
+                            st.next_attempt_time = None;
+                            action = Action::CreateJob {
+                                stage,
+                                attempt: latest + 1,
+                            };
+                            let job = ss.job_name.clone();
+                            transitions.push(with_job(transition(
+                                "Retrying",
+                                Some(stage),
+                                format!(
+                                    "{stage}: attempt {} of {max_attempts} after a {}s backoff, Job {}",
+                                    latest + 1,
+                                    wait.as_secs_f64(),
+                                    ss.job_name
+                                ),
+                            ), &job));
+                        } else {
+                            ss.phase = StagePhase::BackingOff;
+                            st.next_attempt_time = Some(due);
+                            wake = Some(due);
+                        }
+                    }
+                }
+            },
+        }
+        match st.stages.iter_mut().find(|s| s.stage == stage) {
+            Some(slot) => *slot = ss.clone(),
+            None => st.stages.push(ss.clone()),
+        }
+        st.attempts = Some(ss.attempts);
+        if stop {
+            break;
+        }
+    }
+
+    let all_done = spec.stages.iter().all(|s| {
+        st.stage(*s)
+            .is_some_and(|x| x.phase == StagePhase::Succeeded)
+    });
+    if st.phase == Phase::Pending {
+        st.phase = Phase::Running;
+    }
+    if let Some(reason) = failed {
+        st.phase = Phase::Failed;
+        st.completion_time = Some(now);
+        st.next_attempt_time = None;
+        set_condition(
+            &mut st.conditions,
+            COND_RUNNING,
+            false,
+            "Failed",
+            reason.clone(),
+            generation,
+            now,
+        );
+        set_condition(
+            &mut st.conditions,
+            COND_SUCCEEDED,
+            false,
+            "StageFailed",
+            reason.clone(),
+            generation,
+            now,
+        );
+        transitions.push(transition("Failed", st.current_stage, reason));
+        action = Action::Done;
+    } else if all_done {
+        st.phase = Phase::Succeeded;
+        st.completion_time = Some(now);
+        st.current_stage = None;
+        st.next_attempt_time = None;
+        let message = format!("all {} stage(s) succeeded", spec.stages.len());
+        set_condition(
+            &mut st.conditions,
+            COND_RUNNING,
+            false,
+            "Succeeded",
+            message.clone(),
+            generation,
+            now,
+        );
+        set_condition(
+            &mut st.conditions,
+            COND_SUCCEEDED,
+            true,
+            "Succeeded",
+            message.clone(),
+            generation,
+            now,
+        );
+        transitions.push(transition("Succeeded", None, message));
+        action = Action::Done;
+    } else {
+        let stage = st.current_stage.map(|s| s.to_string()).unwrap_or_default();
+        let (reason, message) = match st.next_attempt_time {
+            Some(t) => (
+                "BackingOff",
+                format!("{stage}: next attempt at {}", t.to_rfc3339()),
+            ),
+            None => (
+                "StageRunning",
+                format!("{stage}: attempt {}", st.attempts.unwrap_or(0)),
+            ),
+        };
+        set_condition(
+            &mut st.conditions,
+            COND_RUNNING,
+            true,
+            reason,
+            message.clone(),
+            generation,
+            now,
+        );
+        if st.condition(COND_SUCCEEDED).is_none() {
+            set_condition(
+                &mut st.conditions,
+                COND_SUCCEEDED,
+                false,
+                "Running",
+                message,
+                generation,
+                now,
+            );
+        }
+    }
+
+    // The SLA: a finished run is judged by its completion time, a running one by now.
+    if let (Some(dl), Some(DeadlineState::Pending)) = (deadline_time, st.deadline) {
+        let judged_at = if st.phase == Phase::Succeeded {
+            st.completion_time.unwrap_or(now)
+        } else {
+            now
+        };
+        if judged_at > dl {
+            st.deadline = Some(DeadlineState::Missed);
+            let message = format!(
+                "the run was not done by its deadline {} ({} + {})",
+                dl.to_rfc3339(),
+                match spec.run_deadline_from {
+                    DeadlineAnchor::IntervalEnd => "interval end",
+                    DeadlineAnchor::Creation => "creation",
+                },
+                spec.run_deadline.as_deref().unwrap_or_default()
+            );
+            set_condition(
+                &mut st.conditions,
+                COND_DEADLINE_MISSED,
+                true,
+                "DeadlineMissed",
+                message.clone(),
+                generation,
+                now,
+            );
+            transitions.push(transition("DeadlineMissed", st.current_stage, message));
+        } else if st.phase.is_finished() {
+            st.deadline = Some(DeadlineState::Met);
+            set_condition(
+                &mut st.conditions,
+                COND_DEADLINE_MISSED,
+                false,
+                "DeadlineMet",
+                format!("done before {}", dl.to_rfc3339()),
+                generation,
+                now,
+            );
+        } else {
+            wake = Some(wake.map_or(dl, |w| w.min(dl)));
+        }
+    }
+    if action == Action::Wait
+        && let Some(w) = wake
+    {
+        action = Action::WaitFor(secs(w - now).max(Duration::from_millis(100)));
+    }
+    Ok(Decision {
+        status: st,
+        action,
+        transitions,
+    })
+}
+
+/// Why a Job failed, from its condition and its termination message (the last log lines).
+fn failure_message(reason: &str, message: &str, termination: Option<&str>) -> String {
+    let mut out = reason.to_owned();
+    if !message.is_empty() {
+        out.push_str(": ");
+        out.push_str(message);
+    }
+    if let Some(t) = termination {
+        let tail: Vec<&str> = t.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+        if !tail.is_empty() {
+            out.push_str(": ");
+            out.push_str(&tail);
+        }
+    }
+    if out.len() > 1024 {
+        let mut cut = 1024;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PipelineRun;
+    use crate::jobs::tests::run;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn job(
+        stage: Stage,
+        attempt: u32,
+        state: JobState,
+        finish: Option<&str>,
+        msg: Option<&str>,
+    ) -> ObservedJob {
+        ObservedJob {
+            name: job_name("daily", stage, attempt),
+            stage,
+            attempt,
+            state,
+            start_time: Some(t("2026-11-25T01:00:00Z")),
+            finish_time: finish.map(t),
+            termination_message: msg.map(str::to_owned),
+        }
+    }
+
+    fn failed() -> JobState {
+        JobState::Failed {
+            reason: "BackoffLimitExceeded".into(),
+            message: "Job has reached the specified backoff limit".into(),
+        }
+    }
+
+    fn decide_at(
+        r: &PipelineRun,
+        st: &PipelineRunStatus,
+        jobs: &[ObservedJob],
+        now: &str,
+    ) -> Decision {
+        decide(
+            "daily",
+            r.metadata.generation,
+            Some(t("2026-11-25T00:00:00Z")),
+            &r.spec,
+            st,
+            jobs,
+            t(now),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_new_run_starts_its_first_stage() {
+        let r = run(serde_json::json!({}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        assert_eq!(
+            d.action,
+            Action::CreateJob {
+                stage: Stage::Ingest,
+                attempt: 1
+            }
+        );
+        assert_eq!(d.status.phase, Phase::Running);
+        assert_eq!(d.status.current_stage, Some(Stage::Ingest));
+        let s = d.status.stage(Stage::Ingest).unwrap();
+        assert_eq!(
+            (s.attempts, s.job_name.as_str(), s.phase),
+            (1, "daily-ingest-1", StagePhase::Running)
+        );
+        assert_eq!(d.transitions[0].reason, "StageStarted");
+        let running = d.status.condition(COND_RUNNING).unwrap();
+        assert_eq!(
+            (running.status.as_str(), running.observed_generation),
+            ("True", Some(1))
+        );
+    }
+
+    #[test]
+    fn a_succeeded_stage_records_its_summary_and_starts_the_next() {
+        let r = run(serde_json::json!({}));
+        let d1 = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        let summary = r#"{"stage":"ingest","mode":"interval","complete":true,"records":40,"quarantined":2,"skipped":0,"bytes":1,"files":1,"duration_ms":5,"topics":{}}"#;
+        let jobs = [job(
+            Stage::Ingest,
+            1,
+            JobState::Succeeded,
+            Some("2026-11-25T01:02:00Z"),
+            Some(summary),
+        )];
+        let d = decide_at(&r, &d1.status, &jobs, "2026-11-25T01:02:01Z");
+        assert_eq!(
+            d.action,
+            Action::CreateJob {
+                stage: Stage::Etl,
+                attempt: 1
+            }
+        );
+        let ingest = d.status.stage(Stage::Ingest).unwrap();
+        assert_eq!(ingest.phase, StagePhase::Succeeded);
+        let s = ingest.summary.as_ref().unwrap();
+        assert_eq!((s.records, s.quarantined), (Some(40), Some(2)));
+        let reasons: Vec<_> = d.transitions.iter().map(|t| t.reason).collect();
+        assert_eq!(reasons, ["StageSucceeded", "StageStarted"]);
+        assert_eq!(d.transitions[0].duration, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn a_failed_attempt_backs_off_then_retries_then_the_run_fails() {
+        let r = run(
+            serde_json::json!({"stages": ["etl"], "retry": {"maxAttempts": 2, "initialBackoff": "10s"}}),
+        );
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        let jobs = vec![job(
+            Stage::Etl,
+            1,
+            failed(),
+            Some("2026-11-25T01:01:00Z"),
+            Some("error: no landing data"),
+        )];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T01:01:02Z");
+        assert_eq!(d.action, Action::WaitFor(Duration::from_secs(8)));
+        let etl = d.status.stage(Stage::Etl).unwrap();
+        assert_eq!(etl.phase, StagePhase::BackingOff);
+        assert!(etl.message.as_ref().unwrap().contains("no landing data"));
+        assert_eq!(d.status.next_attempt_time, Some(t("2026-11-25T01:01:10Z")));
+        assert_eq!(d.transitions[0].reason, "StageFailed");
+        // Looked at again before the backoff ends: nothing changes, no second StageFailed.
+        let again = decide_at(&r, &d.status, &jobs, "2026-11-25T01:01:05Z");
+        assert_eq!(
+            (again.status == d.status, again.transitions.len()),
+            (true, 0)
+        );
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T01:01:10Z");
+        assert_eq!(
+            d.action,
+            Action::CreateJob {
+                stage: Stage::Etl,
+                attempt: 2
+            }
+        );
+        assert_eq!(d.transitions[0].reason, "Retrying");
+        assert_eq!(d.status.next_attempt_time, None);
+        let mut jobs = jobs;
+        jobs.push(job(
+            Stage::Etl,
+            2,
+            failed(),
+            Some("2026-11-25T01:02:00Z"),
+            None,
+        ));
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T01:02:01Z");
+        assert_eq!(d.action, Action::Done);
+        assert_eq!(d.status.phase, Phase::Failed);
+        let c = d.status.condition(COND_SUCCEEDED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "StageFailed")
+        );
+        assert!(
+            c.message
+                .starts_with("etl failed after 2 attempt(s): BackoffLimitExceeded"),
+            "{}",
+            c.message
+        );
+        // A finished run stays as it is.
+        let done = decide_at(&r, &d.status, &jobs, "2026-11-26T00:00:00Z");
+        assert_eq!((done.status == d.status, done.action), (true, Action::Done));
+    }
+
+    #[test]
+    fn a_job_created_before_a_crash_is_not_created_again() {
+        let r = run(serde_json::json!({}));
+        // Status never recorded the attempt; the Job exists and runs.
+        let jobs = [job(Stage::Ingest, 1, JobState::Active, None, None)];
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &jobs,
+            "2026-11-25T01:00:00Z",
+        );
+        assert_eq!(d.action, Action::Wait);
+        assert_eq!(d.status.stage(Stage::Ingest).unwrap().attempts, 1);
+        // Recorded but not yet visible (a stale cache): create-if-absent of the same name.
+        let d2 = decide_at(&r, &d.status, &[], "2026-11-25T01:00:01Z");
+        assert_eq!(
+            d2.action,
+            Action::CreateJob {
+                stage: Stage::Ingest,
+                attempt: 1
+            }
+        );
+        assert!(d2.transitions.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_world_gives_an_unchanged_status() {
+        let r = run(serde_json::json!({"runDeadline": "6h"}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        let jobs = [job(Stage::Ingest, 1, JobState::Active, None, None)];
+        let d1 = decide_at(&r, &d.status, &jobs, "2026-11-25T01:00:05Z");
+        let d2 = decide_at(&r, &d1.status, &jobs, "2026-11-25T01:03:00Z");
+        assert_eq!(
+            d1.status, d2.status,
+            "no status write, so no reconcile storm"
+        );
+        assert_eq!(
+            d2.action,
+            Action::WaitFor(Duration::from_secs(5 * 3600 - 180))
+        );
+    }
+
+    #[test]
+    fn the_deadline_is_missed_once_and_the_run_carries_on() {
+        let r = run(serde_json::json!({"stages": ["etl"], "runDeadline": "1h"}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T00:30:00Z",
+        );
+        assert_eq!(d.status.deadline, Some(DeadlineState::Pending));
+        assert_eq!(d.status.deadline_time, Some(t("2026-11-25T01:00:00Z")));
+        let jobs = [job(Stage::Etl, 1, JobState::Active, None, None)];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T01:00:01Z");
+        assert_eq!(d.status.deadline, Some(DeadlineState::Missed));
+        assert_eq!(
+            d.transitions.iter().map(|t| t.reason).collect::<Vec<_>>(),
+            ["DeadlineMissed"]
+        );
+        assert_eq!(
+            d.status.condition(COND_DEADLINE_MISSED).unwrap().status,
+            "True"
+        );
+        assert_eq!(d.status.phase, Phase::Running);
+        let again = decide_at(&r, &d.status, &jobs, "2026-11-25T01:10:00Z");
+        assert!(again.transitions.is_empty());
+        let jobs = [job(
+            Stage::Etl,
+            1,
+            JobState::Succeeded,
+            Some("2026-11-25T01:20:00Z"),
+            None,
+        )];
+        let done = decide_at(&r, &again.status, &jobs, "2026-11-25T01:20:01Z");
+        assert_eq!(
+            (done.status.phase, done.status.deadline),
+            (Phase::Succeeded, Some(DeadlineState::Missed))
+        );
+    }
+
+    #[test]
+    fn a_retry_is_due_even_when_the_failed_job_is_gone() {
+        let r = run(serde_json::json!({"stages": ["etl"], "retry": {"initialBackoff": "10s"}}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        let jobs = [job(
+            Stage::Etl,
+            1,
+            failed(),
+            Some("2026-11-25T01:01:00Z"),
+            None,
+        )];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T01:01:01Z");
+        assert_eq!(
+            d.status.stage(Stage::Etl).unwrap().phase,
+            StagePhase::BackingOff
+        );
+        // The Job was deleted by its TTL during the backoff.
+        let early = decide_at(&r, &d.status, &[], "2026-11-25T01:01:05Z");
+        assert_eq!(early.action, Action::WaitFor(Duration::from_secs(5)));
+        let due = decide_at(&r, &d.status, &[], "2026-11-25T01:01:10Z");
+        assert_eq!(
+            due.action,
+            Action::CreateJob {
+                stage: Stage::Etl,
+                attempt: 2
+            }
+        );
+    }
+
+    #[test]
+    fn the_deadline_can_count_from_creation() {
+        let r = run(serde_json::json!({"runDeadline": "30m", "runDeadlineFrom": "Creation"}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T00:10:00Z",
+        );
+        assert_eq!(d.status.deadline_time, Some(t("2026-11-25T00:30:00Z")));
+    }
+
+    #[test]
+    fn a_run_done_in_time_meets_its_deadline() {
+        let r = run(serde_json::json!({"stages": ["validate"], "runDeadline": "1h"}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T00:10:00Z",
+        );
+        let jobs = [job(
+            Stage::Validate,
+            1,
+            JobState::Succeeded,
+            Some("2026-11-25T00:20:00Z"),
+            None,
+        )];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T00:20:01Z");
+        assert_eq!(
+            (d.status.phase, d.status.deadline),
+            (Phase::Succeeded, Some(DeadlineState::Met))
+        );
+        assert_eq!(d.status.condition(COND_SUCCEEDED).unwrap().status, "True");
+        assert_eq!(
+            d.status.condition(COND_DEADLINE_MISSED).unwrap().status,
+            "False"
+        );
+        assert_eq!(d.action, Action::Done);
+    }
+}

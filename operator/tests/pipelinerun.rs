@@ -1,0 +1,459 @@
+//! The operator against a real kube-apiserver (`scripts/kube.sh start`), real Kafka
+//! (`scripts/kafka.sh start`) and a real S3 server (`scripts/s3.sh start`), with a kubelet
+//! stand-in running each Job's `streamflow` command as a local process (see `support`).
+//! Every test has its own namespace and its own operator process watching only it.
+
+mod support;
+
+use anyhow::{Context as _, Result, ensure};
+use chrono::{SecondsFormat, Utc};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use serde_json::json;
+use streamflow_operator::crd::{DeadlineState, Phase, PipelineRun, Stage, StagePhase};
+use support::*;
+
+async fn setup(prefix: &str) -> Result<(kube::Client, String)> {
+    let client = client().await?;
+    install_crd(&client).await?;
+    let ns = namespace(&client, prefix).await?;
+    Ok((client, ns))
+}
+
+/// A ConfigMap with checks the validate stage cannot parse, so it fails at once.
+async fn bad_checks(client: &kube::Client, ns: &str) -> Result<()> {
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "bad-checks"},
+        "data": {"checks.yaml": "checks:\n  - check: no_such_check\n    table: transactions\n"}
+    }))?;
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await?;
+    Ok(())
+}
+
+fn run_body(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut base = json!({
+        "apiVersion": "streamflow.io/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name},
+        "spec": {
+            "interval": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"},
+            "kafka": {"bootstrap": "127.0.0.1:9094"},
+            "storage": {"landing": "s3://landing/unused", "gold": "s3://gold/unused"},
+        }
+    });
+    if let (Some(b), Some(s)) = (base["spec"].as_object_mut(), spec.as_object()) {
+        for (k, v) in s {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
+/// The whole pipeline under the operator, with the operator killed (SIGKILL) once the first
+/// Job exists and started again: the run succeeds, each stage ran exactly once (one Job per
+/// stage, attempt 1), and the counts of the stage summaries are in the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_succeeds_across_an_operator_restart_without_duplicate_jobs() -> Result<()> {
+    require_streamflow_bin()?;
+    let (client, ns) = setup("sf-e2e").await?;
+    let s3 = script_env("scripts/s3.sh")?;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s3"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": s3.get("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID")?,
+            "AWS_SECRET_ACCESS_KEY": s3.get("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY")?,
+        }
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+
+    // Data for the interval: 200 records per topic, the last one timestamped now.
+    let start = Utc::now() - chrono::Duration::seconds(30);
+    let out = tokio::process::Command::new(streamflow_bin())
+        .args([
+            "produce",
+            "--count",
+            "200",
+            "--spacing",
+            "20ms",
+            "--users",
+            "50",
+        ])
+        .output()
+        .await
+        .with_context(|| format!("cannot run {}", streamflow_bin().display()))?;
+    ensure!(
+        out.status.success(),
+        "produce failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let end = Utc::now() + chrono::Duration::seconds(1);
+    let ts = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+
+    let body = run_body(
+        "e2e",
+        json!({
+            "interval": {"start": ts(start), "end": ts(end)},
+            "storage": {
+                "landing": format!("s3://landing/{ns}/raw"),
+                "gold": format!("s3://gold/{ns}/tables"),
+                "endpoint": s3.get("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL")?,
+                "region": "us-east-1",
+                "allowHttp": true,
+                "credentialsSecretRef": {"name": "s3"},
+            },
+            "etl": {"buckets": 2},
+            "runDeadline": "1h",
+        }),
+    );
+    let op = Operator::start(&ns).await?;
+    create_run(&client, &ns, body).await?;
+    // No kubelet yet: the ingest Job stays active; the status records it.
+    wait_run(&client, &ns, "e2e", "ingest attempt 1 in status", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.stage(Stage::Ingest))
+            .is_some_and(|s| s.attempts == 1)
+    })
+    .await?;
+    op.kill().await?;
+    let op = Operator::start(&ns).await?;
+    wait_for("a reconcile by the restarted operator", TIMEOUT, || async {
+        Ok((op.metric("streamflow_operator_reconciles_total").await? >= 1.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(job_names(&client, &ns, "e2e").await?, vec!["e2e-ingest-1"]);
+
+    let kubelet = Kubelet::start(client.clone(), &ns);
+    let run = wait_run(&client, &ns, "e2e", "phase Succeeded", |r| {
+        r.status.as_ref().is_some_and(|s| s.phase.is_finished())
+    })
+    .await?;
+    let st = run.status.clone().unwrap_or_default();
+    assert_eq!(
+        st.phase,
+        Phase::Succeeded,
+        "status: {st:#?}\nran: {:#?}",
+        kubelet.ran.lock().map(|r| r.clone())
+    );
+    assert_eq!(
+        job_names(&client, &ns, "e2e").await?,
+        vec!["e2e-etl-1", "e2e-ingest-1", "e2e-validate-1"]
+    );
+    let ingest = st
+        .stage(Stage::Ingest)
+        .and_then(|s| s.summary.clone())
+        .context("ingest summary")?;
+    assert!(
+        ingest.records.unwrap_or(0) >= 400,
+        "ingest summary {ingest:?}"
+    );
+    let etl = st
+        .stage(Stage::Etl)
+        .and_then(|s| s.summary.clone())
+        .context("etl summary")?;
+    assert!(etl.rows.unwrap_or(0) > 0, "etl summary {etl:?}");
+    assert!(
+        etl.tables.get("transactions").copied().unwrap_or(0) > 0,
+        "gold transactions {etl:?}"
+    );
+    let validate = st
+        .stage(Stage::Validate)
+        .and_then(|s| s.summary.clone())
+        .context("validate summary")?;
+    assert_eq!(validate.ok, Some(true), "validate summary {validate:?}");
+    assert_eq!(validate.checks_failed, Some(0));
+    for s in &st.stages {
+        assert_eq!((s.phase, s.attempts), (StagePhase::Succeeded, 1), "{s:?}");
+        assert!(s.start_time.is_some() && s.finish_time.is_some());
+    }
+    assert_eq!(st.deadline, Some(DeadlineState::Met));
+    let succeeded = st.condition("Succeeded").context("Succeeded condition")?;
+    assert_eq!(
+        (succeeded.status.as_str(), succeeded.observed_generation),
+        ("True", Some(1))
+    );
+    // Metrics of the restarted operator saw the stages finish (updated after the status write).
+    wait_for("the run counted as Succeeded", TIMEOUT, || async {
+        Ok((op
+            .metric("streamflow_operator_runs{phase=\"Succeeded\"}")
+            .await?
+            == 1.0)
+            .then_some(()))
+    })
+    .await?;
+    assert!(
+        op.metric("streamflow_operator_records_total{kind=\"landed\"}")
+            .await?
+            >= 400.0
+    );
+    assert!(
+        op.metric("streamflow_operator_gold_rows_total{table=\"transactions\"}")
+            .await?
+            > 0.0
+    );
+    let ev = wait_events(&client, &ns, "e2e", "Succeeded", 1).await?;
+    for r in ["StageStarted", "StageSucceeded"] {
+        assert_eq!(
+            ev.iter().filter(|e| e.0 == r).count(),
+            3,
+            "3 {r} events expected: {ev:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A stage that fails is retried after 1 s, then 2 s, and the run fails after three attempts
+/// with the reason from the Job and the stage's last log lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_stage_retries_with_backoff_then_fails() -> Result<()> {
+    require_streamflow_bin()?;
+    let (client, ns) = setup("sf-retry").await?;
+    bad_checks(&client, &ns).await?;
+    let _op = Operator::start(&ns).await?;
+    let _kubelet = Kubelet::start(client.clone(), &ns);
+    create_run(
+        &client,
+        &ns,
+        run_body(
+            "retry",
+            json!({
+                "stages": ["validate"],
+                "validation": {"checksConfigMap": {"name": "bad-checks"}},
+                "retry": {"maxAttempts": 3, "initialBackoff": "1s", "factor": 2, "maxBackoff": "10s"},
+            }),
+        ),
+    )
+    .await?;
+    let run = wait_run(&client, &ns, "retry", "phase Failed", |r| {
+        r.status.as_ref().is_some_and(|s| s.phase.is_finished())
+    })
+    .await?;
+    let st = run.status.clone().unwrap_or_default();
+    assert_eq!(st.phase, Phase::Failed, "{st:#?}");
+    let v = st.stage(Stage::Validate).context("validate stage")?;
+    assert_eq!((v.phase, v.attempts), (StagePhase::Failed, 3));
+    assert_eq!(v.job_name, "retry-validate-3");
+    let message = v.message.clone().unwrap_or_default();
+    assert!(message.starts_with("BackoffLimitExceeded"), "{message}");
+    assert!(
+        message.contains("no_such_check"),
+        "the log tail names the bad check: {message}"
+    );
+    let cond = st.condition("Succeeded").context("Succeeded condition")?;
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "StageFailed")
+    );
+    assert!(
+        cond.message.contains("validate failed after 3 attempt(s)"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(
+        job_names(&client, &ns, "retry").await?,
+        vec!["retry-validate-1", "retry-validate-2", "retry-validate-3"]
+    );
+    let ev = wait_events(&client, &ns, "retry", "Failed", 1).await?;
+    let retries: Vec<&String> = ev
+        .iter()
+        .filter(|e| e.0 == "Retrying")
+        .map(|e| &e.1)
+        .collect();
+    assert_eq!(retries.len(), 2, "{ev:?}");
+    assert!(
+        retries.iter().any(|n| n.contains("after a 1s backoff")),
+        "{retries:?}"
+    );
+    assert!(
+        retries.iter().any(|n| n.contains("after a 2s backoff")),
+        "{retries:?}"
+    );
+    assert!(ev.iter().any(|e| e.0 == "Failed"), "{ev:?}");
+    Ok(())
+}
+
+/// A run still going after interval end + runDeadline gets DeadlineMissed: condition, Event,
+/// metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_missed_sets_condition_event_and_metric() -> Result<()> {
+    let (client, ns) = setup("sf-deadline").await?;
+    let op = Operator::start(&ns).await?;
+    // No kubelet: the Job never runs, and the deadline (2026-01-01T01:00:01Z) is long past.
+    create_run(&client, &ns, run_body("late", json!({"runDeadline": "1s"}))).await?;
+    let run = wait_run(&client, &ns, "late", "DeadlineMissed", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.deadline == Some(DeadlineState::Missed))
+    })
+    .await?;
+    let st = run.status.clone().unwrap_or_default();
+    let cond = st
+        .condition("DeadlineMissed")
+        .context("DeadlineMissed condition")?;
+    assert_eq!(cond.status, "True");
+    assert!(
+        cond.message.contains("2026-01-01T01:00:01"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(st.phase, Phase::Running, "the run carries on");
+    wait_events(&client, &ns, "late", "DeadlineMissed", 1).await?;
+    assert_eq!(
+        op.metric("streamflow_operator_deadline_misses_total")
+            .await?,
+        1.0
+    );
+    Ok(())
+}
+
+/// Bad PipelineRuns are refused by the API server, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_runs_are_refused_with_a_reason() -> Result<()> {
+    let (client, ns) = setup("sf-invalid").await?;
+    // Raw objects, so that values the Rust types cannot even hold reach the server.
+    let ar = ApiResource::erase::<PipelineRun>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    let cases = [
+        (
+            json!({"interval": {"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}}),
+            "interval: end must be after start",
+        ),
+        (
+            json!({"stages": ["ingest", "transform"]}),
+            "Unsupported value: \"transform\"",
+        ),
+        (
+            json!({"stages": ["etl", "etl"]}),
+            "each stage may appear only once",
+        ),
+        (json!({"stages": []}), "name at least one stage"),
+        (json!({"runDeadline": "ten minutes"}), "spec.runDeadline"),
+        (
+            json!({"retry": {"initialBackoff": "5m", "maxBackoff": "10s"}}),
+            "maxBackoff must not be shorter than initialBackoff",
+        ),
+        (
+            json!({"retry": {"maxAttempts": 0}}),
+            "spec.retry.maxAttempts",
+        ),
+    ];
+    for (i, (spec, expected)) in cases.into_iter().enumerate() {
+        let body = run_body(&format!("bad-{i}"), spec.clone());
+        let run: DynamicObject = serde_json::from_value(body)?;
+        let err = api.create(&PostParams::default(), &run).await;
+        let msg = match err {
+            Ok(_) => panic!("case {i} ({spec}) was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains(expected),
+            "case {i}: expected {expected:?} in: {msg}"
+        );
+    }
+    Ok(())
+}
+
+/// Deleting a run deletes its Jobs (the operator's finalizer: this API server has no garbage
+/// collector) and then the run itself goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_run_deletes_its_jobs() -> Result<()> {
+    let (client, ns) = setup("sf-delete").await?;
+    let _op = Operator::start(&ns).await?;
+    create_run(&client, &ns, run_body("doomed", json!({}))).await?;
+    wait_for("the ingest Job", TIMEOUT, || async {
+        Ok((job_names(&client, &ns, "doomed").await? == vec!["doomed-ingest-1"]).then_some(()))
+    })
+    .await?;
+    let api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    api.delete("doomed", &DeleteParams::background()).await?;
+    wait_for("the run and its Jobs to be gone", TIMEOUT, || async {
+        let jobs = job_names(&client, &ns, "doomed").await?;
+        let run = api.get_opt("doomed").await?;
+        Ok((jobs.is_empty() && run.is_none()).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// The real kubectl applies examples/pipelinerun.yaml, and `kubectl get pipelineruns` shows
+/// the printer columns with the operator's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_the_example_and_shows_columns() -> Result<()> {
+    let (client, ns) = setup("sf-kubectl").await?;
+    let _op = Operator::start(&ns).await?;
+    let kubectl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(repo_root().join("scripts/kube.sh"))
+            .arg("kubectl")
+            .args(&args)
+            .output()
+            .await?;
+        ensure!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok::<_, anyhow::Error>(String::from_utf8(out.stdout)?)
+    };
+    let example = repo_root()
+        .join("examples/pipelinerun.yaml")
+        .display()
+        .to_string();
+    let out = kubectl(vec![
+        "apply".into(),
+        "-n".into(),
+        ns.clone(),
+        "-f".into(),
+        example,
+    ])
+    .await?;
+    assert!(out.contains("pipelinerun.streamflow.io/"), "{out}");
+    let name = "daily-2026-11-24";
+    wait_run(&client, &ns, name, "phase Running", |r| {
+        r.status.as_ref().is_some_and(|s| s.phase == Phase::Running)
+    })
+    .await?;
+    let table = kubectl(vec![
+        "get".into(),
+        "pipelineruns".into(),
+        "-n".into(),
+        ns.clone(),
+    ])
+    .await?;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "PHASE", "START", "END", "STAGE", "ATTEMPTS", "DEADLINE", "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..7],
+        [
+            name,
+            "Running",
+            "2026-11-24T00:00:00Z",
+            "2026-11-25T00:00:00Z",
+            "ingest",
+            "1",
+            "Missed"
+        ],
+        "{table}"
+    );
+    Ok(())
+}

@@ -1,0 +1,568 @@
+//! Test support: a client for the API server of `scripts/kube.sh`, the operator as a child
+//! process, and a kubelet stand-in that runs each Job's container command as a local process.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use chrono::{SecondsFormat, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, CustomResourceExt, ResourceExt};
+use serde_json::json;
+use streamflow_operator::crd::PipelineRun;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+pub const TIMEOUT: Duration = Duration::from_secs(180);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn script_output(script: &str, arg: &str) -> Result<String> {
+    let out = std::process::Command::new(repo_root().join(script))
+        .arg(arg)
+        .output()
+        .with_context(|| format!("cannot run {script} {arg}"))?;
+    if !out.status.success() {
+        bail!(
+            "{script} {arg} failed (did you run `{script} start`?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `export NAME=value` lines printed by `scripts/*.sh env`.
+pub fn script_env(script: &str) -> Result<BTreeMap<String, String>> {
+    Ok(script_output(script, "env")?
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches(['"', '\'']).to_owned()))
+        .collect())
+}
+
+pub fn kubeconfig_path() -> Result<String> {
+    script_env("scripts/kube.sh")?
+        .remove("KUBECONFIG")
+        .ok_or_else(|| anyhow!("scripts/kube.sh env printed no KUBECONFIG"))
+}
+
+pub async fn client() -> Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig_path()?)?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+pub fn streamflow_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("STREAMFLOW_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    target.join("debug/streamflow")
+}
+
+/// The `streamflow` binary, which must have been built (`cargo build -p streamflow`).
+pub fn require_streamflow_bin() -> Result<PathBuf> {
+    let bin = streamflow_bin();
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build -p streamflow` (same CARGO_TARGET_DIR) or set STREAMFLOW_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Waits until `check` returns `Some`, polling; fails after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Installs (server-side applies) the CRD and waits until it is established.
+pub async fn install_crd(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = PipelineRun::crd();
+    let name = crd.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply("streamflow-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    wait_for("the CRD to be established", TIMEOUT, || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let crd = api.get(&name).await?;
+            let ok = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(ok.then_some(()))
+        }
+    })
+    .await
+}
+
+/// A fresh namespace (namespaces are never deleted: without a controller-manager they stay
+/// Terminating forever).
+pub async fn namespace(client: &Client, prefix: &str) -> Result<String> {
+    let name = format!("{prefix}-{}", &uuid_like());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(name)
+}
+
+fn uuid_like() -> String {
+    let n = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+    format!("{:x}", n ^ (std::process::id() as u64).rotate_left(40))
+        .chars()
+        .rev()
+        .take(8)
+        .collect()
+}
+
+/// The operator binary, watching one namespace, killed when dropped.
+pub struct Operator {
+    pub child: Child,
+    pub http: String,
+}
+
+impl Operator {
+    pub async fn start(ns: &str) -> Result<Operator> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let http = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_streamflow-operator"))
+            .args(["--namespace", ns, "--http-addr", &http])
+            .env("KUBECONFIG", kubeconfig_path()?)
+            .env("RUST_LOG", "info,kube=warn")
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the operator")?;
+        let op = Operator { child, http };
+        wait_for("the operator's /readyz", TIMEOUT, || async {
+            Ok(op
+                .get("/readyz")
+                .await
+                .ok()
+                .filter(|(code, _)| *code == 200))
+        })
+        .await?;
+        Ok(op)
+    }
+
+    /// A plain HTTP GET: (status code, body).
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut conn = tokio::net::TcpStream::connect(&self.http).await?;
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await?;
+        let mut out = String::new();
+        conn.read_to_string(&mut out).await?;
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| anyhow!("bad HTTP response {out:?}"))?;
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((code, body))
+    }
+
+    /// The value of a metric sample (first line starting with `series`).
+    pub async fn metric(&self, series: &str) -> Result<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no metric {series} in:\n{body}"))
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// What the stand-in did with one Job.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub job: String,
+    pub exit_code: i32,
+    pub message: String,
+}
+
+/// A kubelet stand-in for one namespace: runs every Job's container command as a local
+/// process (the `streamflow` binary, same args and env, Secrets and ConfigMap volumes
+/// resolved), then writes a Pod with the container's terminated state (exit code and
+/// termination message) and the Job's status, as the kubelet and the Job controller would.
+pub struct Kubelet {
+    pub ran: Arc<Mutex<Vec<Ran>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Kubelet {
+    pub fn start(client: Client, ns: &str) -> Kubelet {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let ns = ns.to_owned();
+        let ran2 = ran.clone();
+        let task = tokio::spawn(async move {
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+            let mut seen = HashSet::new();
+            loop {
+                if let Ok(list) = jobs.list(&ListParams::default()).await {
+                    for job in list.items {
+                        let finished = job
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| !c.is_empty());
+                        if finished || !seen.insert(job.uid().unwrap_or_default()) {
+                            continue;
+                        }
+                        let client = client.clone();
+                        let ns = ns.clone();
+                        let ran = ran2.clone();
+                        tokio::spawn(async move {
+                            let name = job.name_any();
+                            match run_job(&client, &ns, job).await {
+                                Ok(r) => ran.lock().map(|mut v| v.push(r)).unwrap_or(()),
+                                Err(e) => eprintln!("kubelet stand-in: Job {name}: {e:#}"),
+                            }
+                        });
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Kubelet { ran, task }
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+async fn run_job(client: &Client, ns: &str, job: Job) -> Result<Ran> {
+    let name = job.name_any();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let spec = job
+        .spec
+        .clone()
+        .ok_or_else(|| anyhow!("Job {name} has no spec"))?;
+    let template = spec.template.clone();
+    let pod_spec = template
+        .spec
+        .clone()
+        .ok_or_else(|| anyhow!("no pod spec"))?;
+    let container = pod_spec
+        .containers
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("no container"))?;
+    let started = now();
+
+    // The Pod, labelled like the Job controller labels it.
+    let mut labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    labels.insert("job-name".into(), name.clone());
+    labels.insert("batch.kubernetes.io/job-name".into(), name.clone());
+    let pod_name = format!("{name}-standin");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": pod_name, "labels": labels,
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                "uid": job.uid().unwrap_or_default(), "controller": true}]},
+        "spec": pod_spec,
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    jobs.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"startTime": started, "active": 1}})),
+    )
+    .await?;
+
+    // Resolve the container: env, envFrom Secrets, ConfigMap volumes, the termination log.
+    let dir = tempfile::tempdir()?;
+    let term_path = container
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    let term_file = dir.path().join("termination-log");
+    let mut replacements: Vec<(String, String)> =
+        vec![(term_path.clone(), term_file.display().to_string())];
+    for mount in container.volume_mounts.clone().unwrap_or_default() {
+        let Some(vol) = pod_spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+        else {
+            continue;
+        };
+        if let Some(cm) = &vol.config_map {
+            let data = Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get(&cm.name)
+                .await?
+                .data
+                .unwrap_or_default();
+            let local = dir.path().join(&mount.name);
+            std::fs::create_dir_all(&local)?;
+            for (k, v) in data {
+                std::fs::write(local.join(k), v)?;
+            }
+            replacements.push((mount.mount_path.clone(), local.display().to_string()));
+        }
+    }
+    let args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            replacements
+                .iter()
+                .find(|(from, _)| a.starts_with(from.as_str()))
+                .map(|(from, to)| format!("{to}{}", &a[from.len()..]))
+                .unwrap_or(a)
+        })
+        .collect();
+    let command = container.command.clone().unwrap_or_default();
+    if command.first().map(String::as_str) != Some("streamflow") {
+        bail!("stand-in runs only the streamflow command, not {command:?}");
+    }
+    let mut cmd = Command::new(streamflow_bin());
+    cmd.args(&command[1..])
+        .args(&args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for from in container.env_from.clone().unwrap_or_default() {
+        if let Some(s) = from.secret_ref {
+            let secret = Api::<Secret>::namespaced(client.clone(), ns)
+                .get(&s.name)
+                .await?;
+            for (k, v) in secret.data.unwrap_or_default() {
+                cmd.env(k, String::from_utf8(v.0)?);
+            }
+            for (k, v) in secret.string_data.unwrap_or_default() {
+                cmd.env(k, v);
+            }
+        }
+    }
+    for e in container.env.clone().unwrap_or_default() {
+        cmd.env(e.name, e.value.unwrap_or_default());
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", streamflow_bin().display()))?;
+    let deadline = spec
+        .active_deadline_seconds
+        .map(|s| Duration::from_secs(s as u64))
+        .unwrap_or(Duration::from_secs(3600));
+    let (exit_code, stderr, deadline_exceeded) =
+        match tokio::time::timeout(deadline, child.wait_with_output()).await {
+            Ok(out) => {
+                let out = out?;
+                (
+                    out.status.code().unwrap_or(137),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                    false,
+                )
+            }
+            Err(_) => (137, String::new(), true),
+        };
+    // terminationMessagePolicy FallbackToLogsOnError: the log tail when the file is empty.
+    let mut message = std::fs::read_to_string(&term_file).unwrap_or_default();
+    if message.trim().is_empty() && exit_code != 0 {
+        let lines: Vec<&str> = stderr.lines().collect();
+        message = lines[lines.len().saturating_sub(20)..].join("\n");
+    }
+    if message.len() > 4096 {
+        let mut cut = 4096;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    let finished = now();
+    let ok = exit_code == 0;
+    pods.patch_status(
+        &pod_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "phase": if ok { "Succeeded" } else { "Failed" },
+            "containerStatuses": [{
+                "name": container.name, "image": container.image.unwrap_or_default(), "imageID": "",
+                "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit_code,
+                    "reason": if ok { "Completed" } else { "Error" },
+                    "message": message, "startedAt": started, "finishedAt": finished}}}]}})),
+    )
+    .await?;
+    let cond = |t: &str, reason: &str, msg: &str| {
+        json!({"type": t, "status": "True", "reason": reason, "message": msg,
+            "lastProbeTime": finished, "lastTransitionTime": finished})
+    };
+    let status = if ok {
+        json!({"startTime": started, "completionTime": finished, "active": 0, "succeeded": 1, "ready": 0,
+            "conditions": [cond("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"),
+                           cond("Complete", "CompletionsReached", "Reached expected number of succeeded pods")]})
+    } else if deadline_exceeded {
+        json!({"startTime": started, "active": 0, "failed": 1, "ready": 0,
+            "conditions": [cond("FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline"),
+                           cond("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")]})
+    } else {
+        json!({"startTime": started, "active": 0, "failed": 1, "ready": 0,
+            "conditions": [cond("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+                           cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]})
+    };
+    jobs.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .with_context(|| format!("cannot write the status of Job {name}"))?;
+    Ok(Ran {
+        job: name,
+        exit_code,
+        message,
+    })
+}
+
+/// Creates a PipelineRun from JSON.
+pub async fn create_run(client: &Client, ns: &str, body: serde_json::Value) -> Result<PipelineRun> {
+    let run: PipelineRun = serde_json::from_value(body)?;
+    Ok(Api::<PipelineRun>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &run)
+        .await?)
+}
+
+/// Waits until the run's status satisfies `pred`, returning the run.
+pub async fn wait_run(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&PipelineRun) -> bool,
+) -> Result<PipelineRun> {
+    let api: Api<PipelineRun> = Api::namespaced(client.clone(), ns);
+    let last = Arc::new(Mutex::new(None));
+    let res = wait_for(what, TIMEOUT, || {
+        let api = api.clone();
+        let last = last.clone();
+        let pred = &pred;
+        async move {
+            let run = api.get(name).await?;
+            let done = pred(&run);
+            if let Ok(mut l) = last.lock() {
+                *l = Some(run.status.clone());
+            }
+            Ok(done.then_some(run))
+        }
+    })
+    .await;
+    res.map_err(|e| {
+        let last = last.lock().ok().and_then(|l| l.clone());
+        anyhow!(
+            "{e}; last status: {}",
+            serde_json::to_string_pretty(&last).unwrap_or_default()
+        )
+    })
+}
+
+/// Jobs of a run, by name.
+pub async fn job_names(client: &Client, ns: &str, run: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Api::<Job>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("streamflow.io/pipelinerun={run}")))
+        .await?
+        .items
+        .iter()
+        .map(|j| j.name_any())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Events about a run: (reason, note).
+pub async fn events(client: &Client, ns: &str, run: &str) -> Result<Vec<(String, String)>> {
+    use k8s_openapi::api::events::v1::Event;
+    Ok(Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(run))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
+}
+
+/// Waits until the run has at least `count` Events with `reason` (Events are published after
+/// the status is written), returning all its Events.
+pub async fn wait_events(
+    client: &Client,
+    ns: &str,
+    run: &str,
+    reason: &str,
+    count: usize,
+) -> Result<Vec<(String, String)>> {
+    wait_for(
+        &format!("{count} {reason} event(s) of {run}"),
+        TIMEOUT,
+        || async {
+            let ev = events(client, ns, run).await?;
+            Ok((ev.iter().filter(|e| e.0 == reason).count() >= count).then_some(ev))
+        },
+    )
+    .await
+}
