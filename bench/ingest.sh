@@ -25,7 +25,7 @@ per_topic=$((events / 2))
 topics=(bench_user_events bench_transaction_events)
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(sf_cache_dir)/target}"
-cargo build --locked -q -p streamflow
+cargo build --locked -q --workspace
 bin="$CARGO_TARGET_DIR/debug/streamflow"
 
 started=()

@@ -9,4 +9,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(sf_cache_dir)/target}"
 started=""
 if ! scripts/kafka.sh status >/dev/null 2>&1; then scripts/kafka.sh start; started=1; fi
 trap '[[ -n "$started" ]] && scripts/kafka.sh stop' EXIT
-STREAMFLOW_KILL_ITERATIONS="${1:-50}" cargo test --locked -p streamflow --test ingest kill_9 -- --nocapture
+STREAMFLOW_KILL_ITERATIONS="${1:-50}" cargo test --locked --workspace --test ingest kill_9 -- --nocapture

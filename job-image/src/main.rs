@@ -40,7 +40,9 @@ struct KafkaArgs {
         default_value = "127.0.0.1:9094"
     )]
     bootstrap: String,
-    /// Extra librdkafka setting, repeatable: -X security.protocol=SASL_SSL.
+    /// Extra librdkafka setting, repeatable: -X security.protocol=SASL_SSL. Settings also come
+    /// from STREAMFLOW_KAFKA_* variables (STREAMFLOW_KAFKA_SASL_USERNAME=u is
+    /// sasl.username=u), which is how a Kubernetes Secret reaches the client; -X wins.
     #[arg(short = 'X', global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     kafka_config: Vec<(String, String)>,
 }
@@ -229,7 +231,29 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// librdkafka settings from `STREAMFLOW_KAFKA_<KEY>` variables, then from `-X` flags (later
+/// settings win). librdkafka's property names are dotted lower case without underscores, so
+/// the variable name maps back to one property.
+fn kafka_settings(
+    env: impl Iterator<Item = (String, String)>,
+    flags: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = env
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix("STREAMFLOW_KAFKA_")?;
+            Some((key.to_ascii_lowercase().replace('_', "."), v))
+        })
+        .collect();
+    settings.sort();
+    settings.extend(flags);
+    settings
+}
+
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    cli.kafka.kafka_config = kafka_settings(
+        std::env::vars(),
+        std::mem::take(&mut cli.kafka.kafka_config),
+    );
     match cli.command {
         Command::Produce(args) => {
             let spacing = args.spacing.unwrap_or(match args.rate {
@@ -388,4 +412,31 @@ fn stop_on_signal() -> ingest::StopFlag {
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     stop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_settings_come_from_the_environment_and_flags_win() {
+        let env = [
+            ("STREAMFLOW_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("STREAMFLOW_KAFKA_SASL_USERNAME", "svc"),
+            ("STREAMFLOW_LANDING", "s3://x"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let flags = vec![("sasl.username".to_owned(), "cli".to_owned())];
+        let settings = kafka_settings(env.into_iter(), flags);
+        assert_eq!(
+            settings,
+            [
+                ("sasl.username", "svc"),
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.username", "cli"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // librdkafka applies settings in order, so the flag's value is the one in force.
+    }
 }
