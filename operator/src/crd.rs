@@ -96,15 +96,13 @@ pub struct IntervalSpec {
 }
 
 impl IntervalSpec {
-    /// `START/END` as the job image reads it.
+    /// `START/END` as the job image reads it: written by the same code that parses it.
     pub fn arg(&self) -> String {
-        format!(
-            "{}/{}",
-            self.start
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-            self.end
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        )
+        streamflow_core::Interval {
+            start: self.start,
+            end: self.end,
+        }
+        .to_string()
     }
 }
 
