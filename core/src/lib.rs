@@ -5,9 +5,11 @@
 //! the same types, and the operator must not pull in Kafka or DataFusion to get them, so they
 //! live here, in a crate with no heavy dependencies.
 
+pub mod backfill;
 pub mod interval;
 pub mod summary;
 
+pub use backfill::{PriorOutcome, Reprocess};
 pub use interval::{Interval, IntervalError};
 pub use summary::{
     CheckFailure, EtlReadSummary, EtlSummary, EtlTableSummary, IngestSummary, PartitionSummary,
