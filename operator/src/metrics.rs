@@ -28,6 +28,8 @@ pub struct Metrics {
     pub records: IntCounterVec,
     pub rows: IntCounterVec,
     pub jobs_created: IntCounterVec,
+    pub parent_reconciles: IntCounterVec,
+    pub runs_created: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +97,22 @@ impl Metrics {
             ),
             &["stage"],
         )?;
+        let parent_reconciles = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_parent_reconciles_total",
+                "Reconciles of Backfills and Pipelines, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let runs_created = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_runs_created_total",
+                "PipelineRuns created by Backfills and Pipelines, by kind of parent.",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(parent_reconciles.clone()))?;
+        registry.register(Box::new(runs_created.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -125,6 +143,8 @@ impl Metrics {
             records,
             rows,
             jobs_created,
+            parent_reconciles,
+            runs_created,
         })
     }
 
