@@ -148,11 +148,15 @@ fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<ParentConte
     Action::requeue(Duration::from_secs(5))
 }
 
-fn finalizer_error(e: kube::runtime::finalizer::Error<Error>) -> Error {
-    match e {
-        kube::runtime::finalizer::Error::ApplyFailed(inner)
-        | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
-        other => Error::Finalizer(Box::new(other)),
+/// Unwraps what the finalizer helper wraps. The object being gone by the time its finalizer
+/// is removed is the deletion finishing, not an error.
+fn finalizer_result(r: Result<Action, kube::runtime::finalizer::Error<Error>>) -> Result<Action> {
+    use kube::runtime::finalizer::Error as F;
+    match r {
+        Ok(a) => Ok(a),
+        Err(F::RemoveFinalizer(kube::Error::Api(s))) if s.code == 404 => Ok(Action::await_change()),
+        Err(F::ApplyFailed(inner) | F::CleanupFailed(inner)) => Err(inner),
+        Err(other) => Err(Error::Finalizer(Box::new(other))),
     }
 }
 
@@ -163,7 +167,7 @@ async fn reconcile_backfill(bf: Arc<Backfill>, ctx: Arc<ParentContext>) -> Resul
         .inc();
     let ns = namespace_of(bf.as_ref())?;
     let api: Api<Backfill> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, bf, |event| async {
+    let result = finalizer(&api, FINALIZER, bf, |event| async {
         match event {
             FinalizerEvent::Apply(bf) => apply_backfill(&bf, &ctx, &ns).await,
             FinalizerEvent::Cleanup(bf) => {
@@ -172,8 +176,8 @@ async fn reconcile_backfill(bf: Arc<Backfill>, ctx: Arc<ParentContext>) -> Resul
             }
         }
     })
-    .await
-    .map_err(finalizer_error)
+    .await;
+    finalizer_result(result)
 }
 
 async fn reconcile_pipeline(pl: Arc<Pipeline>, ctx: Arc<ParentContext>) -> Result<Action> {
@@ -183,7 +187,7 @@ async fn reconcile_pipeline(pl: Arc<Pipeline>, ctx: Arc<ParentContext>) -> Resul
         .inc();
     let ns = namespace_of(pl.as_ref())?;
     let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, pl, |event| async {
+    let result = finalizer(&api, FINALIZER, pl, |event| async {
         match event {
             FinalizerEvent::Apply(pl) => apply_pipeline(&pl, &ctx, &ns).await,
             FinalizerEvent::Cleanup(pl) => {
@@ -192,8 +196,8 @@ async fn reconcile_pipeline(pl: Arc<Pipeline>, ctx: Arc<ParentContext>) -> Resul
             }
         }
     })
-    .await
-    .map_err(finalizer_error)
+    .await;
+    finalizer_result(result)
 }
 
 fn namespace_of<K: ResourceExt>(obj: &K) -> Result<String> {
@@ -219,30 +223,36 @@ async fn list_runs(ctx: &ParentContext, ns: &str, selector: &str) -> Result<Vec<
         .collect())
 }
 
+/// A Backfill or Pipeline, as the owner of the runs it creates.
+struct Parent<'a> {
+    kind: &'static str,
+    name: &'a str,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    labels: BTreeMap<String, String>,
+}
+
 async fn create_runs(
     ctx: &ParentContext,
     ns: &str,
-    kind: &str,
-    parent: &str,
-    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-    labels: &BTreeMap<String, String>,
+    parent: &Parent<'_>,
     template: &RunTemplate,
     intervals: &[Interval],
 ) -> Result<()> {
     let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    let kind = parent.kind;
     for interval in intervals {
         let run = build_child(
-            parent,
+            parent.name,
             ns,
-            owner.clone(),
-            labels.clone(),
+            parent.owner.clone(),
+            parent.labels.clone(),
             template,
             interval,
         );
         match api.create(&PostParams::default(), &run).await {
             Ok(_) => {
                 ctx.metrics.runs_created.with_label_values(&[kind]).inc();
-                info!(run = %run.name_any(), %interval, "{kind} {parent}: created PipelineRun");
+                info!(run = %run.name_any(), %interval, "{kind} {}: created PipelineRun", parent.name);
             }
             // Deterministic name: an earlier reconcile (or operator) created it.
             Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -349,17 +359,13 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
                 if let Some(p) = &bf.spec.pipeline_ref {
                     labels.insert(LABEL_PIPELINE.to_owned(), p.name.clone());
                 }
-                create_runs(
-                    ctx,
-                    ns,
-                    "Backfill",
-                    &name,
+                let parent = Parent {
+                    kind: "Backfill",
+                    name: &name,
                     owner,
-                    &labels,
-                    &template,
-                    &decision.create,
-                )
-                .await?;
+                    labels,
+                };
+                create_runs(ctx, ns, &parent, &template, &decision.create).await?;
             }
             None => {
                 // Nothing was created: the status says why, and the counts stay as listed.
@@ -470,17 +476,13 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
             field: "metadata.uid",
         })?;
         let labels = BTreeMap::from([(LABEL_PIPELINE.to_owned(), name.clone())]);
-        create_runs(
-            ctx,
-            ns,
-            "Pipeline",
-            &name,
+        let parent = Parent {
+            kind: "Pipeline",
+            name: &name,
             owner,
-            &labels,
-            &pl.spec.template,
-            &decision.create,
-        )
-        .await?;
+            labels,
+        };
+        create_runs(ctx, ns, &parent, &pl.spec.template, &decision.create).await?;
     }
     if decision.status != current {
         write_status::<Pipeline, _>(ctx, ns, &name, &decision.status).await?;
