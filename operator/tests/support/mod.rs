@@ -225,6 +225,30 @@ impl Operator {
             .ok_or_else(|| anyhow!("no metric {series} in:\n{body}"))
     }
 
+    /// The operator's peak resident set (VmHWM of /proc/PID/status), in KiB.
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        let pid = self.child.id().context("the operator has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))
+    }
+
+    /// Every sample of a metric family: (labels, value).
+    pub async fn samples(&self, family: &str) -> Result<Vec<(String, f64)>> {
+        let (_, body) = self.get("/metrics").await?;
+        Ok(body
+            .lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series[family.len()..].to_owned(), value.parse().ok()?))
+            })
+            .collect())
+    }
+
     /// SIGKILL, as a crash would.
     pub async fn kill(mut self) -> Result<()> {
         self.child.kill().await?;
@@ -596,34 +620,38 @@ impl InstantKubelet {
         let ns = ns.to_owned();
         let failing2 = failing.clone();
         let task = tokio::spawn(async move {
+            use futures::StreamExt;
+            use kube::runtime::{WatchStreamExt, watcher};
             let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
             let mut seen = HashSet::new();
-            loop {
-                if let Ok(list) = jobs.list(&ListParams::default()).await {
-                    for job in list.items {
-                        let finished = job
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|c| !c.is_empty());
-                        if finished || !seen.insert(job.uid().unwrap_or_default()) {
-                            continue;
-                        }
-                        let interval = job_interval(&job).unwrap_or_default();
-                        let fail = failing2
-                            .lock()
-                            .map(|f| f.contains(&interval))
-                            .unwrap_or(false);
-                        let jobs = jobs.clone();
-                        tokio::spawn(async move {
-                            let name = job.name_any();
-                            if let Err(e) = finish_job(&jobs, &name, hold, !fail).await {
-                                eprintln!("instant kubelet: Job {name}: {e:#}");
-                            }
-                        });
-                    }
+            // A watch, not a poll: with a thousand Jobs, listing them all every 100 ms would
+            // load the API server more than the operator under test does.
+            let mut stream = watcher(jobs.clone(), watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(job) = stream.next().await {
+                let Ok(job) = job else { continue };
+                let finished = job
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| !c.is_empty());
+                if finished || !seen.insert(job.uid().unwrap_or_default()) {
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let interval = job_interval(&job).unwrap_or_default();
+                let fail = failing2
+                    .lock()
+                    .map(|f| f.contains(&interval))
+                    .unwrap_or(false);
+                let jobs = jobs.clone();
+                tokio::spawn(async move {
+                    let name = job.name_any();
+                    if let Err(e) = finish_job(&jobs, &name, hold, !fail).await {
+                        eprintln!("instant kubelet: Job {name}: {e:#}");
+                    }
+                });
             }
         });
         InstantKubelet { failing, task }
