@@ -43,6 +43,8 @@ pub const FINALIZER: &str = "streamflow.io/runs";
 const ORPHAN_FINALIZER: &str = "orphan";
 /// A parent waiting on nothing is looked at again after this long anyway.
 const RESYNC: Duration = Duration::from_secs(300);
+/// PipelineRuns per page when listing a parent's runs.
+const LIST_PAGE: u32 = 250;
 /// How often a Backfill waiting on runs it does not own (not watched) looks again.
 const RECHECK: Duration = Duration::from_secs(10);
 
@@ -212,15 +214,20 @@ fn pipeline_selector(pipeline: &str) -> String {
     format!("{LABEL_PIPELINE}={pipeline},!{LABEL_BACKFILL}")
 }
 
+/// Lists the runs matching `selector`, a page at a time (one consistent snapshot), keeping only
+/// what the parents decide on: a page of full PipelineRuns is held at once, not thousands.
 async fn list_runs(ctx: &ParentContext, ns: &str, selector: &str) -> Result<Vec<ObservedRun>> {
     let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(api
-        .list(&ListParams::default().labels(selector))
-        .await?
-        .items
-        .iter()
-        .map(ObservedRun::from_run)
-        .collect())
+    let mut lp = ListParams::default().labels(selector).limit(LIST_PAGE);
+    let mut out = Vec::new();
+    loop {
+        let page = api.list(&lp).await?;
+        out.extend(page.items.iter().map(ObservedRun::from_run));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => lp = lp.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
 }
 
 /// A Backfill or Pipeline, as the owner of the runs it creates.
