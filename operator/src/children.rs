@@ -114,10 +114,11 @@ impl ObservedRun {
         }
     }
 
-    /// Still running, or about to: counts against concurrency limits. A run being deleted
-    /// counts until it is gone, since its Jobs may still be running.
+    /// Still running, or about to: counts against concurrency limits. An unfinished run being
+    /// deleted counts until it is gone, since its Jobs may still be running; a finished one
+    /// being deleted (history limits) runs nothing.
     pub fn is_active(&self) -> bool {
-        self.deleting || !self.phase.is_finished()
+        !self.phase.is_finished()
     }
 
     pub fn outcome(&self) -> PriorOutcome {

@@ -212,6 +212,20 @@ impl Schedule {
     }
 }
 
+/// The due ticks (oldest first) that get a run now under `policy`, given the active runs.
+fn choose(
+    policy: ConcurrencyPolicy,
+    due: &[DateTime<Utc>],
+    active: &[&ObservedRun],
+) -> Vec<DateTime<Utc>> {
+    match policy {
+        ConcurrencyPolicy::Allow => due.to_vec(),
+        ConcurrencyPolicy::Forbid if active.is_empty() => due.iter().take(1).copied().collect(),
+        ConcurrencyPolicy::Forbid => Vec::new(),
+        ConcurrencyPolicy::Replace => due.last().copied().into_iter().collect(),
+    }
+}
+
 /// What to do and write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -266,7 +280,12 @@ pub fn decide(
 
     if !spec.suspend {
         let (due, older_skipped) = schedule.due(after, now, spec.max_catch_up.max(1) as usize)?;
-        if older_skipped && let Some(first) = due.first() {
+        let chosen = choose(spec.concurrency_policy, &due, &active);
+        // Said once, when the runs are created (a Forbid backlog waits, and skips nothing yet).
+        if older_skipped
+            && !chosen.is_empty()
+            && let Some(first) = due.first()
+        {
             let from = schedule.interval_of(*first)?.start;
             events.push((
                 "MissedTicksSkipped",
@@ -279,40 +298,28 @@ pub fn decide(
                 true,
             ));
         }
-        let chosen: Vec<DateTime<Utc>> = match spec.concurrency_policy {
-            ConcurrencyPolicy::Allow => due,
-            ConcurrencyPolicy::Forbid => {
-                if active.is_empty() {
-                    due.into_iter().take(1).collect()
-                } else {
-                    Vec::new()
-                }
+        if spec.concurrency_policy == ConcurrencyPolicy::Replace
+            && let Some(newest) = chosen.last()
+        {
+            for r in active.iter().filter(|r| !r.deleting) {
+                delete.push(r.name.clone());
+                events.push((
+                    "RunReplaced",
+                    format!("deleted {} to run the tick {}", r.name, newest.to_rfc3339()),
+                    false,
+                ));
             }
-            ConcurrencyPolicy::Replace => match due.last() {
-                Some(newest) => {
-                    for r in active.iter().filter(|r| !r.deleting) {
-                        delete.push(r.name.clone());
-                        events.push((
-                            "RunReplaced",
-                            format!("deleted {} to run the tick {}", r.name, newest.to_rfc3339()),
-                            false,
-                        ));
-                    }
-                    if due.len() > 1 {
-                        events.push((
-                            "TicksReplaced",
-                            format!(
-                                "{} older due tick(s) not run: concurrencyPolicy Replace runs the latest",
-                                due.len() - 1
-                            ),
-                            false,
-                        ));
-                    }
-                    vec![*newest]
-                }
-                None => Vec::new(),
-            },
-        };
+            if due.len() > 1 {
+                events.push((
+                    "TicksReplaced",
+                    format!(
+                        "{} older due tick(s) not run: concurrencyPolicy Replace runs the latest",
+                        due.len() - 1
+                    ),
+                    false,
+                ));
+            }
+        }
         for tick in chosen {
             create.push(schedule.interval_of(tick)?);
         }
@@ -329,7 +336,10 @@ pub fn decide(
     }
 
     // History: the newest finished runs are kept, by interval.
-    let mut finished: Vec<&ObservedRun> = own.iter().filter(|r| !r.is_active()).collect();
+    let mut finished: Vec<&ObservedRun> = own
+        .iter()
+        .filter(|r| !r.is_active() && !r.deleting)
+        .collect();
     finished.sort_by_key(|r| std::cmp::Reverse(r.interval.end));
     for (phase, limit) in [
         (Phase::Succeeded, spec.successful_runs_history_limit),
@@ -594,6 +604,30 @@ mod tests {
         let d = decide("p", None, t("2026-10-01"), &s, &st, &done, now).unwrap();
         assert_eq!(hours(&d), [(4, 5)]);
         assert_eq!(d.status.active_count, 1);
+    }
+
+    #[test]
+    fn a_blocked_forbid_backlog_skips_nothing_until_it_runs() {
+        let mut s = spec("0 * * * *", ConcurrencyPolicy::Forbid);
+        s.max_catch_up = 1;
+        let st = status_after("2026-11-01T04:00:00Z", "2026-11-01T03:00:00Z");
+        let running = run(
+            Interval {
+                start: t("2026-11-01T03:00:00Z"),
+                end: t("2026-11-01T04:00:00Z"),
+            },
+            Phase::Running,
+        );
+        let now = t("2026-11-01T06:30:00Z");
+        let d = decide("p", None, t("2026-10-01"), &s, &st, &[running.clone()], now).unwrap();
+        assert!(d.create.is_empty() && d.events.is_empty(), "{:?}", d.events);
+        // Finished, and being deleted by the history limit: no longer blocks.
+        let mut done = run(running.interval, Phase::Succeeded);
+        done.deleting = true;
+        let d = decide("p", None, t("2026-10-01"), &s, &st, &[done], now).unwrap();
+        assert_eq!(hours(&d), [(5, 6)]);
+        assert_eq!(d.events[0].0, "MissedTicksSkipped");
+        assert!(d.delete.is_empty(), "already being deleted");
     }
 
     #[test]

@@ -84,6 +84,15 @@ async fn wait_backfill(
     })
 }
 
+/// Waits for an Event with `reason` about the Backfill (published after its status write).
+async fn wait_backfill_event(client: &Client, ns: &str, name: &str, reason: &str) -> Result<()> {
+    wait_for(&format!("a {reason} event of {name}"), TIMEOUT, || async {
+        let ev = events_of(client, ns, "Backfill", name).await?;
+        Ok(ev.iter().any(|e| e.0 == reason).then_some(()))
+    })
+    .await
+}
+
 fn complete(bf: &Backfill) -> bool {
     bf.status.as_ref().is_some_and(|s| s.is_true(COND_COMPLETE))
 }
@@ -164,8 +173,7 @@ async fn thirty_intervals_never_more_than_three_active_and_all_succeed() -> Resu
             .iter()
             .any(|o| o.kind == "Backfill" && o.name == "month" && o.controller == Some(true))
     }));
-    let ev = events_of(&client, &ns, "Backfill", "month").await?;
-    assert!(ev.iter().any(|e| e.0 == "Completed"), "{ev:?}");
+    wait_backfill_event(&client, &ns, "month", "Completed").await?;
     Ok(())
 }
 
@@ -343,9 +351,9 @@ async fn suspend_stops_new_runs_and_resume_continues() -> Result<()> {
     let st = bf.status.unwrap_or_default();
     assert_eq!(st.succeeded, 6);
     assert!(!st.is_true(COND_SUSPENDED));
-    let ev = events_of(&client, &ns, "Backfill", "pausy").await?;
+    // Events are published after the status is written.
     for reason in ["Suspended", "Resumed", "Completed"] {
-        assert!(ev.iter().any(|e| e.0 == reason), "{reason}: {ev:?}");
+        wait_backfill_event(&client, &ns, "pausy", reason).await?;
     }
     Ok(())
 }

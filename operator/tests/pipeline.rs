@@ -242,12 +242,19 @@ async fn replace_deletes_the_active_run_for_the_next_tick() -> Result<()> {
         second.0 >= first.1,
         "the replacement is of a later tick: {first:?} {second:?}"
     );
-    let ev = events_of(&client, &ns, "Pipeline", "latest").await?;
-    assert!(
-        ev.iter()
-            .any(|e| e.0 == "RunReplaced" && e.1.contains(&first.0)),
-        "{ev:?}"
-    );
+    // Events are published after the status is written.
+    wait_for(
+        "a RunReplaced event naming the first run",
+        TIMEOUT,
+        || async {
+            let ev = events_of(&client, &ns, "Pipeline", "latest").await?;
+            Ok(ev
+                .iter()
+                .any(|e| e.0 == "RunReplaced" && e.1.contains(&first.0))
+                .then_some(()))
+        },
+    )
+    .await?;
     Ok(())
 }
 
