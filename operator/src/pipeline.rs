@@ -619,7 +619,16 @@ mod tests {
             Phase::Running,
         );
         let now = t("2026-11-01T06:30:00Z");
-        let d = decide("p", None, t("2026-10-01"), &s, &st, &[running.clone()], now).unwrap();
+        let d = decide(
+            "p",
+            None,
+            t("2026-10-01"),
+            &s,
+            &st,
+            std::slice::from_ref(&running),
+            now,
+        )
+        .unwrap();
         assert!(d.create.is_empty() && d.events.is_empty(), "{:?}", d.events);
         // Finished, and being deleted by the history limit: no longer blocks.
         let mut done = run(running.interval, Phase::Succeeded);
