@@ -22,7 +22,7 @@ done
 # librdkafka's build links zlib; its headers come from zlib1g-dev.
 [[ -f /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
 # scripts/check-manifests reads and edits YAML with PyYAML.
-python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
+python3 -c 'import yaml' 2>/dev/null || /usr/bin/python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -49,5 +49,6 @@ if ((${#problems[@]})); then
   for p in "${problems[@]}"; do log "$p"; done
   die "the chart's CRDs are out of date: run scripts/sync-chart-crds.sh"
 fi
-$check && log "the chart's CRDs equal $SRC/ ($(ls "$SRC" | wc -l) files)"
+sources=("$SRC"/*)
+$check && log "the chart's CRDs equal $SRC/ (${#sources[@]} files)"
 exit 0
