@@ -2,11 +2,11 @@
 # Helm, built from source with the Go toolchain (Go module proxy only), cached.
 #
 # Usage: scripts/helm.sh <command> [args]
-#   install          build helm into the cache if missing (cold: a few minutes on 2 cores;
-#                    then instant)
-#   path             install if needed, print the binary's path
-#   [helm args...]   install if needed, then run helm with these arguments
-#                    (e.g. scripts/helm.sh lint charts/streamflow-operator)
+#   build            build helm into the cache if missing (cold: ~9 min on 2 cores shared
+#                    with other builds; then instant)
+#   path             build if needed, print the binary's path
+#   [helm args...]   build if needed, then run helm with these arguments
+#                    (scripts/helm.sh lint charts/streamflow-operator, scripts/helm.sh install ...)
 #
 # Environment:
 #   HELM_VERSION (v3.22.0)   HELM_BUILD_JOBS (2, go build -p)
@@ -59,7 +59,7 @@ install_helm() {
 }
 
 case "${1:-}" in
-  install) install_helm ;;
+  build) install_helm ;;
   path)
     install_helm
     printf '%s\n' "$HELM_BIN"
