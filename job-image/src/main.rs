@@ -18,9 +18,7 @@ use streamflow_core::Interval;
 
 use command::backfill::BackfillArgs;
 use command::run::RunArgs;
-use command::stages::{
-    self, ChecksArg, EtlOptions, GoldArg, IngestOptions, KafkaArgs, LandingArg,
-};
+use command::stages::{self, ChecksArg, EtlOptions, GoldArg, IngestOptions, KafkaArgs, LandingArg};
 use command::ui::Ui;
 
 #[derive(Parser)]
@@ -186,8 +184,7 @@ fn main() -> ExitCode {
 fn parse_cli() -> anyhow::Result<Cli> {
     let args: Vec<OsString> = std::env::args_os().collect();
     let mut command = Cli::command();
-    if let Some(path) = command::config::config_path(&args, std::env::var_os("STREAMFLOW_CONFIG"))
-    {
+    if let Some(path) = command::config::config_path(&args, std::env::var_os("STREAMFLOW_CONFIG")) {
         command = command::config::apply_file(command, &path)?;
     }
     let matches = command.get_matches_from(args);

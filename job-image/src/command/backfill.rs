@@ -3,10 +3,10 @@
 //! its record in the gold store, and the intervals the reprocess behaviour selects run through
 //! the same pipeline as `streamflow run`, a bounded number at a time.
 //!
-//! Ingest is the one shared resource: by default each interval lands its own records in interval
-//! mode (nothing committed, so a rerun of an interval rewrites the same objects), one drain at a
-//! time; with `--group`, one watermark drain runs first and the intervals only build and check.
-//! Never two drains of one consumer group at once: docs/local.md says why.
+//! Ingest is the one shared resource. By default one watermark drain of the consumer group runs
+//! before the intervals, which then only build and check; with `--ingest interval` each interval
+//! lands its own records, one drain at a time. Never two drains of one consumer group at once:
+//! docs/local.md says why.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use streamflow_core::{BackfillInterval, BackfillSummary, Interval, PriorOutcome,
 use tokio::sync::Mutex;
 
 use super::report;
-use super::run::{IngestStep, OutputArgs, Pipeline, PipelineArgs};
+use super::run::{IngestMode, IngestStep, OutputArgs, Pipeline, PipelineArgs};
 use super::stages::{self, KafkaArgs};
 use super::ui::Ui;
 
@@ -53,6 +53,11 @@ pub struct BackfillArgs {
     /// Print what would run and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// How records reach the landing zone: watermark (one drain of --group before the
+    /// intervals run), interval (each interval lands its own records, one drain at a time) or
+    /// none. docs/local.md compares them.
+    #[arg(long = "ingest", env = "STREAMFLOW_INGEST", value_enum, default_value_t = IngestMode::Watermark)]
+    pub ingest_mode: IngestMode,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     #[command(flatten)]
@@ -60,7 +65,8 @@ pub struct BackfillArgs {
 }
 
 fn parse_reprocess(s: &str) -> Result<Reprocess, String> {
-    s.parse().map_err(|e: streamflow_core::backfill::BackfillError| e.to_string())
+    s.parse()
+        .map_err(|e: streamflow_core::backfill::BackfillError| e.to_string())
 }
 
 /// The intervals of the range; whole days from a midnight, so each gold partition (a date) is
@@ -141,34 +147,28 @@ pub async fn backfill(
             ui: ui.clone(),
         };
         let ingest_lock = Mutex::new(());
-        let watermark_drained = match (&args.pipeline.group, args.pipeline.skip_ingest) {
-            (Some(group), false) => {
-                let drained = stages::ingest(
-                    &pipeline.kafka,
-                    &args.pipeline.landing.landing,
-                    &args.pipeline.ingest,
-                    Bound::Watermark {
-                        group: group.clone(),
-                    },
-                    pipeline.stop.clone(),
-                    &ui,
-                )
-                .await?;
-                anyhow::ensure!(
-                    drained.complete,
-                    "the watermark drain of group {group} did not finish within --max-duration: rerun the backfill (what was drained is kept) or raise --max-duration"
-                );
-                summary.ingest = Some(drained);
-                true
-            }
-            _ => false,
-        };
-        let step_for = || {
-            if watermark_drained || args.pipeline.skip_ingest {
-                IngestStep::Skip
-            } else {
-                IngestStep::Interval(Some(&ingest_lock))
-            }
+        if args.ingest_mode == IngestMode::Watermark {
+            let group = &args.pipeline.group;
+            let drained = stages::ingest(
+                &pipeline.kafka,
+                &args.pipeline.landing.landing,
+                &args.pipeline.ingest,
+                Bound::Watermark {
+                    group: group.clone(),
+                },
+                pipeline.stop.clone(),
+                &ui,
+            )
+            .await?;
+            anyhow::ensure!(
+                drained.complete,
+                "the watermark drain of group {group} did not finish within --max-duration: rerun the backfill (what was drained is kept) or raise --max-duration"
+            );
+            summary.ingest = Some(drained);
+        }
+        let step_for = || match args.ingest_mode {
+            IngestMode::Interval => IngestStep::Interval(Some(&ingest_lock)),
+            IngestMode::Watermark | IngestMode::None => IngestStep::Skip,
         };
         let bar = ui.counter("backfill", to_run.len() as u64);
         let runs = futures::stream::iter(to_run)
@@ -229,9 +229,17 @@ mod tests {
     fn days_plan_and_sub_day_steps_are_refused() {
         let days = plan(&args(&["--from", "2025-01-10", "--to", "2025-01-13"])).unwrap();
         assert_eq!(days.len(), 3);
-        assert_eq!(days[0].to_string(), "2025-01-10T00:00:00Z/2025-01-11T00:00:00Z");
+        assert_eq!(
+            days[0].to_string(),
+            "2025-01-10T00:00:00Z/2025-01-11T00:00:00Z"
+        );
         let err = plan(&args(&[
-            "--from", "2025-01-10", "--to", "2025-01-11", "--step", "1h",
+            "--from",
+            "2025-01-10",
+            "--to",
+            "2025-01-11",
+            "--step",
+            "1h",
         ]))
         .unwrap_err()
         .to_string();

@@ -49,17 +49,15 @@ pub fn apply_file(command: clap::Command, path: &Path) -> anyhow::Result<clap::C
     apply_yaml(command, &text, &path.display().to_string())
 }
 
-fn apply_yaml(
-    mut command: clap::Command,
-    text: &str,
-    file: &str,
-) -> anyhow::Result<clap::Command> {
+fn apply_yaml(mut command: clap::Command, text: &str, file: &str) -> anyhow::Result<clap::Command> {
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
         .with_context(|| format!("the configuration file {file} is not valid YAML"))?;
     let map = match doc {
         serde_yaml_ng::Value::Null => return Ok(command),
         serde_yaml_ng::Value::Mapping(map) => map,
-        _ => anyhow::bail!("the configuration file {file} must be a mapping of flag names to values"),
+        _ => {
+            anyhow::bail!("the configuration file {file} must be a mapping of flag names to values")
+        }
     };
     let subcommands: BTreeSet<String> = command
         .get_subcommands()
@@ -131,7 +129,9 @@ fn values_of(key: &str, value: &serde_yaml_ng::Value, file: &str) -> anyhow::Res
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
             Value::Bool(b) => Ok(b.to_string()),
-            _ => anyhow::bail!("`{key}` in {file} must be a string, a number, a boolean or a list of them"),
+            _ => anyhow::bail!(
+                "`{key}` in {file} must be a string, a number, a boolean or a list of them"
+            ),
         }
     };
     match value {
@@ -170,7 +170,12 @@ mod tests {
 
     #[derive(Parser, Debug)]
     struct Cli {
-        #[arg(long, global = true, env = "SF_CONFIG_TEST_BOOTSTRAP", default_value = "a:1")]
+        #[arg(
+            long,
+            global = true,
+            env = "SF_CONFIG_TEST_BOOTSTRAP",
+            default_value = "a:1"
+        )]
         bootstrap: String,
         #[command(subcommand)]
         command: Sub,
@@ -214,7 +219,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_what_to_use() {
-        let err = parse("golden: x\n", &["sf", "run"]).unwrap_err().to_string();
+        let err = parse("golden: x\n", &["sf", "run"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown setting `golden`"), "{err}");
         let err = parse("run:\n  bootstrapp: x\n", &["sf", "run"])
             .unwrap_err()

@@ -6,11 +6,12 @@ use std::fmt::Write as _;
 use comfy_table::{CellAlignment, Table, presets};
 use streamflow_core::{BackfillSummary, RunSummary};
 
-fn table(header: &[&str]) -> Table {
+/// A table whose columns named in `numeric` are right-aligned.
+fn table(header: &[&str], numeric: &[usize]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED);
     t.set_header(header.to_vec());
-    for i in 1..header.len() {
+    for &i in numeric {
         if let Some(column) = t.column_mut(i) {
             column.set_cell_alignment(CellAlignment::Right);
         }
@@ -39,7 +40,7 @@ pub fn run(summary: &RunSummary) -> String {
         duration(summary.duration_ms)
     );
 
-    let mut stages = table(&["stage", "result", "duration"]);
+    let mut stages = table(&["stage", "result", "duration"], &[2]);
     let failed = summary.failed_stage.as_deref();
     let result = |stage: &str, ran_ms: Option<u64>| -> (String, String) {
         match (ran_ms, failed == Some(stage)) {
@@ -62,7 +63,10 @@ pub fn run(summary: &RunSummary) -> String {
     let _ = writeln!(out, "{stages}");
 
     if let Some(ingest) = &summary.ingest {
-        let mut topics = table(&["topic", "landed", "quarantined", "bytes", "files"]);
+        let mut topics = table(
+            &["topic", "landed", "quarantined", "bytes", "files"],
+            &[1, 2, 3, 4],
+        );
         for (name, t) in &ingest.topics {
             topics.add_row(vec![
                 name.clone(),
@@ -90,7 +94,7 @@ pub fn run(summary: &RunSummary) -> String {
     }
 
     if let Some(etl) = &summary.etl {
-        let mut tables = table(&["gold table", "rows", "files", "location"]);
+        let mut tables = table(&["gold table", "rows", "files", "location"], &[1, 2]);
         for (name, t) in &etl.tables {
             tables.add_row(vec![
                 name.clone(),
@@ -109,7 +113,13 @@ pub fn run(summary: &RunSummary) -> String {
             v.passed, v.failed_errors, v.failed_warnings, v.checks
         );
         for f in &v.failures {
-            let _ = writeln!(out, "  {} {}: {}", f.severity.to_uppercase(), f.name, f.message);
+            let _ = writeln!(
+                out,
+                "  {} {}: {}",
+                f.severity.to_uppercase(),
+                f.name,
+                f.message
+            );
         }
     }
     if let Some(error) = &summary.error {
@@ -136,16 +146,19 @@ pub fn run(summary: &RunSummary) -> String {
 /// What `streamflow backfill` prints for people.
 pub fn backfill(summary: &BackfillSummary) -> String {
     let mut out = String::new();
-    let mut t = table(&[
-        "interval",
-        "before",
-        "action",
-        "landed",
-        "gold rows",
-        "checks passed",
-        "result",
-        "duration",
-    ]);
+    let mut t = table(
+        &[
+            "interval",
+            "before",
+            "action",
+            "landed",
+            "gold rows",
+            "checks passed",
+            "result",
+            "duration",
+        ],
+        &[3, 4, 5, 7],
+    );
     for i in &summary.intervals {
         let run = i.run.as_ref();
         let ingest = run.and_then(|r| r.ingest.as_ref());

@@ -15,9 +15,7 @@ use streamflow_core::{Interval, RunSummary};
 use tokio::sync::Mutex;
 
 use super::report;
-use super::stages::{
-    self, ChecksArg, EtlOptions, GoldArg, IngestOptions, KafkaArgs, LandingArg,
-};
+use super::stages::{self, ChecksArg, EtlOptions, GoldArg, IngestOptions, KafkaArgs, LandingArg};
 use super::ui::Ui;
 
 #[derive(Args, Clone, Debug)]
@@ -26,6 +24,9 @@ pub struct RunArgs {
     /// records timestamped in it, etl replaces its dates' gold partitions, validate checks them.
     #[arg(long, env = "STREAMFLOW_INTERVAL")]
     pub interval: Interval,
+    /// How ingest bounds its drain: the interval's records, or everything new in the group.
+    #[arg(long = "ingest", env = "STREAMFLOW_INGEST", value_enum, default_value_t = IngestMode::Interval)]
+    pub ingest_mode: IngestMode,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     #[command(flatten)]
@@ -41,13 +42,10 @@ pub struct PipelineArgs {
     pub gold: GoldArg,
     #[command(flatten)]
     pub checks: ChecksArg,
-    /// Ingest in watermark mode under this consumer group (drain up to the high watermarks and
-    /// commit) instead of landing only the interval's records (interval mode, the default).
-    #[arg(long, env = "STREAMFLOW_GROUP")]
-    pub group: Option<String>,
-    /// Do not ingest: build and check the gold tables from what the landing zone already holds.
-    #[arg(long, conflicts_with = "group")]
-    pub skip_ingest: bool,
+    /// Consumer group of a watermark-mode drain (--ingest watermark): its committed offsets say
+    /// where the last drain into this landing zone stopped.
+    #[arg(long, env = "STREAMFLOW_GROUP", default_value = "streamflow-ingest")]
+    pub group: String,
     #[command(flatten)]
     pub ingest: IngestOptions,
     #[command(flatten)]
@@ -62,6 +60,17 @@ pub struct OutputArgs {
     /// Also write the JSON summary here.
     #[arg(long)]
     pub summary_file: Option<PathBuf>,
+}
+
+/// How records get from Kafka into the landing zone before the ETL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IngestMode {
+    /// Land the records timestamped in the interval (Kafka's offsets by time); commits nothing.
+    Interval,
+    /// Drain the consumer group (--group) up to the high watermarks and commit.
+    Watermark,
+    /// Do not ingest: the landing zone already holds the records.
+    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -185,9 +194,14 @@ impl Pipeline {
             Some(stages::etl(landing_url, gold_url, &args.etl, interval, &self.ui).await?);
         summary.gold_files = gold_files(gold, &interval).await?;
         summary.failed_stage = Some("validate".to_owned());
-        let (_, validated) =
-            stages::validate(landing_url, gold_url, &args.checks.checks, interval, &self.ui)
-                .await?;
+        let (_, validated) = stages::validate(
+            landing_url,
+            gold_url,
+            &args.checks.checks,
+            interval,
+            &self.ui,
+        )
+        .await?;
         let failed = validated.failed_errors;
         summary.validate = Some(validated);
         anyhow::ensure!(
@@ -210,7 +224,8 @@ async fn gold_files(gold: &Location, interval: &Interval) -> anyhow::Result<Vec<
             };
             let dir = write::partition_dir(gold, table.name, date);
             for file in &manifest.files {
-                let path = Path::from_iter(dir.parts().chain(Path::from(file.path.as_str()).parts()));
+                let path =
+                    Path::from_iter(dir.parts().chain(Path::from(file.path.as_str()).parts()));
                 files.push(object_address(gold, &path));
             }
         }
@@ -231,10 +246,10 @@ fn object_address(location: &Location, path: &Path) -> String {
 
 /// `streamflow run`.
 pub async fn run(kafka: KafkaArgs, args: RunArgs, stop: StopFlag, ui: Ui) -> anyhow::Result<()> {
-    let ingest = match (&args.pipeline.group, args.pipeline.skip_ingest) {
-        (_, true) => IngestStep::Skip,
-        (Some(group), false) => IngestStep::Watermark(group.clone()),
-        (None, false) => IngestStep::Interval(None),
+    let ingest = match args.ingest_mode {
+        IngestMode::Interval => IngestStep::Interval(None),
+        IngestMode::Watermark => IngestStep::Watermark(args.pipeline.group.clone()),
+        IngestMode::None => IngestStep::Skip,
     };
     let pipeline = Pipeline {
         kafka,
@@ -254,4 +269,3 @@ pub async fn run(kafka: KafkaArgs, args: RunArgs, stop: StopFlag, ui: Ui) -> any
     }
     Ok(())
 }
-

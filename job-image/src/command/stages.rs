@@ -127,7 +127,11 @@ pub struct EtlOptions {
 /// rather than after librdkafka's metadata timeout.
 async fn check_kafka_reachable(bootstrap: &str) -> anyhow::Result<()> {
     let mut last_error = String::from("no servers listed");
-    for server in bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for server in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         match tokio::time::timeout(
             Duration::from_secs(5),
             tokio::net::TcpStream::connect(server),
@@ -193,7 +197,11 @@ pub async fn etl(
 ) -> anyhow::Result<EtlSummary> {
     let profile: Profile = options.profile.parse()?;
     let overrides = SessionOverrides {
-        memory_limit: options.memory_limit.as_deref().map(parse_size).transpose()?,
+        memory_limit: options
+            .memory_limit
+            .as_deref()
+            .map(parse_size)
+            .transpose()?,
         spill_dir: options.spill_dir.clone(),
         target_partitions: options.target_partitions,
     };
