@@ -50,7 +50,7 @@ pub struct BackfillArgs {
     /// Run the newest interval first.
     #[arg(long)]
     pub backwards: bool,
-    /// Print what would run and change nothing.
+    /// Print what would run; run and record nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// How records reach the landing zone: watermark (one drain of --group before the
