@@ -507,3 +507,42 @@ fn run_without_kafka_says_how_to_start_it_and_records_the_failure() {
         (&Value::from("failed"), &Value::from("ingest"))
     );
 }
+
+#[test]
+fn interval_records_are_kept_in_an_s3_gold_store_too() {
+    // No ingest and an empty landing zone: the ETL writes empty tables and `non_empty` fails,
+    // so the run is recorded as failed, in S3, where a backfill finds it.
+    let landing = common::s3_landing();
+    let gold = format!("s3://gold/test-{}", uuid::Uuid::new_v4().simple());
+    let mut run = streamflow();
+    common::s3_env(&mut run)
+        .current_dir(repo_root())
+        .args(["run", "--interval", "2025-05-01", "--ingest", "none"])
+        .args(["--landing", &landing, "--gold", &gold, "--output", "json"]);
+    let out = run.output().unwrap();
+    assert!(!out.status.success(), "an empty interval fails its checks");
+    let summary = json_of(&out);
+    assert_eq!(summary["failed_stage"], "validate", "{summary}");
+    assert!(summary.get("ingest").is_none());
+
+    let mut dry = streamflow();
+    common::s3_env(&mut dry)
+        .current_dir(repo_root())
+        .args([
+            "backfill",
+            "--from",
+            "2025-05-01",
+            "--to",
+            "2025-05-03",
+            "--dry-run",
+        ])
+        .args(["--landing", &landing, "--gold", &gold, "--output", "json"]);
+    let plan = json_of(&run_ok(&mut dry));
+    let states: Vec<(&str, &str)> = plan["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["prior"].as_str().unwrap(), i["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("failed", "skipped"), ("never", "would run")]);
+}

@@ -56,7 +56,7 @@ pub struct BackfillArgs {
     /// How records reach the landing zone: watermark (one drain of --group before the
     /// intervals run), interval (each interval lands its own records, one drain at a time) or
     /// none. docs/local.md compares them.
-    #[arg(long = "ingest", env = "STREAMFLOW_INGEST", value_enum, default_value_t = IngestMode::Watermark)]
+    #[arg(long = "ingest", env = "STREAMFLOW_INGEST", value_name = "MODE", value_enum, default_value_t = IngestMode::Watermark)]
     pub ingest_mode: IngestMode,
     #[command(flatten)]
     pub pipeline: PipelineArgs,

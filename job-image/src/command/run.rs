@@ -25,7 +25,7 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMFLOW_INTERVAL")]
     pub interval: Interval,
     /// How ingest bounds its drain: the interval's records, or everything new in the group.
-    #[arg(long = "ingest", env = "STREAMFLOW_INGEST", value_enum, default_value_t = IngestMode::Interval)]
+    #[arg(long = "ingest", env = "STREAMFLOW_INGEST", value_name = "MODE", value_enum, default_value_t = IngestMode::Interval)]
     pub ingest_mode: IngestMode,
     #[command(flatten)]
     pub pipeline: PipelineArgs,

@@ -70,7 +70,7 @@ pub struct ChecksArg {
 /// How a drain reads and writes; what bounds it (watermarks or an interval) is chosen apart.
 #[derive(Args, Clone, Debug)]
 pub struct IngestOptions {
-    /// Topic to drain, repeatable.
+    /// Topic to drain, repeatable (comma-separated in STREAMFLOW_TOPICS).
     #[arg(long = "topic", env = "STREAMFLOW_TOPICS", value_delimiter = ',', default_values_t = TOPICS.map(String::from))]
     pub topics: Vec<String>,
     /// In interval mode, also read records up to this long after the end, for records whose
