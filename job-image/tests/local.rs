@@ -546,3 +546,62 @@ fn interval_records_are_kept_in_an_s3_gold_store_too() {
         .collect();
     assert_eq!(states, [("failed", "skipped"), ("never", "would run")]);
 }
+
+#[test]
+fn backfill_with_interval_ingest_lands_each_interval_in_its_own_drain() {
+    // Interval mode finds offsets by time, which fits records timestamped as they arrive: these
+    // are timestamped seconds ago, after everything else in the topics, and have a seed (so
+    // event ids) of their own.
+    let seed = (uuid::Uuid::new_v4().as_u128() % u128::from(u32::MAX)) as u64;
+    let start = chrono::Utc::now() - chrono::Duration::seconds(20);
+    let generate = |kind| -> Vec<GeneratedRecord> {
+        let mut g = EventGenerator::new(
+            kind,
+            GeneratorConfig {
+                seed,
+                start,
+                spacing: Duration::from_millis(50),
+                users: 20,
+                bad_ratio: 0.0,
+            },
+        );
+        (0..100).map(|_| g.next_record()).collect()
+    };
+    let users = generate(EventKind::User);
+    send_all(USER_EVENTS, &users);
+    send_all(TRANSACTION_EVENTS, &generate(EventKind::Transaction));
+    let first = users[0].timestamp.date_naive();
+    let last = users[users.len() - 1].timestamp.date_naive();
+    let (from, to) = (first.to_string(), last.succ_opt().unwrap().to_string());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (gold, landing) = (dir.path().join("gold"), dir.path().join("landing"));
+    let group = format!("test-unused-{}", uuid::Uuid::new_v4().simple());
+    let summary = json_of(&run_ok(
+        backfill(&gold, &landing, &group, &["--from", &from, "--to", &to]).args([
+            "--ingest",
+            "interval",
+            "--parallel",
+            "2",
+        ]),
+    ));
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert!(
+        summary.get("ingest").is_none(),
+        "no drain before the intervals"
+    );
+    let mut gold_ids = String::new();
+    for item in summary["intervals"].as_array().unwrap() {
+        let run = &item["run"];
+        assert_eq!(run["ingest"]["mode"], "interval", "{run}");
+        for file in run["gold_files"].as_array().unwrap() {
+            let file = file.as_str().unwrap();
+            if file.contains("/user_activity/") {
+                gold_ids.push_str(&std::fs::read_to_string(file).unwrap());
+            }
+        }
+    }
+    for id in common::good_ids(&users) {
+        assert!(gold_ids.contains(&id), "event {id} is not in user_activity");
+    }
+}
