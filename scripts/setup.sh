@@ -32,5 +32,3 @@ if ((${#missing[@]})); then
   apt-get install -y -qq "${missing[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
-# Helm (for scripts/check-manifests and scripts/kind.sh), built from the Go module proxy, cached.
-"$(dirname "${BASH_SOURCE[0]}")/helm.sh" build
