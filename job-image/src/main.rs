@@ -92,6 +92,18 @@ struct ValidateArgs {
     summary_file: Option<PathBuf>,
 }
 
+/// A generator seed: a number, or `random` for a fresh one.
+fn parse_seed(input: &str) -> Result<u64, String> {
+    if input.eq_ignore_ascii_case("random") {
+        let seed = rand::random::<u64>();
+        tracing::info!(seed, "random generator seed");
+        return Ok(seed);
+    }
+    input
+        .parse()
+        .map_err(|_| format!("expected a number or `random`, got {input:?}"))
+}
+
 #[derive(Args)]
 struct ProduceArgs {
     /// Topic to produce to, repeatable; its name says which schema (`transaction` in it:
@@ -107,8 +119,10 @@ struct ProduceArgs {
     /// Records per second per topic; 0 sends as fast as the broker takes them.
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Seed of the generator: the same seed and --start give the same records.
-    #[arg(long, default_value_t = 42)]
+    /// Seed of the generator: the same seed and --start give the same records. `random` picks
+    /// one (logged), so a restarted producer (a Deployment's pod) makes new event ids instead of
+    /// repeating ones the ETL would deduplicate away.
+    #[arg(long, env = "STREAMFLOW_SEED", default_value = "42", value_parser = parse_seed)]
     seed: u64,
     /// Event time of the first record (RFC 3339 or a date). Default: with --count, early
     /// enough that the last record is timestamped now (brokers refuse records more than an
@@ -355,6 +369,15 @@ fn stop_on_signal() -> ingest::StopFlag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_is_a_number_or_random() {
+        assert_eq!(parse_seed("42"), Ok(42));
+        let a = parse_seed("random").unwrap();
+        let b = parse_seed("RANDOM").unwrap();
+        assert_ne!(a, b, "two random seeds should differ");
+        assert!(parse_seed("forty-two").unwrap_err().contains("random"));
+    }
 
     #[test]
     fn kafka_settings_come_from_the_environment_and_flags_win() {
