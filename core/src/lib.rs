@@ -12,6 +12,6 @@ pub mod summary;
 pub use backfill::{PriorOutcome, Reprocess};
 pub use interval::{Interval, IntervalError};
 pub use summary::{
-    CheckFailure, EtlReadSummary, EtlSummary, EtlTableSummary, IngestSummary, PartitionSummary,
-    TopicSummary, ValidateSummary,
+    BackfillInterval, BackfillSummary, CheckFailure, EtlReadSummary, EtlSummary, EtlTableSummary,
+    IngestSummary, PartitionSummary, RunSummary, TopicSummary, ValidateSummary,
 };

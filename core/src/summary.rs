@@ -132,6 +132,71 @@ pub struct CheckFailure {
     pub message: String,
 }
 
+/// The result of one `streamflow run`: its stages' summaries, in order, up to the one that
+/// failed, and where the output is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub stage: String,
+    pub interval: String,
+    /// True when every stage ran and no check of severity `error` failed.
+    pub ok: bool,
+    /// The stage that failed (`ingest`, `etl`, `validate`), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_stage: Option<String>,
+    /// Why it failed, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etl: Option<EtlSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<ValidateSummary>,
+    /// The landing zone and gold store, as given (local paths made absolute).
+    pub landing: String,
+    pub gold: String,
+    /// Every gold file the ETL committed for the interval, under `gold`.
+    #[serde(default)]
+    pub gold_files: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// What a backfill did with one interval of its range.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackfillInterval {
+    pub interval: String,
+    /// What the gold store's record said before this backfill: `never`, `succeeded`, `failed`.
+    pub prior: String,
+    /// `ran` or `skipped`.
+    pub action: String,
+    /// The run's summary, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunSummary>,
+}
+
+/// The result of one `streamflow backfill`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackfillSummary {
+    pub stage: String,
+    pub from: String,
+    pub to: String,
+    pub step: String,
+    pub reprocess: String,
+    pub dry_run: bool,
+    /// True when no interval run by this backfill failed.
+    pub ok: bool,
+    pub planned: u64,
+    pub ran: u64,
+    pub skipped: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// The one watermark drain that ran before the intervals, with `--group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestSummary>,
+    pub intervals: Vec<BackfillInterval>,
+    pub duration_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 pub mod etl;
 pub mod events;
 pub mod ingest;
+pub mod outcome;
 pub mod produce;
 pub mod store;
 pub mod validate;

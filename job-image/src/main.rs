@@ -1,5 +1,8 @@
 //! The `streamflow` command: one binary for every stage, run by the operator's Jobs or by hand.
 
+mod command;
+
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,44 +10,35 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
-use streamflow::etl::session::{Profile, SessionOverrides, SessionSettings, parse_size};
-use streamflow::etl::{self, EtlConfig};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use streamflow::events::TOPICS;
-use streamflow::ingest::{self, Bound, IngestConfig, plan::Rotation};
+use streamflow::ingest::{self, Bound};
 use streamflow::produce::{self, GeneratorConfig, ProduceConfig};
-use streamflow::store::Location;
-use streamflow::validate::{self, ChecksFile, ValidateConfig};
 use streamflow_core::Interval;
+
+use command::backfill::BackfillArgs;
+use command::run::RunArgs;
+use command::stages::{self, ChecksArg, EtlOptions, GoldArg, IngestOptions, KafkaArgs, LandingArg};
+use command::ui::Ui;
 
 #[derive(Parser)]
 #[command(
     name = "streamflow",
     version,
-    about = "Kafka → landing zone → gold tables, one stage at a time or all at once."
+    about = "Kafka → landing zone → gold tables, one stage at a time or all at once.",
+    after_help = "Every flag can also be set by the environment variable shown in its help, \
+                  or in a YAML configuration file (--config); flags win over the environment, \
+                  which wins over the file. docs/local.md describes the local commands."
 )]
 struct Cli {
     #[command(flatten)]
     kafka: KafkaArgs,
+    /// YAML file of flag defaults: `landing: data/landing`, or per command (`backfill:` then
+    /// `parallel: 4` indented). Flags and environment variables win over it.
+    #[arg(long, global = true, env = "STREAMFLOW_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args)]
-struct KafkaArgs {
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        global = true,
-        env = "STREAMFLOW_BOOTSTRAP",
-        default_value = "127.0.0.1:9094"
-    )]
-    bootstrap: String,
-    /// Extra librdkafka setting, repeatable: -X security.protocol=SASL_SSL. Settings also come
-    /// from STREAMFLOW_KAFKA_* variables (STREAMFLOW_KAFKA_SASL_USERNAME=u is
-    /// sasl.username=u), which is how a Kubernetes Secret reaches the client; -X wins.
-    #[arg(short = 'X', global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    kafka_config: Vec<(String, String)>,
 }
 
 #[derive(Subcommand)]
@@ -57,6 +51,10 @@ enum Command {
     Etl(EtlArgs),
     /// Check the gold tables of an interval against declarative checks (YAML).
     Validate(ValidateArgs),
+    /// Ingest → etl → validate for one interval in this process; prints a summary table.
+    Run(RunArgs),
+    /// Run every interval of a date range that is not done yet, a few at a time.
+    Backfill(BackfillArgs),
 }
 
 #[derive(Args)]
@@ -64,27 +62,12 @@ struct EtlArgs {
     /// The data interval: START/END (RFC 3339) or one date; its dates' partitions are replaced.
     #[arg(long, env = "STREAMFLOW_INTERVAL")]
     interval: Interval,
-    /// Landing zone to read: a directory, file:///dir or s3://bucket/prefix.
-    #[arg(long, env = "STREAMFLOW_LANDING", default_value = "data/landing")]
-    landing: String,
-    /// Where the gold tables go: a directory, file:///dir or s3://bucket/prefix.
-    #[arg(long, env = "STREAMFLOW_GOLD", default_value = "data/gold")]
-    gold: String,
-    /// Session profile: development or production; the flags below override its values.
-    #[arg(long, env = "STREAMFLOW_ETL_PROFILE", default_value = "development")]
-    profile: String,
-    /// Memory DataFusion's operators may use before spilling (e.g. 512MiB, 2GiB).
-    #[arg(long, env = "STREAMFLOW_MEMORY_LIMIT")]
-    memory_limit: Option<String>,
-    /// Directory for spill files.
-    #[arg(long, env = "STREAMFLOW_SPILL_DIR")]
-    spill_dir: Option<PathBuf>,
-    /// Parallelism of the query engine.
-    #[arg(long, env = "STREAMFLOW_TARGET_PARTITIONS")]
-    target_partitions: Option<usize>,
-    /// Files per date partition of a table bucketed by user id.
-    #[arg(long, env = "STREAMFLOW_BUCKETS", default_value_t = streamflow::etl::DEFAULT_BUCKETS)]
-    buckets: u32,
+    #[command(flatten)]
+    landing: LandingArg,
+    #[command(flatten)]
+    gold: GoldArg,
+    #[command(flatten)]
+    options: EtlOptions,
     /// Also write the JSON summary here (a Job's /dev/termination-log, say).
     #[arg(long)]
     summary_file: Option<PathBuf>,
@@ -95,25 +78,30 @@ struct ValidateArgs {
     /// The data interval whose gold partitions are checked.
     #[arg(long, env = "STREAMFLOW_INTERVAL")]
     interval: Interval,
-    /// The checks, as YAML (see examples/checks.yaml).
-    #[arg(
-        long,
-        env = "STREAMFLOW_CHECKS",
-        default_value = "examples/checks.yaml"
-    )]
-    checks: PathBuf,
-    /// Gold tables to check.
-    #[arg(long, env = "STREAMFLOW_GOLD", default_value = "data/gold")]
-    gold: String,
-    /// Landing zone, for landing_reconciliation checks.
-    #[arg(long, env = "STREAMFLOW_LANDING", default_value = "data/landing")]
-    landing: String,
+    #[command(flatten)]
+    checks: ChecksArg,
+    #[command(flatten)]
+    gold: GoldArg,
+    #[command(flatten)]
+    landing: LandingArg,
     /// Also write the full JSON report (every check) here.
     #[arg(long)]
     report: Option<PathBuf>,
     /// Also write the JSON summary here (a Job's /dev/termination-log, say).
     #[arg(long)]
     summary_file: Option<PathBuf>,
+}
+
+/// A generator seed: a number, or `random` for a fresh one.
+fn parse_seed(input: &str) -> Result<u64, String> {
+    if input.eq_ignore_ascii_case("random") {
+        let seed = rand::random::<u64>();
+        tracing::info!(seed, "random generator seed");
+        return Ok(seed);
+    }
+    input
+        .parse()
+        .map_err(|_| format!("expected a number or `random`, got {input:?}"))
 }
 
 #[derive(Args)]
@@ -131,8 +119,10 @@ struct ProduceArgs {
     /// Records per second per topic; 0 sends as fast as the broker takes them.
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Seed of the generator: the same seed and --start give the same records.
-    #[arg(long, default_value_t = 42)]
+    /// Seed of the generator: the same seed and --start give the same records. `random` picks
+    /// one (logged), so a restarted producer (a Deployment's pod) makes new event ids instead of
+    /// repeating ones the ETL would deduplicate away.
+    #[arg(long, env = "STREAMFLOW_SEED", default_value = "42", value_parser = parse_seed)]
     seed: u64,
     /// Event time of the first record (RFC 3339 or a date). Default: with --count, early
     /// enough that the last record is timestamped now (brokers refuse records more than an
@@ -152,13 +142,8 @@ struct ProduceArgs {
 
 #[derive(Args)]
 struct IngestArgs {
-    /// Topic to drain, repeatable.
-    #[arg(long = "topic", default_values_t = TOPICS.map(String::from))]
-    topics: Vec<String>,
-    /// Landing zone: a directory, file:///dir or s3://bucket/prefix (S3 endpoint and
-    /// credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
-    #[arg(long, env = "STREAMFLOW_LANDING", default_value = "data/landing")]
-    landing: String,
+    #[command(flatten)]
+    landing: LandingArg,
     /// Consumer group whose committed offsets say where the last drain stopped.
     #[arg(long, env = "STREAMFLOW_GROUP", default_value = "streamflow-ingest")]
     group: String,
@@ -166,52 +151,30 @@ struct IngestArgs {
     /// up to the high watermarks; commits nothing and can be replayed.
     #[arg(long, conflicts_with = "group")]
     interval: Option<Interval>,
-    /// In interval mode, also read records up to this long after the end, for records whose
-    /// timestamps arrive out of order.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
-    grace: Duration,
-    /// Stop after this long; what was drained is written and committed.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
-    max_duration: Duration,
-    /// Close a file after this many records per partition.
-    #[arg(long, default_value_t = 200_000)]
-    max_file_records: u64,
-    /// Close a file after this many bytes per partition.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
-    max_file_bytes: u64,
-    /// Gzip the NDJSON files (.ndjson.gz).
-    #[arg(long)]
-    gzip: bool,
-    /// Records larger than this are quarantined as oversized.
-    #[arg(long, default_value_t = 512 * 1024)]
-    max_record_bytes: usize,
-    /// Fail when Kafka delivers nothing for this long while records are still due.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
-    stall_timeout: Duration,
+    #[command(flatten)]
+    options: IngestOptions,
     /// Also write the JSON summary here (a Job's /dev/termination-log, say).
     #[arg(long)]
     summary_file: Option<PathBuf>,
-    /// Fault injection for tests: abort after this many batches are uploaded, before their
-    /// offsets are committed.
-    #[arg(long, hide = true)]
-    crash_after_uploads: Option<u64>,
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 fn main() -> ExitCode {
+    let ui = Ui::for_stderr();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(ui.clone())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -222,13 +185,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, ui)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line over the configuration file's defaults, when there is one. Usage
+/// errors and --help exit here, as clap does.
+fn parse_cli() -> anyhow::Result<Cli> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    if let Some(path) = command::config::config_path(&args, std::env::var_os("STREAMFLOW_CONFIG")) {
+        command = command::config::apply_file(command, &path)?;
+    }
+    let matches = command.get_matches_from(args);
+    Ok(Cli::from_arg_matches(&matches)?)
 }
 
 /// librdkafka settings from `STREAMFLOW_KAFKA_<KEY>` variables, then from `-X` flags (later
@@ -249,7 +224,7 @@ fn kafka_settings(
     settings
 }
 
-async fn run(mut cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli, ui: Ui) -> anyhow::Result<()> {
     cli.kafka.kafka_config = kafka_settings(
         std::env::vars(),
         std::mem::take(&mut cli.kafka.kafka_config),
@@ -287,39 +262,46 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => {
-            let landing = Location::parse(&args.landing)?;
             let bound = match args.interval {
                 Some(interval) => Bound::Interval {
                     interval,
-                    grace: args.grace,
+                    grace: args.options.grace,
                 },
                 None => Bound::Watermark { group: args.group },
             };
-            let config = IngestConfig {
-                bootstrap: cli.kafka.bootstrap,
-                topics: args.topics,
-                landing,
+            let summary = stages::ingest(
+                &cli.kafka,
+                &args.landing.landing,
+                &args.options,
                 bound,
-                max_duration: args.max_duration,
-                rotation: Rotation {
-                    max_records: args.max_file_records.max(1),
-                    max_bytes: args.max_file_bytes.max(1),
-                    gzip: args.gzip,
-                },
-                max_record_bytes: args.max_record_bytes,
-                stall_timeout: args.stall_timeout,
-                kafka_overrides: cli.kafka.kafka_config,
-                crash_after_uploads: args.crash_after_uploads,
-            };
-            let stop = stop_on_signal();
-            let summary = ingest::ingest(config, stop).await?;
+                stop_on_signal(),
+                &ui,
+            )
+            .await?;
             write_summary(
                 &serde_json::to_string(&summary)?,
                 args.summary_file.as_ref(),
             )
         }
-        Command::Etl(args) => run_etl(args).await,
-        Command::Validate(args) => run_validate(args).await,
+        Command::Etl(args) => {
+            let summary = stages::etl(
+                &args.landing.landing,
+                &args.gold.gold,
+                &args.options,
+                args.interval,
+                &ui,
+            )
+            .await?;
+            write_summary(
+                &serde_json::to_string(&summary)?,
+                args.summary_file.as_ref(),
+            )
+        }
+        Command::Validate(args) => run_validate(args, &ui).await,
+        Command::Run(args) => command::run::run(cli.kafka, args, stop_on_signal(), ui).await,
+        Command::Backfill(args) => {
+            command::backfill::backfill(cli.kafka, args, stop_on_signal(), ui).await
+        }
     }
 }
 
@@ -333,58 +315,28 @@ fn write_summary(json: &str, path: Option<&PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_etl(args: EtlArgs) -> anyhow::Result<()> {
-    let profile: Profile = args.profile.parse()?;
-    let overrides = SessionOverrides {
-        memory_limit: args.memory_limit.as_deref().map(parse_size).transpose()?,
-        spill_dir: args.spill_dir,
-        target_partitions: args.target_partitions,
-    };
-    let config = EtlConfig {
-        landing: Location::parse(&args.landing).context("landing location")?,
-        gold: Location::parse(&args.gold).context("gold location")?,
-        interval: args.interval,
-        session: SessionSettings::for_profile(profile).with_overrides(&overrides),
-        buckets: args.buckets.max(1),
-    };
-    let summary = etl::run(&config).await.with_context(|| {
-        format!(
-            "the ETL of {} from {} to {} failed",
-            args.interval, args.landing, args.gold
-        )
-    })?;
-    write_summary(
-        &serde_json::to_string(&summary)?,
-        args.summary_file.as_ref(),
+async fn run_validate(args: ValidateArgs, ui: &Ui) -> anyhow::Result<()> {
+    let (report, summary) = stages::validate(
+        &args.landing.landing,
+        &args.gold.gold,
+        &args.checks.checks,
+        args.interval,
+        ui,
     )
-}
-
-async fn run_validate(args: ValidateArgs) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let yaml = std::fs::read_to_string(&args.checks)
-        .with_context(|| format!("cannot read the checks file {}", args.checks.display()))?;
-    let checks = ChecksFile::parse(&args.checks.display().to_string(), &yaml)?;
-    let config = ValidateConfig {
-        gold: Location::parse(&args.gold).context("gold location")?,
-        landing: Some(Location::parse(&args.landing).context("landing location")?),
-        interval: args.interval,
-        checks,
-    };
-    let report = validate::validate(&config).await?;
+    .await?;
     eprint!("{}", report.readable());
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
-    let summary = report.summary(started);
     write_summary(
         &serde_json::to_string(&summary)?,
         args.summary_file.as_ref(),
     )?;
     anyhow::ensure!(
-        report.failed_errors() == 0,
+        summary.failed_errors == 0,
         "{} error-severity check(s) failed for {}",
-        report.failed_errors(),
+        summary.failed_errors,
         args.interval
     );
     Ok(())
@@ -417,6 +369,15 @@ fn stop_on_signal() -> ingest::StopFlag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_is_a_number_or_random() {
+        assert_eq!(parse_seed("42"), Ok(42));
+        let a = parse_seed("random").unwrap();
+        let b = parse_seed("RANDOM").unwrap();
+        assert_ne!(a, b, "two random seeds should differ");
+        assert!(parse_seed("forty-two").unwrap_err().contains("random"));
+    }
 
     #[test]
     fn kafka_settings_come_from_the_environment_and_flags_win() {

@@ -1,0 +1,250 @@
+//! One function per stage, shared by the stage subcommands (`ingest`, `etl`, `validate`, what a
+//! Kubernetes Job runs) and the local commands (`run`, `backfill`), with the flag groups that
+//! configure them. Whatever runs a stage, it runs this code.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use streamflow::etl::session::{Profile, SessionOverrides, SessionSettings, parse_size};
+use streamflow::etl::{self, EtlConfig};
+use streamflow::events::TOPICS;
+use streamflow::ingest::{self, Bound, IngestConfig, IngestProgress, StopFlag, plan::Rotation};
+use streamflow::store::Location;
+use streamflow::validate::{self, ChecksFile, Report, ValidateConfig};
+use streamflow_core::{EtlSummary, IngestSummary, Interval, ValidateSummary};
+
+use super::ui::Ui;
+
+#[derive(Args, Clone, Debug)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (HOST:PORT, comma-separated).
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFLOW_BOOTSTRAP",
+        default_value = "127.0.0.1:9094"
+    )]
+    pub bootstrap: String,
+    /// Extra librdkafka setting, repeatable: -X security.protocol=SASL_SSL. Settings also come
+    /// from STREAMFLOW_KAFKA_* variables (STREAMFLOW_KAFKA_SASL_USERNAME=u is
+    /// sasl.username=u), which is how a Kubernetes Secret reaches the client; -X wins.
+    #[arg(short = 'X', global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_config: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct LandingArg {
+    /// Landing zone: a directory, file:///dir or s3://bucket/prefix (S3 endpoint and
+    /// credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "STREAMFLOW_LANDING", default_value = "data/landing")]
+    pub landing: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct GoldArg {
+    /// Gold tables: a directory, file:///dir or s3://bucket/prefix.
+    #[arg(long, env = "STREAMFLOW_GOLD", default_value = "data/gold")]
+    pub gold: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ChecksArg {
+    /// The checks, as YAML (see examples/checks.yaml and docs/validate.md).
+    #[arg(
+        long,
+        env = "STREAMFLOW_CHECKS",
+        default_value = "examples/checks.yaml"
+    )]
+    pub checks: PathBuf,
+}
+
+/// How a drain reads and writes; what bounds it (watermarks or an interval) is chosen apart.
+#[derive(Args, Clone, Debug)]
+pub struct IngestOptions {
+    /// Topic to drain, repeatable (comma-separated in STREAMFLOW_TOPICS).
+    #[arg(long = "topic", env = "STREAMFLOW_TOPICS", value_delimiter = ',', default_values_t = TOPICS.map(String::from))]
+    pub topics: Vec<String>,
+    /// In interval mode, also read records up to this long after the end, for records whose
+    /// timestamps arrive out of order.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub grace: Duration,
+    /// Stop a drain after this long; what was drained is written (and committed in watermark
+    /// mode). An interval not drained in time fails.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub max_duration: Duration,
+    /// Close a landing file after this many records per partition.
+    #[arg(long, default_value_t = 200_000)]
+    pub max_file_records: u64,
+    /// Close a landing file after this many bytes per partition.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_file_bytes: u64,
+    /// Gzip the landing NDJSON files (.ndjson.gz).
+    #[arg(long)]
+    pub gzip: bool,
+    /// Records larger than this are quarantined as oversized.
+    #[arg(long, default_value_t = 512 * 1024)]
+    pub max_record_bytes: usize,
+    /// Fail when Kafka delivers nothing for this long while records are still due.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub stall_timeout: Duration,
+    /// Fault injection for tests: abort after this many batches are uploaded, before their
+    /// offsets are committed.
+    #[arg(long, hide = true)]
+    pub crash_after_uploads: Option<u64>,
+}
+
+/// The ETL's query-engine settings.
+#[derive(Args, Clone, Debug)]
+pub struct EtlOptions {
+    /// Session profile: development or production; the flags below override its values.
+    #[arg(long, env = "STREAMFLOW_ETL_PROFILE", default_value = "development")]
+    pub profile: String,
+    /// Memory DataFusion's operators may use before spilling (e.g. 512MiB, 2GiB).
+    #[arg(long, env = "STREAMFLOW_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
+    /// Directory for spill files.
+    #[arg(long, env = "STREAMFLOW_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
+    /// Parallelism of the query engine.
+    #[arg(long, env = "STREAMFLOW_TARGET_PARTITIONS")]
+    pub target_partitions: Option<usize>,
+    /// Files per date partition of a table bucketed by user id.
+    #[arg(long, env = "STREAMFLOW_BUCKETS", default_value_t = streamflow::etl::DEFAULT_BUCKETS)]
+    pub buckets: u32,
+}
+
+/// Kafka is reachable when a TCP connection to one of its bootstrap servers opens. Checked
+/// before a drain so that a broker that is not running is reported at once and with the fix,
+/// rather than after librdkafka's metadata timeout.
+async fn check_kafka_reachable(bootstrap: &str) -> anyhow::Result<()> {
+    let mut last_error = String::from("no servers listed");
+    for server in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(server),
+        )
+        .await
+        {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => last_error = format!("{server}: {e}"),
+            Err(_) => last_error = format!("{server}: no answer within 5s"),
+        }
+    }
+    anyhow::bail!(
+        "Kafka is not reachable at {bootstrap} ({last_error}): start a local broker with \
+         `scripts/kafka.sh start`, or point --bootstrap (STREAMFLOW_BOOTSTRAP) at a running one"
+    )
+}
+
+/// Ingest: drains Kafka into the landing zone, bounded by `bound`.
+pub async fn ingest(
+    kafka: &KafkaArgs,
+    landing: &str,
+    options: &IngestOptions,
+    bound: Bound,
+    stop: StopFlag,
+    ui: &Ui,
+) -> anyhow::Result<IngestSummary> {
+    check_kafka_reachable(&kafka.bootstrap).await?;
+    let what = match &bound {
+        Bound::Interval { interval, .. } => format!("ingest {interval}"),
+        Bound::Watermark { group } => format!("ingest (group {group})"),
+    };
+    let progress = Arc::new(IngestProgress::default());
+    let config = IngestConfig {
+        bootstrap: kafka.bootstrap.clone(),
+        topics: options.topics.clone(),
+        landing: Location::parse(landing).context("landing location")?,
+        bound,
+        max_duration: options.max_duration,
+        rotation: Rotation {
+            max_records: options.max_file_records.max(1),
+            max_bytes: options.max_file_bytes.max(1),
+            gzip: options.gzip,
+        },
+        max_record_bytes: options.max_record_bytes,
+        stall_timeout: options.stall_timeout,
+        kafka_overrides: kafka.kafka_config.clone(),
+        crash_after_uploads: options.crash_after_uploads,
+        progress: Some(progress.clone()),
+    };
+    let bar = ui.offsets_bar(&what, progress);
+    let result = ingest::ingest(config, stop).await;
+    bar.finish();
+    result.with_context(|| format!("{what} from Kafka at {} failed", kafka.bootstrap))
+}
+
+/// ETL: builds the gold tables of an interval from the landing zone.
+pub async fn etl(
+    landing: &str,
+    gold: &str,
+    options: &EtlOptions,
+    interval: Interval,
+    ui: &Ui,
+) -> anyhow::Result<EtlSummary> {
+    let profile: Profile = options.profile.parse()?;
+    let overrides = SessionOverrides {
+        memory_limit: options
+            .memory_limit
+            .as_deref()
+            .map(parse_size)
+            .transpose()?,
+        spill_dir: options.spill_dir.clone(),
+        target_partitions: options.target_partitions,
+    };
+    let config = EtlConfig {
+        landing: Location::parse(landing).context("landing location")?,
+        gold: Location::parse(gold).context("gold location")?,
+        interval,
+        session: SessionSettings::for_profile(profile).with_overrides(&overrides),
+        buckets: options.buckets.max(1),
+    };
+    let spinner = ui.spinner(&format!("etl {interval}: building the gold tables"));
+    let result = etl::run(&config).await;
+    spinner.finish();
+    result.with_context(|| format!("the ETL of {interval} from {landing} to {gold} failed"))
+}
+
+/// Validate: checks the gold tables of an interval. Failed checks are in the report, not an
+/// error: the caller decides what a failed error-severity check means for its exit code.
+pub async fn validate(
+    landing: &str,
+    gold: &str,
+    checks: &Path,
+    interval: Interval,
+    ui: &Ui,
+) -> anyhow::Result<(Report, ValidateSummary)> {
+    let started = Instant::now();
+    let yaml = std::fs::read_to_string(checks).with_context(|| {
+        format!(
+            "cannot read the checks file {}: pass --checks (STREAMFLOW_CHECKS) with a YAML file like examples/checks.yaml",
+            checks.display()
+        )
+    })?;
+    let checks = ChecksFile::parse(&checks.display().to_string(), &yaml)?;
+    let config = ValidateConfig {
+        gold: Location::parse(gold).context("gold location")?,
+        landing: Some(Location::parse(landing).context("landing location")?),
+        interval,
+        checks,
+    };
+    let spinner = ui.spinner(&format!("validate {interval}: running the checks"));
+    let result = validate::validate(&config).await;
+    spinner.finish();
+    let report = result.with_context(|| format!("the checks of {interval} could not run"))?;
+    let summary = report.summary(started);
+    Ok((report, summary))
+}
