@@ -140,6 +140,9 @@ pub struct BackfillStatus {
     pub would_run: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<DateTime<Utc>>,
+    /// When an interval last finished (succeeded, failed or skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<DateTime<Utc>>,
 }
@@ -288,6 +291,9 @@ pub fn decide(
     st.skipped = n(count(&|s| matches!(s, IntervalState::Skipped(_))));
     st.waiting = n(count(&|s| *s == IntervalState::Waiting));
     let finished = st.succeeded + st.failed + st.skipped;
+    if finished > current.succeeded + current.failed + current.skipped {
+        st.last_progress_time = Some(now);
+    }
     st.progress = Some(format!("{finished}/{}", st.total));
     st.would_run = if spec.dry_run {
         to_run
@@ -522,6 +528,8 @@ mod tests {
         let d2 = decide("bf", Some(1), &s, &d.status, &own, &[], now()).unwrap();
         assert_eq!(d2.create, vec![plan[3]]);
         assert_eq!((d2.status.active, d2.status.succeeded), (3, 1));
+        assert_eq!(d.status.last_progress_time, None);
+        assert_eq!(d2.status.last_progress_time, Some(now()));
         assert_eq!(d2.status.progress.as_deref(), Some("1/10"));
     }
 

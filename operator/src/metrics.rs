@@ -6,8 +6,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -85,6 +85,8 @@ pub struct Metrics {
     pub jobs_created: IntCounterVec,
     pub parent_reconciles: IntCounterVec,
     pub runs_created: IntCounterVec,
+    pub backfill_intervals: IntGaugeVec,
+    pub backfill_last_progress: GaugeVec,
 }
 
 impl Metrics {
@@ -166,6 +168,22 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let backfill_intervals = IntGaugeVec::new(
+            Opts::new(
+                "streamflow_operator_backfill_intervals",
+                "Intervals of a Backfill by phase (Pending: not started yet, Running, Succeeded, Failed, Skipped).",
+            ),
+            &["backfill", "phase"],
+        )?;
+        let backfill_last_progress = GaugeVec::new(
+            Opts::new(
+                "streamflow_operator_backfill_last_progress_timestamp_seconds",
+                "Unix time at which an interval of the Backfill last finished (its creation, before any did).",
+            ),
+            &["backfill"],
+        )?;
+        registry.register(Box::new(backfill_intervals.clone()))?;
+        registry.register(Box::new(backfill_last_progress.clone()))?;
         registry.register(Box::new(API_REQUESTS.clone()))?;
         registry.register(Box::new(parent_reconciles.clone()))?;
         registry.register(Box::new(runs_created.clone()))?;
@@ -201,6 +219,8 @@ impl Metrics {
             jobs_created,
             parent_reconciles,
             runs_created,
+            backfill_intervals,
+            backfill_last_progress,
         })
     }
 

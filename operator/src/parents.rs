@@ -173,6 +173,7 @@ async fn reconcile_backfill(bf: Arc<Backfill>, ctx: Arc<ParentContext>) -> Resul
         match event {
             FinalizerEvent::Apply(bf) => apply_backfill(&bf, &ctx, &ns).await,
             FinalizerEvent::Cleanup(bf) => {
+                forget_backfill(&ctx, &ns, &bf.name_any());
                 let selector = format!("{LABEL_BACKFILL}={}", bf.name_any());
                 cleanup(bf.as_ref(), &selector, &ctx, &ns).await
             }
@@ -402,6 +403,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
     if status != current {
         write_status::<Backfill, _>(ctx, ns, &name, &status).await?;
     }
+    record_backfill(ctx, bf, ns, &status);
     for (reason, message, warning) in decision.events {
         info!(backfill = %format!("{ns}/{name}"), reason, "{message}");
         ctx.publish(bf, reason, message, warning).await;
@@ -416,6 +418,47 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
     } else {
         Action::requeue(RESYNC)
     })
+}
+
+/// The Backfill's gauges (docs/operations.md, alert StreamflowBackfillStalled).
+fn record_backfill(ctx: &ParentContext, bf: &Backfill, ns: &str, st: &backfill::BackfillStatus) {
+    let key = format!("{ns}/{}", bf.name_any());
+    for (phase, n) in [
+        ("Pending", st.pending + st.waiting),
+        ("Running", st.active),
+        ("Succeeded", st.succeeded),
+        ("Failed", st.failed),
+        ("Skipped", st.skipped),
+    ] {
+        ctx.metrics
+            .backfill_intervals
+            .with_label_values(&[key.as_str(), phase])
+            .set(i64::from(n));
+    }
+    let since = st
+        .last_progress_time
+        .or_else(|| bf.metadata.creation_timestamp.as_ref().and_then(to_chrono));
+    if let Some(t) = since {
+        ctx.metrics
+            .backfill_last_progress
+            .with_label_values(&[key.as_str()])
+            .set(t.timestamp_millis() as f64 / 1000.0);
+    }
+}
+
+/// Forgets a deleted Backfill's gauges.
+fn forget_backfill(ctx: &ParentContext, ns: &str, name: &str) {
+    let key = format!("{ns}/{name}");
+    for phase in ["Pending", "Running", "Succeeded", "Failed", "Skipped"] {
+        let _ = ctx
+            .metrics
+            .backfill_intervals
+            .remove_label_values(&[key.as_str(), phase]);
+    }
+    let _ = ctx
+        .metrics
+        .backfill_last_progress
+        .remove_label_values(&[key.as_str()]);
 }
 
 async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<Action> {

@@ -127,7 +127,7 @@ async fn children(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_intervals_never_more_than_three_active_and_all_succeed() -> Result<()> {
     let (client, ns) = setup("sf-bf30").await?;
-    let _op = Operator::start(&ns).await?;
+    let op = Operator::start(&ns).await?;
     let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(300));
     let watch = RunWatch::start(&client, &ns, &selector("month")).await?;
     create_backfill(
@@ -174,6 +174,25 @@ async fn thirty_intervals_never_more_than_three_active_and_all_succeed() -> Resu
             .any(|o| o.kind == "Backfill" && o.name == "month" && o.controller == Some(true))
     }));
     wait_backfill_event(&client, &ns, "month", "Completed").await?;
+    let series = format!(
+        "streamflow_operator_backfill_intervals{{backfill=\"{ns}/month\",phase=\"Succeeded\"}}"
+    );
+    wait_for("the Succeeded gauge at 30", TIMEOUT, || async {
+        Ok((op.metric(&series).await.unwrap_or(0.0) == 30.0).then_some(()))
+    })
+    .await?;
+    let progress = format!(
+        "streamflow_operator_backfill_last_progress_timestamp_seconds{{backfill=\"{ns}/month\"}}"
+    );
+    let last = op.metric(&progress).await?;
+    let completed = st
+        .completion_time
+        .map(|t| t.timestamp() as f64)
+        .unwrap_or(0.0);
+    assert!(
+        (last - completed).abs() < 2.0,
+        "last progress {last} vs completion {completed}"
+    );
     Ok(())
 }
 
@@ -303,6 +322,36 @@ async fn backwards_runs_newest_first() -> Result<()> {
         ]
     );
     assert_eq!(watch.max_active(), 1, "maxActiveRuns defaults to 1");
+    // A run deleted by hand is created again (how a failed run of a Backfill is rerun).
+    let first = runs(&client, &ns, &selector("back"))
+        .await?
+        .into_iter()
+        .find(|r| r.name_any() == "back-20260101")
+        .and_then(|r| r.uid())
+        .ok_or_else(|| anyhow::anyhow!("no run back-20260101"))?;
+    Api::<streamflow_operator::crd::PipelineRun>::namespaced(client.clone(), &ns)
+        .delete("back-20260101", &DeleteParams::background())
+        .await?;
+    wait_for(
+        "back-20260101 created again and succeeded",
+        TIMEOUT,
+        || async {
+            let again = runs(&client, &ns, &selector("back"))
+                .await?
+                .into_iter()
+                .find(|r| r.name_any() == "back-20260101" && r.uid().as_ref() != Some(&first));
+            Ok(again
+                .filter(|r| {
+                    r.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase == Phase::Succeeded)
+                })
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    let bf = wait_backfill(&client, &ns, "back", "Complete again", complete).await?;
+    assert_eq!(bf.status.map(|s| s.succeeded), Some(4));
     Ok(())
 }
 
