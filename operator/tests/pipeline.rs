@@ -146,10 +146,20 @@ async fn missed_ticks_are_all_run_up_to_max_catch_up() -> Result<()> {
         .context("event")?
         .1;
     assert!(note.contains("maxCatchUp (3)"), "{note}");
-    let pl = api.get("all").await?;
-    let st = pl.status.unwrap_or_default();
+    // The status is written after the runs are created.
+    let st = wait_for("the status of `all` after its runs", TIMEOUT, || async {
+        let st = api.get("all").await?.status.unwrap_or_default();
+        Ok(st.next_run_time.is_some().then_some(st))
+    })
+    .await?;
     assert!(st.next_run_time.is_some_and(|n| n > tick), "{st:?}");
     assert!(st.active_count >= 5, "{st:?}");
+    assert!(
+        st.last_scheduled_interval
+            .as_ref()
+            .is_some_and(|i| i.end >= tick),
+        "{st:?}"
+    );
     Ok(())
 }
 
