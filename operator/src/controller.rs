@@ -152,10 +152,11 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             ),
         });
     }
+    let parents = crate::parents::run(client.clone(), opts.namespace.clone(), metrics.clone());
     let ctx = Arc::new(Context::new(client, metrics));
     ready.store(true, Ordering::Relaxed);
     info!(namespace = ?opts.namespace, "watching PipelineRuns and their Jobs");
-    Controller::new(runs, watcher::Config::default())
+    let runs = Controller::new(runs, watcher::Config::default())
         .owns(
             jobs,
             watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")),
@@ -167,8 +168,8 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                 Ok((obj, _)) => tracing::debug!(run = %obj.name, "reconciled"),
                 Err(e) => tracing::debug!("reconcile failed: {e}"),
             }
-        })
-        .await;
+        });
+    futures::join!(runs, parents);
     info!("controller stopped");
     Ok(())
 }

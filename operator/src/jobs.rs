@@ -51,14 +51,14 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         object: name.clone(),
         field: "metadata.uid",
     })?;
-    let spec = &run.spec;
+    let spec = &run.spec.template;
     let labels = BTreeMap::from([
         (LABEL_RUN.to_owned(), name.clone()),
         (LABEL_STAGE.to_owned(), stage.to_string()),
         (LABEL_ATTEMPT.to_owned(), attempt.to_string()),
         (LABEL_MANAGED_BY.to_owned(), MANAGER.to_owned()),
     ]);
-    let interval = spec.interval.arg();
+    let interval = run.spec.interval.arg();
     let mut args = vec![stage.to_string()];
     let mut push = |flag: &str, value: &str| {
         args.push(flag.to_owned());

@@ -5,12 +5,19 @@
 //! - [`jobs`]: the Job of a stage attempt, and reading Jobs back (pure).
 //! - [`status`]: the next status and action from spec, status and Jobs (pure).
 //! - [`controller`]: reconcile, the watch loop, Events.
+//! - [`backfill`], [`pipeline`]: the `Backfill` and `Pipeline` resources (a range of intervals,
+//!   a cron schedule) and what to run next (pure); [`children`]: the PipelineRuns they create;
+//!   [`parents`]: their controllers.
 //! - [`metrics`]: the Prometheus registry and the `/metrics`, `/healthz`, `/readyz` server.
 
+pub mod backfill;
+pub mod children;
 pub mod controller;
 pub mod crd;
 pub mod jobs;
 pub mod metrics;
+pub mod parents;
+pub mod pipeline;
 pub mod status;
 
 /// What went wrong in a reconcile; [`Error::metric_label`] names it in metrics.
@@ -18,7 +25,7 @@ pub mod status;
 pub enum Error {
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
-    #[error("invalid PipelineRun spec: {field}: {message}")]
+    #[error("invalid spec: {field}: {message}")]
     InvalidSpec {
         field: &'static str,
         message: String,

@@ -1,19 +1,74 @@
 //! Prometheus metrics (names as in docs/operator.md) and the small HTTP server for
 //! `/metrics`, `/healthz` and `/readyz`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::Error;
 use crate::crd::{Phase, Stage, StageSummary};
+
+/// Requests this process sent to the API server, by verb and resource (counted by a layer of
+/// the Kubernetes client, see [`count_api_request`]), so the cost of a run can be measured.
+pub static API_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "streamflow_operator_api_requests_total",
+            "Requests sent to the Kubernetes API server, by verb and resource.",
+        ),
+        &["verb", "resource"],
+    )
+    .unwrap_or_else(|e| unreachable!("static metric options are valid: {e}"))
+});
+
+/// Counts a request in [`API_REQUESTS`]: `verb` is the HTTP method in lower case, or `watch`
+/// and `list` for GETs of collections; `resource` is e.g. `pipelineruns/status`.
+pub fn count_api_request<B>(req: http::Request<B>) -> http::Request<B> {
+    let (verb, resource) = classify(req.method(), req.uri());
+    API_REQUESTS.with_label_values(&[verb, &resource]).inc();
+    req
+}
+
+fn classify(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    // /api/v1/..., /apis/GROUP/VERSION/...; then [namespaces/NS/]RESOURCE[/NAME[/SUB]]
+    let rest = match segments.first() {
+        Some(&"api") => segments.get(2..),
+        Some(&"apis") => segments.get(3..),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let rest = match rest {
+        ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    let resource = match rest {
+        [r, _, sub, ..] => format!("{r}/{sub}"),
+        [r, ..] => (*r).to_owned(),
+        [] => "other".to_owned(),
+    };
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true"));
+    let verb = match *method {
+        http::Method::GET if watch => "watch",
+        http::Method::GET if rest.len() == 1 => "list",
+        http::Method::GET => "get",
+        http::Method::POST => "post",
+        http::Method::PUT => "put",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    };
+    (verb, resource)
+}
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -28,6 +83,10 @@ pub struct Metrics {
     pub records: IntCounterVec,
     pub rows: IntCounterVec,
     pub jobs_created: IntCounterVec,
+    pub parent_reconciles: IntCounterVec,
+    pub runs_created: IntCounterVec,
+    pub backfill_intervals: IntGaugeVec,
+    pub backfill_last_progress: GaugeVec,
 }
 
 impl Metrics {
@@ -95,6 +154,39 @@ impl Metrics {
             ),
             &["stage"],
         )?;
+        let parent_reconciles = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_parent_reconciles_total",
+                "Reconciles of Backfills and Pipelines, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let runs_created = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_runs_created_total",
+                "PipelineRuns created by Backfills and Pipelines, by kind of parent.",
+            ),
+            &["kind"],
+        )?;
+        let backfill_intervals = IntGaugeVec::new(
+            Opts::new(
+                "streamflow_operator_backfill_intervals",
+                "Intervals of a Backfill by phase (Pending: not started yet, Running, Succeeded, Failed, Skipped).",
+            ),
+            &["backfill", "phase"],
+        )?;
+        let backfill_last_progress = GaugeVec::new(
+            Opts::new(
+                "streamflow_operator_backfill_last_progress_timestamp_seconds",
+                "Unix time at which an interval of the Backfill last finished (its creation, before any did).",
+            ),
+            &["backfill"],
+        )?;
+        registry.register(Box::new(backfill_intervals.clone()))?;
+        registry.register(Box::new(backfill_last_progress.clone()))?;
+        registry.register(Box::new(API_REQUESTS.clone()))?;
+        registry.register(Box::new(parent_reconciles.clone()))?;
+        registry.register(Box::new(runs_created.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -125,6 +217,10 @@ impl Metrics {
             records,
             rows,
             jobs_created,
+            parent_reconciles,
+            runs_created,
+            backfill_intervals,
+            backfill_last_progress,
         })
     }
 
@@ -208,5 +304,47 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, ready: Arc<AtomicBoo
             let _ = conn.write_all(&body).await;
             let _ = conn.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_classified_by_verb_and_resource() {
+        let c = |m: http::Method, u: &str| {
+            let (v, r) = classify(&m, &u.parse().unwrap());
+            (v, r)
+        };
+        use http::Method as M;
+        let ns = "/apis/streamflow.io/v1alpha1/namespaces/a";
+        assert_eq!(
+            c(M::GET, &format!("{ns}/pipelineruns?labelSelector=x")),
+            ("list", "pipelineruns".into())
+        );
+        assert_eq!(
+            c(
+                M::GET,
+                &format!("{ns}/pipelineruns?watch=true&resourceVersion=1")
+            ),
+            ("watch", "pipelineruns".into())
+        );
+        assert_eq!(
+            c(M::PATCH, &format!("{ns}/backfills/b/status?fieldManager=x")),
+            ("patch", "backfills/status".into())
+        );
+        assert_eq!(
+            c(M::GET, "/apis/streamflow.io/v1alpha1/pipelines?limit=1"),
+            ("list", "pipelines".into())
+        );
+        assert_eq!(
+            c(M::POST, "/apis/batch/v1/namespaces/a/jobs"),
+            ("post", "jobs".into())
+        );
+        assert_eq!(
+            c(M::GET, "/api/v1/namespaces/a/pods/p"),
+            ("get", "pods".into())
+        );
     }
 }

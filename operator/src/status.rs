@@ -109,7 +109,7 @@ pub fn deadline(
     spec: &PipelineRunSpec,
     created: Option<DateTime<Utc>>,
 ) -> Result<Option<DateTime<Utc>>, Error> {
-    let Some(d) = &spec.run_deadline else {
+    let Some(d) = &spec.template.run_deadline else {
         return Ok(None);
     };
     let d = parse_duration("runDeadline", d)?;
@@ -117,7 +117,7 @@ pub fn deadline(
         field: "runDeadline",
         message: e.to_string(),
     })?;
-    let anchor = match spec.run_deadline_from {
+    let anchor = match spec.template.run_deadline_from {
         DeadlineAnchor::IntervalEnd => spec.interval.end,
         DeadlineAnchor::Creation => match created {
             Some(t) => t,
@@ -158,7 +158,7 @@ pub fn decide(
             transitions,
         });
     }
-    if spec.stages.is_empty() {
+    if spec.template.stages.is_empty() {
         return Err(Error::InvalidSpec {
             field: "stages",
             message: "no stage to run".to_owned(),
@@ -174,12 +174,12 @@ pub fn decide(
             None => DeadlineState::None,
         });
     }
-    let max_attempts = spec.retry.max_attempts.max(1);
+    let max_attempts = spec.template.retry.max_attempts.max(1);
     let mut action = Action::Wait;
     let mut wake: Option<DateTime<Utc>> = None;
     let mut failed: Option<String> = None;
 
-    for &stage in &spec.stages {
+    for &stage in &spec.template.stages {
         let mut ss = st.stage(stage).cloned().unwrap_or(StageStatus {
             stage,
             phase: StagePhase::Pending,
@@ -300,7 +300,7 @@ pub fn decide(
                         ss.phase = StagePhase::Failed;
                         failed = Some(format!("{stage} failed after {latest} attempt(s): {why}"));
                     } else {
-                        let wait = spec.retry.backoff(latest)?;
+                        let wait = spec.template.retry.backoff(latest)?;
                         let due = finish
                             + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                         if now >= due {
@@ -340,7 +340,7 @@ pub fn decide(
         }
     }
 
-    let all_done = spec.stages.iter().all(|s| {
+    let all_done = spec.template.stages.iter().all(|s| {
         st.stage(*s)
             .is_some_and(|x| x.phase == StagePhase::Succeeded)
     });
@@ -376,7 +376,7 @@ pub fn decide(
         st.completion_time = Some(now);
         st.current_stage = None;
         st.next_attempt_time = None;
-        let message = format!("all {} stage(s) succeeded", spec.stages.len());
+        let message = format!("all {} stage(s) succeeded", spec.template.stages.len());
         set_condition(
             &mut st.conditions,
             COND_RUNNING,
@@ -443,11 +443,11 @@ pub fn decide(
             let message = format!(
                 "the run was not done by its deadline {} ({} + {})",
                 dl.to_rfc3339(),
-                match spec.run_deadline_from {
+                match spec.template.run_deadline_from {
                     DeadlineAnchor::IntervalEnd => "interval end",
                     DeadlineAnchor::Creation => "creation",
                 },
-                spec.run_deadline.as_deref().unwrap_or_default()
+                spec.template.run_deadline.as_deref().unwrap_or_default()
             );
             set_condition(
                 &mut st.conditions,

@@ -18,7 +18,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt, ResourceExt};
 use serde_json::json;
+use streamflow_operator::backfill::Backfill;
 use streamflow_operator::crd::PipelineRun;
+use streamflow_operator::pipeline::Pipeline;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -107,10 +109,17 @@ where
     }
 }
 
-/// Installs (server-side applies) the CRD and waits until it is established.
+/// Installs (server-side applies) the operator's CRDs (PipelineRun, Backfill, Pipeline) and
+/// waits until they are established.
 pub async fn install_crd(client: &Client) -> Result<()> {
+    for crd in [PipelineRun::crd(), Backfill::crd(), Pipeline::crd()] {
+        install_one_crd(client, crd).await?;
+    }
+    Ok(())
+}
+
+async fn install_one_crd(client: &Client, crd: CustomResourceDefinition) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = PipelineRun::crd();
     let name = crd.name_any();
     api.patch(
         &name,
@@ -214,6 +223,30 @@ impl Operator {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| anyhow!("no metric {series} in:\n{body}"))
+    }
+
+    /// The operator's peak resident set (VmHWM of /proc/PID/status), in KiB.
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        let pid = self.child.id().context("the operator has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))
+    }
+
+    /// Every sample of a metric family: (labels, value).
+    pub async fn samples(&self, family: &str) -> Result<Vec<(String, f64)>> {
+        let (_, body) = self.get("/metrics").await?;
+        Ok(body
+            .lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series[family.len()..].to_owned(), value.parse().ok()?))
+            })
+            .collect())
     }
 
     /// SIGKILL, as a crash would.
@@ -565,4 +598,224 @@ pub async fn wait_events(
         },
     )
     .await
+}
+
+/// A kubelet stand-in that runs nothing: it finishes every Job of the namespace `hold` after
+/// seeing it, failing those whose `--interval` argument is in `failing`, and writes the Job's
+/// status as the Job controller would. For tests of what creates runs, not of the stages.
+pub struct InstantKubelet {
+    pub failing: Arc<Mutex<HashSet<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InstantKubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl InstantKubelet {
+    pub fn start(client: Client, ns: &str, hold: Duration) -> InstantKubelet {
+        let failing = Arc::new(Mutex::new(HashSet::new()));
+        let ns = ns.to_owned();
+        let failing2 = failing.clone();
+        let task = tokio::spawn(async move {
+            use futures::StreamExt;
+            use kube::runtime::{WatchStreamExt, watcher};
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+            let mut seen = HashSet::new();
+            // A watch, not a poll: with a thousand Jobs, listing them all every 100 ms would
+            // load the API server more than the operator under test does.
+            let mut stream = watcher(jobs.clone(), watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(job) = stream.next().await {
+                let Ok(job) = job else { continue };
+                let finished = job
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| !c.is_empty());
+                if finished || !seen.insert(job.uid().unwrap_or_default()) {
+                    continue;
+                }
+                let interval = job_interval(&job).unwrap_or_default();
+                let fail = failing2
+                    .lock()
+                    .map(|f| f.contains(&interval))
+                    .unwrap_or(false);
+                let jobs = jobs.clone();
+                tokio::spawn(async move {
+                    let name = job.name_any();
+                    if let Err(e) = finish_job(&jobs, &name, hold, !fail).await {
+                        eprintln!("instant kubelet: Job {name}: {e:#}");
+                    }
+                });
+            }
+        });
+        InstantKubelet { failing, task }
+    }
+
+    /// Jobs of these intervals (`START/END`) fail from now on; others succeed.
+    pub fn fail(&self, intervals: &[String]) {
+        if let Ok(mut f) = self.failing.lock() {
+            f.clear();
+            f.extend(intervals.iter().cloned());
+        }
+    }
+}
+
+/// The `--interval` argument of a Job's container.
+pub fn job_interval(job: &Job) -> Option<String> {
+    let args = job
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .args
+        .clone()?;
+    let i = args.iter().position(|a| a == "--interval")?;
+    args.get(i + 1).cloned()
+}
+
+async fn finish_job(jobs: &Api<Job>, name: &str, hold: Duration, ok: bool) -> Result<()> {
+    let started = now();
+    jobs.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"startTime": started, "active": 1}})),
+    )
+    .await?;
+    // Stands for the work of the stage: the Job is active this long.
+    tokio::time::sleep(hold).await;
+    let finished = now();
+    let cond = |t: &str, reason: &str| {
+        json!({"type": t, "status": "True", "reason": reason, "message": reason,
+            "lastProbeTime": finished, "lastTransitionTime": finished})
+    };
+    let status = if ok {
+        json!({"startTime": started, "completionTime": finished, "active": 0, "succeeded": 1, "ready": 0,
+            "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"), cond("Complete", "CompletionsReached")]})
+    } else {
+        json!({"startTime": started, "active": 0, "failed": 1, "ready": 0,
+            "conditions": [cond("FailureTarget", "BackoffLimitExceeded"), cond("Failed", "BackoffLimitExceeded")]})
+    };
+    jobs.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Watches the PipelineRuns of a namespace matching a label selector from before they
+/// exist: the most that were active (not Succeeded or Failed) at any one time, and the order
+/// in which they appeared. Every change comes through the watch, in order, so the count is
+/// exact, not sampled.
+pub struct RunWatch {
+    pub max_active: Arc<Mutex<usize>>,
+    pub order: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RunWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RunWatch {
+    pub async fn start(client: &Client, ns: &str, selector: &str) -> Result<RunWatch> {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+        let api: Api<PipelineRun> = Api::namespaced(client.clone(), ns);
+        let max_active = Arc::new(Mutex::new(0usize));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (max2, order2) = (max_active.clone(), order.clone());
+        let config = watcher::Config::default().labels(selector);
+        let task = tokio::spawn(async move {
+            let mut active: BTreeMap<String, bool> = BTreeMap::new();
+            let mut ready = Some(ready_tx);
+            let mut stream = watcher(api, config).boxed();
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(watcher::Event::Apply(r)) | Ok(watcher::Event::InitApply(r)) => {
+                        let name = r.name_any();
+                        let is_active = !r.status.as_ref().is_some_and(|s| s.phase.is_finished());
+                        if active.insert(name.clone(), is_active).is_none()
+                            && let Ok(mut o) = order2.lock()
+                        {
+                            o.push(name);
+                        }
+                    }
+                    Ok(watcher::Event::Delete(r)) => {
+                        active.remove(&r.name_any());
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Init) => {}
+                    Err(e) => eprintln!("run watch: {e}"),
+                }
+                let n = active.values().filter(|a| **a).count();
+                if let Ok(mut m) = max2.lock() {
+                    *m = (*m).max(n);
+                }
+            }
+        });
+        tokio::time::timeout(TIMEOUT, ready_rx)
+            .await
+            .context("the run watch did not start")??;
+        Ok(RunWatch {
+            max_active,
+            order,
+            task,
+        })
+    }
+
+    pub fn max_active(&self) -> usize {
+        self.max_active.lock().map(|m| *m).unwrap_or(usize::MAX)
+    }
+
+    pub fn order(&self) -> Vec<String> {
+        self.order.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+}
+
+/// PipelineRuns of a namespace matching a label selector.
+pub async fn runs(client: &Client, ns: &str, selector: &str) -> Result<Vec<PipelineRun>> {
+    Ok(Api::<PipelineRun>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items)
+}
+
+/// Events about an object of any kind: (reason, note).
+pub async fn events_of(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Vec<(String, String)>> {
+    use k8s_openapi::api::events::v1::Event;
+    Ok(Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.name.as_deref() == Some(name) && r.kind.as_deref() == Some(kind))
+        })
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
 }

@@ -1,0 +1,590 @@
+//! The Backfill and Pipeline controllers. Reconcile = list the parent's PipelineRuns (from the
+//! API, every time: concurrency limits and progress come from what exists, not from memory) →
+//! decide (`backfill::decide`, `pipeline::decide`, pure) → create runs (deterministic names:
+//! AlreadyExists means an earlier reconcile made it) and delete runs → write the status (only
+//! when it changed) → Events.
+//!
+//! Deleting a parent deletes its runs through a finalizer (the API server this is tested
+//! against has no garbage collector, and a finalizer works the same with one), unless the
+//! deletion asked to orphan them (`propagationPolicy: Orphan`).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use streamflow_core::Interval;
+use tracing::{info, warn};
+
+use crate::backfill::{self, Backfill};
+use crate::children::{LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, build_child};
+use crate::crd::{PipelineRun, RunTemplate};
+use crate::jobs::{LABEL_MANAGED_BY, MANAGER, to_chrono};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Pipeline, PipelineStatus};
+use crate::status::set_condition;
+use crate::{Error, Result};
+
+/// Removed once the parent's runs are deleted.
+pub const FINALIZER: &str = "streamflow.io/runs";
+/// Put on an object by the API server when its deletion asked to orphan dependents.
+const ORPHAN_FINALIZER: &str = "orphan";
+/// A parent waiting on nothing is looked at again after this long anyway.
+const RESYNC: Duration = Duration::from_secs(300);
+/// PipelineRuns per page when listing a parent's runs.
+const LIST_PAGE: u32 = 250;
+/// How often a Backfill waiting on runs it does not own (not watched) looks again.
+const RECHECK: Duration = Duration::from_secs(10);
+
+pub struct ParentContext {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+}
+
+impl ParentContext {
+    pub fn new(client: Client, metrics: Metrics) -> Self {
+        let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER));
+        Self {
+            client,
+            recorder,
+            metrics,
+        }
+    }
+
+    async fn publish<K>(&self, obj: &K, reason: &str, note: String, warning: bool)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(reason, "cannot publish event: {e}");
+        }
+    }
+}
+
+/// Runs the Backfill and Pipeline controllers until SIGTERM or Ctrl-C.
+pub async fn run(client: Client, namespace: Option<String>, metrics: Metrics) {
+    let ctx = Arc::new(ParentContext::new(client.clone(), metrics));
+    let (backfills, pipelines, runs): (Api<Backfill>, Api<Pipeline>, Api<PipelineRun>) =
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+    let ours = || watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    let mut tasks = Vec::new();
+    if backfills
+        .list(&ListParams::default().limit(1))
+        .await
+        .is_ok()
+    {
+        info!("watching Backfills");
+        tasks.push(
+            Controller::new(backfills, watcher::Config::default())
+                .owns(runs.clone(), ours())
+                .shutdown_on_signal()
+                .run(reconcile_backfill, error_policy, ctx.clone())
+                .for_each(|_| async {})
+                .boxed(),
+        );
+    } else {
+        warn!("cannot list Backfills: is crds/backfill.yaml applied? Backfills are not watched");
+    }
+    if pipelines
+        .list(&ListParams::default().limit(1))
+        .await
+        .is_ok()
+    {
+        info!("watching Pipelines");
+        tasks.push(
+            Controller::new(pipelines, watcher::Config::default())
+                .owns(runs, ours())
+                .shutdown_on_signal()
+                .run(reconcile_pipeline, error_policy, ctx)
+                .for_each(|_| async {})
+                .boxed(),
+        );
+    } else {
+        warn!("cannot list Pipelines: is crds/pipeline.yaml applied? Pipelines are not watched");
+    }
+    futures::future::join_all(tasks).await;
+}
+
+/// Retries a failed reconcile after 5 s.
+fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<ParentContext>) -> Action {
+    ctx.metrics
+        .errors
+        .with_label_values(&[error.metric_label()])
+        .inc();
+    warn!(name = %obj.name_any(), "reconcile failed, retrying in 5s: {error}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Unwraps what the finalizer helper wraps. The object being gone by the time its finalizer
+/// is removed is the deletion finishing, not an error.
+fn finalizer_result(r: Result<Action, kube::runtime::finalizer::Error<Error>>) -> Result<Action> {
+    use kube::runtime::finalizer::Error as F;
+    match r {
+        Ok(a) => Ok(a),
+        Err(F::RemoveFinalizer(kube::Error::Api(s))) if s.code == 404 => Ok(Action::await_change()),
+        Err(F::ApplyFailed(inner) | F::CleanupFailed(inner)) => Err(inner),
+        Err(other) => Err(Error::Finalizer(Box::new(other))),
+    }
+}
+
+async fn reconcile_backfill(bf: Arc<Backfill>, ctx: Arc<ParentContext>) -> Result<Action> {
+    ctx.metrics
+        .parent_reconciles
+        .with_label_values(&["Backfill"])
+        .inc();
+    let ns = namespace_of(bf.as_ref())?;
+    let api: Api<Backfill> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, bf, |event| async {
+        match event {
+            FinalizerEvent::Apply(bf) => apply_backfill(&bf, &ctx, &ns).await,
+            FinalizerEvent::Cleanup(bf) => {
+                forget_backfill(&ctx, &ns, &bf.name_any());
+                let selector = format!("{LABEL_BACKFILL}={}", bf.name_any());
+                cleanup(bf.as_ref(), &selector, &ctx, &ns).await
+            }
+        }
+    })
+    .await;
+    finalizer_result(result)
+}
+
+async fn reconcile_pipeline(pl: Arc<Pipeline>, ctx: Arc<ParentContext>) -> Result<Action> {
+    ctx.metrics
+        .parent_reconciles
+        .with_label_values(&["Pipeline"])
+        .inc();
+    let ns = namespace_of(pl.as_ref())?;
+    let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, pl, |event| async {
+        match event {
+            FinalizerEvent::Apply(pl) => apply_pipeline(&pl, &ctx, &ns).await,
+            FinalizerEvent::Cleanup(pl) => {
+                let selector = pipeline_selector(&pl.name_any());
+                cleanup(pl.as_ref(), &selector, &ctx, &ns).await
+            }
+        }
+    })
+    .await;
+    finalizer_result(result)
+}
+
+fn namespace_of<K: ResourceExt>(obj: &K) -> Result<String> {
+    obj.namespace().ok_or(Error::MissingField {
+        object: obj.name_any(),
+        field: "metadata.namespace",
+    })
+}
+
+/// The runs a Pipeline scheduled itself (not those of Backfills of it).
+fn pipeline_selector(pipeline: &str) -> String {
+    format!("{LABEL_PIPELINE}={pipeline},!{LABEL_BACKFILL}")
+}
+
+/// Lists the runs matching `selector`, a page at a time (one consistent snapshot), keeping only
+/// what the parents decide on: a page of full PipelineRuns is held at once, not thousands.
+async fn list_runs(ctx: &ParentContext, ns: &str, selector: &str) -> Result<Vec<ObservedRun>> {
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    let mut lp = ListParams::default().labels(selector).limit(LIST_PAGE);
+    let mut out = Vec::new();
+    loop {
+        let page = api.list(&lp).await?;
+        out.extend(page.items.iter().map(ObservedRun::from_run));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => lp = lp.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// A Backfill or Pipeline, as the owner of the runs it creates.
+struct Parent<'a> {
+    kind: &'static str,
+    name: &'a str,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    labels: BTreeMap<String, String>,
+}
+
+async fn create_runs(
+    ctx: &ParentContext,
+    ns: &str,
+    parent: &Parent<'_>,
+    template: &RunTemplate,
+    intervals: &[Interval],
+) -> Result<()> {
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    let kind = parent.kind;
+    for interval in intervals {
+        let run = build_child(
+            parent.name,
+            ns,
+            parent.owner.clone(),
+            parent.labels.clone(),
+            template,
+            interval,
+        );
+        match api.create(&PostParams::default(), &run).await {
+            Ok(_) => {
+                ctx.metrics.runs_created.with_label_values(&[kind]).inc();
+                info!(run = %run.name_any(), %interval, "{kind} {}: created PipelineRun", parent.name);
+            }
+            // Deterministic name: an earlier reconcile (or operator) created it.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn write_status<K, S>(ctx: &ParentContext, ns: &str, name: &str, status: &S) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    S: Serialize,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<Action> {
+    let started = Instant::now();
+    let name = bf.name_any();
+    let current = bf.status.clone().unwrap_or_default();
+    let own = list_runs(ctx, ns, &format!("{LABEL_BACKFILL}={name}")).await?;
+    let earlier = match &bf.spec.pipeline_ref {
+        Some(p) => {
+            list_runs(
+                ctx,
+                ns,
+                &format!("{LABEL_PIPELINE}={},{LABEL_BACKFILL}!={name}", p.name),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+    let now = Utc::now();
+    let decision = match backfill::decide(
+        &name,
+        bf.metadata.generation,
+        &bf.spec,
+        &current,
+        &own,
+        &earlier,
+        now,
+    ) {
+        Ok(d) => d,
+        Err(e @ Error::InvalidSpec { .. }) => {
+            // Not retried: the spec must change first.
+            let mut st = current.clone();
+            st.observed_generation = bf.metadata.generation;
+            let message = e.to_string();
+            for (cond, status) in [
+                (backfill::COND_FAILED, true),
+                (backfill::COND_PROGRESSING, false),
+            ] {
+                set_condition(
+                    &mut st.conditions,
+                    cond,
+                    status,
+                    "InvalidSpec",
+                    message.clone(),
+                    bf.metadata.generation,
+                    now,
+                );
+            }
+            if st != current {
+                write_status::<Backfill, _>(ctx, ns, &name, &st).await?;
+                ctx.publish(bf, "InvalidSpec", message, true).await;
+            }
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut status = decision.status.clone();
+    if !decision.create.is_empty() {
+        let template = match (&bf.spec.template, &bf.spec.pipeline_ref) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(p)) => Api::<Pipeline>::namespaced(ctx.client.clone(), ns)
+                .get_opt(&p.name)
+                .await?
+                .map(|pl| pl.spec.template),
+            (None, None) => None,
+        };
+        match template {
+            Some(template) => {
+                let owner = bf.controller_owner_ref(&()).ok_or(Error::MissingField {
+                    object: name.clone(),
+                    field: "metadata.uid",
+                })?;
+                let mut labels = BTreeMap::from([(LABEL_BACKFILL.to_owned(), name.clone())]);
+                if let Some(p) = &bf.spec.pipeline_ref {
+                    labels.insert(LABEL_PIPELINE.to_owned(), p.name.clone());
+                }
+                let parent = Parent {
+                    kind: "Backfill",
+                    name: &name,
+                    owner,
+                    labels,
+                };
+                create_runs(ctx, ns, &parent, &template, &decision.create).await?;
+            }
+            None => {
+                // Nothing was created: the status says why, and the counts stay as listed.
+                let missing = bf
+                    .spec
+                    .pipeline_ref
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                status = current.clone();
+                set_condition(
+                    &mut status.conditions,
+                    backfill::COND_PROGRESSING,
+                    false,
+                    "PipelineNotFound",
+                    format!("Pipeline {missing:?} not found in namespace {ns}; waiting for it"),
+                    bf.metadata.generation,
+                    now,
+                );
+                if status != current {
+                    write_status::<Backfill, _>(ctx, ns, &name, &status).await?;
+                }
+                return Ok(Action::requeue(RECHECK));
+            }
+        }
+    }
+    if status != current {
+        write_status::<Backfill, _>(ctx, ns, &name, &status).await?;
+    }
+    record_backfill(ctx, bf, ns, &status);
+    for (reason, message, warning) in decision.events {
+        info!(backfill = %format!("{ns}/{name}"), reason, "{message}");
+        ctx.publish(bf, reason, message, warning).await;
+    }
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    Ok(if decision.recheck {
+        Action::requeue(RECHECK)
+    } else if status.is_true(backfill::COND_COMPLETE) {
+        Action::await_change()
+    } else {
+        Action::requeue(RESYNC)
+    })
+}
+
+/// The Backfill's gauges (docs/operations.md, alert StreamflowBackfillStalled).
+fn record_backfill(ctx: &ParentContext, bf: &Backfill, ns: &str, st: &backfill::BackfillStatus) {
+    let key = format!("{ns}/{}", bf.name_any());
+    for (phase, n) in [
+        ("Pending", st.pending + st.waiting),
+        ("Running", st.active),
+        ("Succeeded", st.succeeded),
+        ("Failed", st.failed),
+        ("Skipped", st.skipped),
+    ] {
+        ctx.metrics
+            .backfill_intervals
+            .with_label_values(&[key.as_str(), phase])
+            .set(i64::from(n));
+    }
+    let since = st
+        .last_progress_time
+        .or_else(|| bf.metadata.creation_timestamp.as_ref().and_then(to_chrono));
+    if let Some(t) = since {
+        ctx.metrics
+            .backfill_last_progress
+            .with_label_values(&[key.as_str()])
+            .set(t.timestamp_millis() as f64 / 1000.0);
+    }
+}
+
+/// Forgets a deleted Backfill's gauges.
+fn forget_backfill(ctx: &ParentContext, ns: &str, name: &str) {
+    let key = format!("{ns}/{name}");
+    for phase in ["Pending", "Running", "Succeeded", "Failed", "Skipped"] {
+        let _ = ctx
+            .metrics
+            .backfill_intervals
+            .remove_label_values(&[key.as_str(), phase]);
+    }
+    let _ = ctx
+        .metrics
+        .backfill_last_progress
+        .remove_label_values(&[key.as_str()]);
+}
+
+async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<Action> {
+    let started = Instant::now();
+    let name = pl.name_any();
+    let uid = pl.uid();
+    let current: PipelineStatus = pl.status.clone().unwrap_or_default();
+    let own: Vec<ObservedRun> = list_runs(ctx, ns, &pipeline_selector(&name))
+        .await?
+        .into_iter()
+        .filter(|r| r.controller_uid.is_some() && r.controller_uid == uid)
+        .collect();
+    let now = Utc::now();
+    let created = pl
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(to_chrono)
+        .unwrap_or(now);
+    let decision = match pipeline::decide(
+        &name,
+        pl.metadata.generation,
+        created,
+        &pl.spec,
+        &current,
+        &own,
+        now,
+    ) {
+        Ok(d) => d,
+        Err(e @ Error::InvalidSpec { .. }) => {
+            let mut st = current.clone();
+            st.observed_generation = pl.metadata.generation;
+            st.next_run_time = None;
+            let message = e.to_string();
+            set_condition(
+                &mut st.conditions,
+                pipeline::COND_READY,
+                false,
+                "InvalidSpec",
+                message.clone(),
+                pl.metadata.generation,
+                now,
+            );
+            if st != current {
+                write_status::<Pipeline, _>(ctx, ns, &name, &st).await?;
+                ctx.publish(pl, "InvalidSpec", message, true).await;
+            }
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    let runs: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    for victim in &decision.delete {
+        match runs.delete(victim, &DeleteParams::background()).await {
+            Ok(_) => {
+                info!(pipeline = %format!("{ns}/{name}"), run = %victim, "deleted PipelineRun")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !decision.create.is_empty() {
+        let owner = pl.controller_owner_ref(&()).ok_or(Error::MissingField {
+            object: name.clone(),
+            field: "metadata.uid",
+        })?;
+        let labels = BTreeMap::from([(LABEL_PIPELINE.to_owned(), name.clone())]);
+        let parent = Parent {
+            kind: "Pipeline",
+            name: &name,
+            owner,
+            labels,
+        };
+        create_runs(ctx, ns, &parent, &pl.spec.template, &decision.create).await?;
+    }
+    if decision.status != current {
+        write_status::<Pipeline, _>(ctx, ns, &name, &decision.status).await?;
+    }
+    for (reason, message, warning) in decision.events {
+        info!(pipeline = %format!("{ns}/{name}"), reason, "{message}");
+        ctx.publish(pl, reason, message, warning).await;
+    }
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    Ok(match decision.wake_at {
+        Some(at) => {
+            // A little past the tick, so that the tick is due when the reconcile runs.
+            let wait =
+                (at - Utc::now()).to_std().unwrap_or(Duration::ZERO) + Duration::from_millis(50);
+            Action::requeue(wait.min(RESYNC))
+        }
+        None => Action::requeue(RESYNC),
+    })
+}
+
+/// On deletion: delete the parent's runs (each run's own finalizer deletes its Jobs), unless
+/// the deletion orphans dependents; then the finalizer goes.
+async fn cleanup<K>(obj: &K, selector: &str, ctx: &ParentContext, ns: &str) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let name = obj.name_any();
+    if obj.finalizers().iter().any(|f| f == ORPHAN_FINALIZER) {
+        ctx.publish(
+            obj,
+            "Orphaned",
+            "deletion with propagationPolicy Orphan: the runs are kept".to_owned(),
+            false,
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let uid = obj.uid();
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    let runs = list_runs(ctx, ns, selector).await?;
+    let mut deleted = 0;
+    for run in runs.iter().filter(|r| r.controller_uid == uid) {
+        match api.delete(&run.name, &DeleteParams::background()).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    info!(parent = %format!("{ns}/{name}"), deleted, "deleted the runs");
+    ctx.publish(obj, "Deleted", format!("deleted {deleted} run(s)"), false)
+        .await;
+    Ok(Action::await_change())
+}

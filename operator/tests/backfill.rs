@@ -1,0 +1,645 @@
+//! Backfills against a real kube-apiserver (`scripts/kube.sh start`), with the operator as a
+//! child process and a kubelet stand-in that finishes each Job at once (see `support`): what
+//! runs are created, how many at a time, in which order, across restarts and deletions.
+//! Every test has its own namespace and its own operator process watching only it.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use streamflow_operator::backfill::{Backfill, COND_COMPLETE, COND_FAILED, COND_SUSPENDED};
+use streamflow_operator::crd::Phase;
+use support::*;
+
+async fn setup(prefix: &str) -> Result<(Client, String)> {
+    let client = client().await?;
+    install_crd(&client).await?;
+    let ns = namespace(&client, prefix).await?;
+    Ok((client, ns))
+}
+
+/// A run template whose one stage the stand-in finishes: validate, one attempt.
+fn template() -> serde_json::Value {
+    json!({
+        "stages": ["validate"],
+        "kafka": {"bootstrap": "127.0.0.1:9094"},
+        "storage": {"landing": "s3://landing/unused", "gold": "s3://gold/unused"},
+        "retry": {"maxAttempts": 1},
+    })
+}
+
+fn backfill_body(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut base = json!({
+        "apiVersion": "streamflow.io/v1alpha1",
+        "kind": "Backfill",
+        "metadata": {"name": name},
+        "spec": {"template": template(), "from": "2026-01-01T00:00:00Z", "step": "1h"},
+    });
+    if let (Some(b), Some(s)) = (base["spec"].as_object_mut(), spec.as_object()) {
+        for (k, v) in s {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
+async fn create_backfill(client: &Client, ns: &str, body: serde_json::Value) -> Result<Backfill> {
+    let bf: Backfill = serde_json::from_value(body)?;
+    Ok(Api::<Backfill>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &bf)
+        .await?)
+}
+
+async fn wait_backfill(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Backfill) -> bool,
+) -> Result<Backfill> {
+    let api: Api<Backfill> = Api::namespaced(client.clone(), ns);
+    let last = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let res = wait_for(what, TIMEOUT, || {
+        let api = api.clone();
+        let pred = &pred;
+        let last = last.clone();
+        async move {
+            let bf = api.get(name).await?;
+            let ok = pred(&bf);
+            if let Ok(mut l) = last.lock() {
+                *l = bf.status.clone();
+            }
+            Ok(ok.then_some(bf))
+        }
+    })
+    .await;
+    res.map_err(|e| {
+        let last = last.lock().ok().and_then(|l| l.clone());
+        anyhow::anyhow!("{e}; last status: {last:#?}")
+    })
+}
+
+/// Waits for an Event with `reason` about the Backfill (published after its status write).
+async fn wait_backfill_event(client: &Client, ns: &str, name: &str, reason: &str) -> Result<()> {
+    wait_for(&format!("a {reason} event of {name}"), TIMEOUT, || async {
+        let ev = events_of(client, ns, "Backfill", name).await?;
+        Ok(ev.iter().any(|e| e.0 == reason).then_some(()))
+    })
+    .await
+}
+
+fn complete(bf: &Backfill) -> bool {
+    bf.status.as_ref().is_some_and(|s| s.is_true(COND_COMPLETE))
+}
+
+fn selector(backfill: &str) -> String {
+    format!("streamflow.io/backfill={backfill}")
+}
+
+/// The runs of a backfill: (name, interval, phase), by name.
+async fn children(
+    client: &Client,
+    ns: &str,
+    backfill: &str,
+) -> Result<Vec<(String, String, Phase)>> {
+    let mut out: Vec<(String, String, Phase)> = runs(client, ns, &selector(backfill))
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                r.name_any(),
+                r.spec.interval.arg(),
+                r.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// 30 hourly intervals with maxActiveRuns 3: never more than 3 runs active (every change
+/// seen through a watch), all 30 succeed, one run per interval, and the status adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_intervals_never_more_than_three_active_and_all_succeed() -> Result<()> {
+    let (client, ns) = setup("sf-bf30").await?;
+    let op = Operator::start(&ns).await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(300));
+    let watch = RunWatch::start(&client, &ns, &selector("month")).await?;
+    create_backfill(
+        &client,
+        &ns,
+        backfill_body(
+            "month",
+            json!({"to": "2026-01-02T06:00:00Z", "maxActiveRuns": 3}),
+        ),
+    )
+    .await?;
+    let bf = wait_backfill(&client, &ns, "month", "Complete", complete).await?;
+    let st = bf.status.clone().unwrap_or_default();
+    assert_eq!(
+        (st.total, st.succeeded, st.failed, st.active, st.pending),
+        (30, 30, 0, 0, 0),
+        "{st:#?}"
+    );
+    assert_eq!(st.progress.as_deref(), Some("30/30"));
+    assert!(!st.is_true(COND_FAILED));
+    assert!(st.completion_time.is_some());
+    let kids = children(&client, &ns, "month").await?;
+    assert_eq!(kids.len(), 30);
+    let intervals: HashSet<&String> = kids.iter().map(|k| &k.1).collect();
+    assert_eq!(intervals.len(), 30, "one run per interval");
+    assert!(kids.iter().all(|k| k.2 == Phase::Succeeded), "{kids:?}");
+    assert_eq!(kids[0].0, "month-20260101");
+    assert_eq!(kids[1].0, "month-20260101t01");
+    assert_eq!(
+        watch.max_active(),
+        3,
+        "at most (and, with 30 to run, exactly) 3 at once"
+    );
+    // Oldest first.
+    assert_eq!(
+        watch.order()[..3],
+        ["month-20260101", "month-20260101t01", "month-20260101t02"]
+    );
+    // Every run is owned by the Backfill (controller), so `kubectl get` shows the tree.
+    let owned = runs(&client, &ns, &selector("month")).await?;
+    assert!(owned.iter().all(|r| {
+        r.owner_references()
+            .iter()
+            .any(|o| o.kind == "Backfill" && o.name == "month" && o.controller == Some(true))
+    }));
+    wait_backfill_event(&client, &ns, "month", "Completed").await?;
+    let series = format!(
+        "streamflow_operator_backfill_intervals{{backfill=\"{ns}/month\",phase=\"Succeeded\"}}"
+    );
+    wait_for("the Succeeded gauge at 30", TIMEOUT, || async {
+        Ok((op.metric(&series).await.unwrap_or(0.0) == 30.0).then_some(()))
+    })
+    .await?;
+    let progress = format!(
+        "streamflow_operator_backfill_last_progress_timestamp_seconds{{backfill=\"{ns}/month\"}}"
+    );
+    let last = op.metric(&progress).await?;
+    let completed = st
+        .completion_time
+        .map(|t| t.timestamp() as f64)
+        .unwrap_or(0.0);
+    assert!(
+        (last - completed).abs() < 2.0,
+        "last progress {last} vs completion {completed}"
+    );
+    Ok(())
+}
+
+/// The operator is killed (SIGKILL) mid-backfill and started again: it finishes, with one run
+/// per interval and never more than maxActiveRuns at once, across the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_killed_mid_backfill_finishes_without_duplicates() -> Result<()> {
+    let (client, ns) = setup("sf-bfkill").await?;
+    let op = Operator::start(&ns).await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(500));
+    let watch = RunWatch::start(&client, &ns, &selector("crashy")).await?;
+    create_backfill(
+        &client,
+        &ns,
+        backfill_body(
+            "crashy",
+            json!({"to": "2026-01-01T12:00:00Z", "maxActiveRuns": 2}),
+        ),
+    )
+    .await?;
+    wait_backfill(&client, &ns, "crashy", "4 succeeded", |b| {
+        b.status.as_ref().is_some_and(|s| s.succeeded >= 4)
+    })
+    .await?;
+    op.kill().await?;
+    let _op = Operator::start(&ns).await?;
+    let bf = wait_backfill(&client, &ns, "crashy", "Complete", complete).await?;
+    let st = bf.status.clone().unwrap_or_default();
+    assert_eq!((st.total, st.succeeded), (12, 12), "{st:#?}");
+    let kids = children(&client, &ns, "crashy").await?;
+    assert_eq!(kids.len(), 12, "{kids:?}");
+    assert_eq!(watch.order().len(), 12, "no run was created twice");
+    assert!(watch.max_active() <= 2, "max active {}", watch.max_active());
+    Ok(())
+}
+
+/// Reprocess compares with earlier runs of the same Pipeline: a first Backfill of it fails
+/// two of six days; then `None` runs nothing, `Failed` runs the two failed days, `Completed`
+/// runs all six.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocess_none_failed_and_completed() -> Result<()> {
+    let (client, ns) = setup("sf-bfre").await?;
+    // A suspended Pipeline: it schedules nothing; its template is what the Backfills run.
+    let pl: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "streamflow.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "daily"},
+        "spec": {"schedule": "0 0 * * *", "suspend": true, "template": template()},
+    }))?;
+    let ar = ApiResource::erase::<streamflow_operator::pipeline::Pipeline>(&());
+    Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar)
+        .create(&PostParams::default(), &pl)
+        .await?;
+    let _op = Operator::start(&ns).await?;
+    let kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
+    kubelet.fail(&[
+        "2026-03-02T00:00:00Z/2026-03-03T00:00:00Z".to_owned(),
+        "2026-03-04T00:00:00Z/2026-03-05T00:00:00Z".to_owned(),
+    ]);
+    let spec = |reprocess: &str| {
+        json!({
+            "template": null,
+            "pipelineRef": {"name": "daily"},
+            "from": "2026-03-01T00:00:00Z", "to": "2026-03-07T00:00:00Z", "step": "1d",
+            "maxActiveRuns": 6, "reprocess": reprocess,
+        })
+    };
+    let mut first = backfill_body("first", spec("None"));
+    first["spec"].as_object_mut().map(|s| s.remove("template"));
+    create_backfill(&client, &ns, first).await?;
+    let bf = wait_backfill(&client, &ns, "first", "Complete", complete).await?;
+    let st = bf.status.unwrap_or_default();
+    assert_eq!((st.succeeded, st.failed), (4, 2), "{st:#?}");
+    assert!(st.is_true(COND_FAILED));
+    kubelet.fail(&[]);
+
+    let mut expect = vec![("None", 0, 6), ("Failed", 2, 4), ("Completed", 6, 0)];
+    for (reprocess, runs_expected, skipped) in expect.drain(..) {
+        let name = format!("again-{}", reprocess.to_lowercase());
+        let mut body = backfill_body(&name, spec(reprocess));
+        body["spec"].as_object_mut().map(|s| s.remove("template"));
+        create_backfill(&client, &ns, body).await?;
+        let bf = wait_backfill(&client, &ns, &name, "Complete", complete).await?;
+        let st = bf.status.unwrap_or_default();
+        let kids = children(&client, &ns, &name).await?;
+        assert_eq!(kids.len(), runs_expected, "{reprocess}: {kids:?}");
+        assert_eq!(
+            (st.succeeded as usize, st.skipped),
+            (runs_expected, skipped),
+            "{reprocess}: {st:#?}"
+        );
+        if reprocess == "Failed" {
+            let days: Vec<&str> = kids.iter().map(|k| &k.1[..10]).collect();
+            assert_eq!(days, ["2026-03-02", "2026-03-04"]);
+        }
+        // The runs carry the Pipeline's label: a later reprocess sees them.
+        let of_pipeline = runs(&client, &ns, "streamflow.io/pipeline=daily").await?;
+        assert!(of_pipeline.len() >= 6 + runs_expected);
+    }
+    Ok(())
+}
+
+/// backwards: the newest interval runs first, one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backwards_runs_newest_first() -> Result<()> {
+    let (client, ns) = setup("sf-bfback").await?;
+    let _op = Operator::start(&ns).await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
+    let watch = RunWatch::start(&client, &ns, &selector("back")).await?;
+    create_backfill(
+        &client,
+        &ns,
+        backfill_body(
+            "back",
+            json!({"to": "2026-01-01T04:00:00Z", "backwards": true}),
+        ),
+    )
+    .await?;
+    wait_backfill(&client, &ns, "back", "Complete", complete).await?;
+    assert_eq!(
+        watch.order(),
+        [
+            "back-20260101t03",
+            "back-20260101t02",
+            "back-20260101t01",
+            "back-20260101"
+        ]
+    );
+    assert_eq!(watch.max_active(), 1, "maxActiveRuns defaults to 1");
+    // A run deleted by hand is created again (how a failed run of a Backfill is rerun).
+    let first = runs(&client, &ns, &selector("back"))
+        .await?
+        .into_iter()
+        .find(|r| r.name_any() == "back-20260101")
+        .and_then(|r| r.uid())
+        .ok_or_else(|| anyhow::anyhow!("no run back-20260101"))?;
+    Api::<streamflow_operator::crd::PipelineRun>::namespaced(client.clone(), &ns)
+        .delete("back-20260101", &DeleteParams::background())
+        .await?;
+    wait_for(
+        "back-20260101 created again and succeeded",
+        TIMEOUT,
+        || async {
+            let again = runs(&client, &ns, &selector("back"))
+                .await?
+                .into_iter()
+                .find(|r| r.name_any() == "back-20260101" && r.uid().as_ref() != Some(&first));
+            Ok(again
+                .filter(|r| {
+                    r.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase == Phase::Succeeded)
+                })
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    let bf = wait_backfill(&client, &ns, "back", "Complete again", complete).await?;
+    assert_eq!(bf.status.map(|s| s.succeeded), Some(4));
+    Ok(())
+}
+
+/// suspend: the runs active go on, no new one starts; resume: the rest run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_stops_new_runs_and_resume_continues() -> Result<()> {
+    let (client, ns) = setup("sf-bfsusp").await?;
+    let _op = Operator::start(&ns).await?;
+    create_backfill(
+        &client,
+        &ns,
+        backfill_body(
+            "pausy",
+            json!({"to": "2026-01-01T06:00:00Z", "maxActiveRuns": 2}),
+        ),
+    )
+    .await?;
+    // No kubelet yet: two runs start and stay active.
+    wait_backfill(&client, &ns, "pausy", "2 active", |b| {
+        b.status.as_ref().is_some_and(|s| s.active == 2)
+    })
+    .await?;
+    let api: Api<Backfill> = Api::namespaced(client.clone(), &ns);
+    let patch = |suspend: bool| Patch::Merge(json!({"spec": {"suspend": suspend}}));
+    api.patch("pausy", &PatchParams::default(), &patch(true))
+        .await?;
+    wait_backfill(&client, &ns, "pausy", "Suspended", |b| {
+        b.status.as_ref().is_some_and(|s| s.is_true(COND_SUSPENDED))
+    })
+    .await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
+    // The two finish; the status written after they did (by the same decision that would
+    // have started more) shows none active and four to run.
+    let bf = wait_backfill(&client, &ns, "pausy", "2 succeeded, 0 active", |b| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| s.succeeded == 2 && s.active == 0)
+    })
+    .await?;
+    let st = bf.status.unwrap_or_default();
+    assert_eq!(st.pending, 4, "{st:#?}");
+    assert_eq!(children(&client, &ns, "pausy").await?.len(), 2);
+    api.patch("pausy", &PatchParams::default(), &patch(false))
+        .await?;
+    let bf = wait_backfill(&client, &ns, "pausy", "Complete", complete).await?;
+    let st = bf.status.unwrap_or_default();
+    assert_eq!(st.succeeded, 6);
+    assert!(!st.is_true(COND_SUSPENDED));
+    // Events are published after the status is written.
+    for reason in ["Suspended", "Resumed", "Completed"] {
+        wait_backfill_event(&client, &ns, "pausy", reason).await?;
+    }
+    Ok(())
+}
+
+/// dryRun lists the intervals that would run and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_lists_intervals_and_creates_nothing() -> Result<()> {
+    let (client, ns) = setup("sf-bfdry").await?;
+    let op = Operator::start(&ns).await?;
+    create_backfill(
+        &client,
+        &ns,
+        backfill_body(
+            "dry",
+            json!({"to": "2026-01-01T03:00:00Z", "dryRun": true, "maxActiveRuns": 5}),
+        ),
+    )
+    .await?;
+    let bf = wait_backfill(&client, &ns, "dry", "wouldRun", |b| {
+        b.status.as_ref().is_some_and(|s| !s.would_run.is_empty())
+    })
+    .await?;
+    let st = bf.status.unwrap_or_default();
+    assert_eq!(
+        st.would_run,
+        [
+            "2026-01-01T00:00:00Z/2026-01-01T01:00:00Z",
+            "2026-01-01T01:00:00Z/2026-01-01T02:00:00Z",
+            "2026-01-01T02:00:00Z/2026-01-01T03:00:00Z"
+        ]
+    );
+    assert_eq!((st.active, st.pending), (0, 3));
+    assert!(!st.is_true(COND_COMPLETE));
+    assert!(
+        runs(&client, &ns, "").await?.is_empty(),
+        "a dry run creates nothing"
+    );
+    assert_eq!(
+        op.metric("streamflow_operator_runs_created_total{kind=\"Backfill\"}")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+    Ok(())
+}
+
+/// Deleting a Backfill deletes its runs (the finalizer: this API server has no garbage
+/// collector); deleting with propagationPolicy Orphan keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_backfill_deletes_its_runs_unless_orphaned() -> Result<()> {
+    let (client, ns) = setup("sf-bfdel").await?;
+    let _op = Operator::start(&ns).await?;
+    for name in ["doomed", "orphaner"] {
+        create_backfill(
+            &client,
+            &ns,
+            backfill_body(
+                name,
+                json!({"to": "2026-01-01T05:00:00Z", "maxActiveRuns": 2}),
+            ),
+        )
+        .await?;
+    }
+    for name in ["doomed", "orphaner"] {
+        wait_for("2 runs each", TIMEOUT, || async {
+            Ok((children(&client, &ns, name).await?.len() == 2).then_some(()))
+        })
+        .await?;
+    }
+    let api: Api<Backfill> = Api::namespaced(client.clone(), &ns);
+    api.delete("doomed", &DeleteParams::background()).await?;
+    wait_for("the Backfill and its runs to be gone", TIMEOUT, || async {
+        let kids = children(&client, &ns, "doomed").await?;
+        Ok((kids.is_empty() && api.get_opt("doomed").await?.is_none()).then_some(()))
+    })
+    .await?;
+
+    api.delete("orphaner", &DeleteParams::orphan()).await?;
+    // The operator's finalizer goes without deleting the runs; the `orphan` finalizer stays
+    // for the garbage collector, which this API server does not have.
+    let bf = wait_for("the operator's finalizer removed", TIMEOUT, || async {
+        let bf = api.get("orphaner").await?;
+        Ok((!bf.finalizers().iter().any(|f| f == "streamflow.io/runs")).then_some(bf))
+    })
+    .await?;
+    ensure!(
+        bf.finalizers().iter().any(|f| f == "orphan"),
+        "{:?}",
+        bf.finalizers()
+    );
+    assert_eq!(children(&client, &ns, "orphaner").await?.len(), 2);
+    Ok(())
+}
+
+/// Bad Backfills are refused by the API server, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_backfills_are_refused_with_a_reason() -> Result<()> {
+    let (client, ns) = setup("sf-bfbad").await?;
+    let ar = ApiResource::erase::<Backfill>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    let long = "x".repeat(64);
+    let cases = [
+        (
+            "both",
+            json!({"to": "2026-01-02T00:00:00Z", "pipelineRef": {"name": "p"}}),
+            "exactly one of template and pipelineRef",
+        ),
+        (
+            "backwards-range",
+            json!({"to": "2025-01-01T00:00:00Z"}),
+            "to must be after from",
+        ),
+        (
+            "bad-step",
+            json!({"to": "2026-01-02T00:00:00Z", "step": "daily"}),
+            "spec.step",
+        ),
+        (
+            "zero",
+            json!({"to": "2026-01-02T00:00:00Z", "maxActiveRuns": 0}),
+            "spec.maxActiveRuns",
+        ),
+        (
+            "reprocess",
+            json!({"to": "2026-01-02T00:00:00Z", "reprocess": "Sometimes"}),
+            "Unsupported value: \"Sometimes\"",
+        ),
+        (
+            long.as_str(),
+            json!({"to": "2026-01-02T00:00:00Z"}),
+            "at most 63 characters",
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        let body: DynamicObject = serde_json::from_value(backfill_body(name, spec.clone()))?;
+        match api.create(&PostParams::default(), &body).await {
+            Ok(_) => panic!("{name} ({spec}) was accepted"),
+            Err(e) => assert!(
+                e.to_string().contains(expected),
+                "{name}: expected {expected:?} in: {e}"
+            ),
+        }
+    }
+    // The range cannot change after creation.
+    let ok: DynamicObject = serde_json::from_value(backfill_body(
+        "fixed",
+        json!({"to": "2026-01-02T00:00:00Z"}),
+    ))?;
+    api.create(&PostParams::default(), &ok).await?;
+    let err = api
+        .patch(
+            "fixed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"step": "2h"}})),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("cannot change"), "{err}");
+    Ok(())
+}
+
+/// The real kubectl applies examples/backfill.yaml (with the Pipeline it refers to, from
+/// examples/pipeline.yaml) and shows the printer columns; dry run, so nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_the_examples_and_shows_columns() -> Result<()> {
+    let (client, ns) = setup("sf-bfctl").await?;
+    let _op = Operator::start(&ns).await?;
+    let kubectl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(repo_root().join("scripts/kube.sh"))
+            .arg("kubectl")
+            .args(&args)
+            .output()
+            .await?;
+        ensure!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok::<_, anyhow::Error>(String::from_utf8(out.stdout)?)
+    };
+    for file in ["examples/pipeline.yaml", "examples/backfill.yaml"] {
+        let path = repo_root().join(file).display().to_string();
+        kubectl(vec![
+            "apply".into(),
+            "-n".into(),
+            ns.clone(),
+            "-f".into(),
+            path,
+        ])
+        .await?;
+    }
+    let bf = wait_backfill(&client, &ns, "november-2026", "wouldRun", |b| {
+        b.status.as_ref().is_some_and(|s| !s.would_run.is_empty())
+    })
+    .await?;
+    let st = bf.status.unwrap_or_default();
+    assert_eq!(st.total, 30);
+    let table = kubectl(vec![
+        "get".into(),
+        "backfills".into(),
+        "-n".into(),
+        ns.clone(),
+    ])
+    .await?;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "RANGE", "PROGRESS", "ACTIVE", "FAILED", "AGE"],
+        "{table}"
+    );
+    assert!(table.contains("0/30"), "{table}");
+    let table = kubectl(vec![
+        "get".into(),
+        "pipelines".into(),
+        "-n".into(),
+        ns.clone(),
+    ])
+    .await?;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "SCHEDULE", "SUSPEND", "LAST", "NEXT", "ACTIVE", "AGE"
+        ],
+        "{table}"
+    );
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! Scheduled Pipelines against a real kube-apiserver (`scripts/kube.sh start`), with the
+//! operator as a child process and a kubelet stand-in that finishes each Job at once (see
+//! `support`). Schedules tick every few seconds (six-field cron, seconds first) so the tests
+//! stay short. Every test has its own namespace and its own operator process.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use streamflow_operator::crd::{Phase, PipelineRun};
+use streamflow_operator::pipeline::Pipeline;
+use support::*;
+
+async fn setup(prefix: &str) -> Result<(Client, String)> {
+    let client = client().await?;
+    install_crd(&client).await?;
+    let ns = namespace(&client, prefix).await?;
+    Ok((client, ns))
+}
+
+fn pipeline_body(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut base = json!({
+        "apiVersion": "streamflow.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {"template": {
+            "stages": ["validate"],
+            "kafka": {"bootstrap": "127.0.0.1:9094"},
+            "storage": {"landing": "s3://landing/unused", "gold": "s3://gold/unused"},
+            "retry": {"maxAttempts": 1},
+        }},
+    });
+    if let (Some(b), Some(s)) = (base["spec"].as_object_mut(), spec.as_object()) {
+        for (k, v) in s {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
+async fn create_pipeline(client: &Client, ns: &str, body: serde_json::Value) -> Result<Pipeline> {
+    let pl: Pipeline = serde_json::from_value(body)?;
+    Ok(Api::<Pipeline>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pl)
+        .await?)
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The runs a Pipeline scheduled: (start, end, run), oldest first.
+async fn scheduled(
+    client: &Client,
+    ns: &str,
+    pipeline: &str,
+) -> Result<Vec<(String, String, PipelineRun)>> {
+    let mut out: Vec<(String, String, PipelineRun)> =
+        runs(client, ns, &format!("streamflow.io/pipeline={pipeline}"))
+            .await?
+            .into_iter()
+            .map(|r| (ts(r.spec.interval.start), ts(r.spec.interval.end), r))
+            .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Waits until early in a 10-second tick, so that no tick passes while a test sets up; returns
+/// the latest tick.
+async fn early_in_a_tick() -> Result<DateTime<Utc>> {
+    wait_for("the start of a 10 s tick", TIMEOUT, || async {
+        let now = Utc::now();
+        let into = now.second() % 10;
+        Ok((into < 3).then(|| {
+            now.with_nanosecond(0).unwrap_or(now) - chrono::Duration::seconds(into as i64)
+        }))
+    })
+    .await
+}
+
+/// The operator was down for 5 ticks: its last write to the Pipeline's status says it last
+/// scheduled the interval that ended 5 ticks ago. Started again, it creates exactly the 5
+/// missed intervals, contiguous. A second Pipeline with maxCatchUp 3 creates the 3 latest and
+/// says (in an Event) which ticks it skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_ticks_are_all_run_up_to_max_catch_up() -> Result<()> {
+    let (client, ns) = setup("sf-plcatch").await?;
+    let tick = early_in_a_tick().await?;
+    let api: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    let secs = |n: i64| tick - chrono::Duration::seconds(n);
+    for (name, max) in [("all", 10), ("capped", 3)] {
+        create_pipeline(
+            &client,
+            &ns,
+            pipeline_body(
+                name,
+                json!({"schedule": "*/10 * * * * *", "maxCatchUp": max}),
+            ),
+        )
+        .await?;
+        // As the operator wrote it before it went down.
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"lastScheduledInterval": {
+                "start": ts(secs(60)), "end": ts(secs(50))}}})),
+        )
+        .await?;
+    }
+    let _op = Operator::start(&ns).await?;
+    let all = wait_for("5 runs of `all`", TIMEOUT, || async {
+        let s = scheduled(&client, &ns, "all").await?;
+        Ok((s.len() >= 5).then_some(s))
+    })
+    .await?;
+    let intervals: Vec<(String, String)> = all.iter().map(|s| (s.0.clone(), s.1.clone())).collect();
+    let expected: Vec<(String, String)> = (0..5)
+        .map(|k| (ts(secs(50 - 10 * k)), ts(secs(40 - 10 * k))))
+        .collect();
+    assert_eq!(intervals[..5], expected[..], "{intervals:?}");
+    assert!(
+        intervals.iter().skip(5).all(|i| i.0 >= ts(tick)),
+        "nothing before the missed ticks: {intervals:?}"
+    );
+    let capped = wait_for("3 runs of `capped`", TIMEOUT, || async {
+        let s = scheduled(&client, &ns, "capped").await?;
+        Ok((s.len() >= 3).then_some(s))
+    })
+    .await?;
+    let intervals: Vec<(String, String)> =
+        capped.iter().map(|s| (s.0.clone(), s.1.clone())).collect();
+    assert_eq!(intervals[..3], expected[2..], "{intervals:?}");
+    let ev = wait_for("the MissedTicksSkipped event", TIMEOUT, || async {
+        let ev = events_of(&client, &ns, "Pipeline", "capped").await?;
+        Ok(ev.iter().any(|e| e.0 == "MissedTicksSkipped").then_some(ev))
+    })
+    .await?;
+    let note = &ev
+        .iter()
+        .find(|e| e.0 == "MissedTicksSkipped")
+        .context("event")?
+        .1;
+    assert!(note.contains("maxCatchUp (3)"), "{note}");
+    // The status is written after the runs are created.
+    let st = wait_for("the status of `all` after its runs", TIMEOUT, || async {
+        let st = api.get("all").await?.status.unwrap_or_default();
+        Ok(st.next_run_time.is_some().then_some(st))
+    })
+    .await?;
+    assert!(st.next_run_time.is_some_and(|n| n > tick), "{st:?}");
+    assert!(st.active_count >= 5, "{st:?}");
+    assert!(
+        st.last_scheduled_interval
+            .as_ref()
+            .is_some_and(|i| i.end >= tick),
+        "{st:?}"
+    );
+    Ok(())
+}
+
+/// Forbid: while a run is active no other starts, and due ticks wait (none is skipped); once
+/// Jobs finish, the waiting ticks run one at a time, oldest first, without gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbid_runs_one_at_a_time_without_skipping_ticks() -> Result<()> {
+    let (client, ns) = setup("sf-plforbid").await?;
+    let _op = Operator::start(&ns).await?;
+    let watch = RunWatch::start(&client, &ns, "streamflow.io/pipeline=solo").await?;
+    create_pipeline(
+        &client,
+        &ns,
+        pipeline_body(
+            "solo",
+            json!({"schedule": "*/2 * * * * *", "concurrencyPolicy": "Forbid",
+                "successfulRunsHistoryLimit": 100}),
+        ),
+    )
+    .await?;
+    let first = wait_for("the first run", TIMEOUT, || async {
+        let s = scheduled(&client, &ns, "solo").await?;
+        Ok(s.first().map(|f| f.2.spec.interval.end))
+    })
+    .await?;
+    // No kubelet: the first run stays active while three more ticks pass.
+    wait_for("three more ticks", TIMEOUT, || async {
+        Ok((Utc::now() > first + chrono::Duration::seconds(7)).then_some(()))
+    })
+    .await?;
+    let api: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    let st = api.get("solo").await?.status.unwrap_or_default();
+    assert_eq!(scheduled(&client, &ns, "solo").await?.len(), 1);
+    assert_eq!(st.active_count, 1, "{st:?}");
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
+    let done = wait_for("5 succeeded runs", TIMEOUT, || async {
+        let s = scheduled(&client, &ns, "solo").await?;
+        let ok = s
+            .iter()
+            .filter(|r| {
+                r.2.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Phase::Succeeded)
+            })
+            .count();
+        Ok((ok >= 5).then_some(s))
+    })
+    .await?;
+    for pair in done.windows(2) {
+        assert_eq!(
+            pair[0].1,
+            pair[1].0,
+            "contiguous intervals: {:?}",
+            done.iter().map(|d| (&d.0, &d.1)).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(watch.max_active(), 1, "never two runs at once");
+    Ok(())
+}
+
+/// Replace: when the next tick is due, the active run is deleted and the tick's run starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_deletes_the_active_run_for_the_next_tick() -> Result<()> {
+    let (client, ns) = setup("sf-plreplace").await?;
+    let _op = Operator::start(&ns).await?;
+    create_pipeline(
+        &client,
+        &ns,
+        pipeline_body(
+            "latest",
+            json!({"schedule": "*/3 * * * * *", "concurrencyPolicy": "Replace"}),
+        ),
+    )
+    .await?;
+    // No kubelet: runs stay active until replaced.
+    let first = wait_for("the first run", TIMEOUT, || async {
+        let s = scheduled(&client, &ns, "latest").await?;
+        Ok(s.first().map(|f| (f.2.name_any(), f.1.clone())))
+    })
+    .await?;
+    let second = wait_for("the first run replaced by the next", TIMEOUT, || async {
+        let s = scheduled(&client, &ns, "latest").await?;
+        let gone = !s.iter().any(|r| r.2.name_any() == first.0);
+        Ok(gone
+            .then(|| s.last().map(|r| (r.0.clone(), r.2.name_any())))
+            .flatten())
+    })
+    .await?;
+    assert!(
+        second.0 >= first.1,
+        "the replacement is of a later tick: {first:?} {second:?}"
+    );
+    // Events are published after the status is written.
+    wait_for(
+        "a RunReplaced event naming the first run",
+        TIMEOUT,
+        || async {
+            let ev = events_of(&client, &ns, "Pipeline", "latest").await?;
+            Ok(ev
+                .iter()
+                .any(|e| e.0 == "RunReplaced" && e.1.contains(&first.0))
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A Pipeline with a bad schedule or time zone says so in its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_schedules_are_reported_in_status() -> Result<()> {
+    let (client, ns) = setup("sf-plbad").await?;
+    let _op = Operator::start(&ns).await?;
+    create_pipeline(
+        &client,
+        &ns,
+        pipeline_body(
+            "tz",
+            json!({"schedule": "0 2 * * *", "timeZone": "Mars/Olympus"}),
+        ),
+    )
+    .await?;
+    let api: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    let cond = wait_for("Ready False", TIMEOUT, || async {
+        let pl = api.get("tz").await?;
+        Ok(pl
+            .status
+            .and_then(|s| s.condition("Ready").cloned())
+            .filter(|c| c.status == "False"))
+    })
+    .await?;
+    assert_eq!(cond.reason, "InvalidSpec");
+    assert!(cond.message.contains("IANA time zone"), "{}", cond.message);
+    Ok(())
+}
