@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, Pod, PodSpec, PodTemplateSpec,
-    SecretEnvSource, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
@@ -116,6 +117,17 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         }
     }
     push("--summary-file", TERMINATION_LOG);
+    // The root filesystem is read-only (restricted Pod Security); the ETL spills to /tmp.
+    volumes.push(Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: "tmp".to_owned(),
+        mount_path: "/tmp".to_owned(),
+        ..Default::default()
+    });
 
     let mut env = Vec::new();
     let mut var = |name: &str, value: &str| {
@@ -157,6 +169,7 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         // A stage that dies before writing its summary leaves its last log lines instead.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        security_context: Some(restricted_container_security()),
         ..Default::default()
     };
     Ok(Job {
@@ -182,6 +195,14 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
                     service_account_name: spec.service_account_name.clone(),
                     containers: vec![container],
                     volumes: (!volumes.is_empty()).then_some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
             },
@@ -189,6 +210,20 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         }),
         status: None,
     })
+}
+
+/// What the `restricted` Pod Security Standard asks of a container: stage pods run in
+/// namespaces that enforce it.
+fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn secret_env(name: &str) -> EnvFromSource {

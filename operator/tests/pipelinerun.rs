@@ -457,3 +457,69 @@ async fn kubectl_applies_the_example_and_shows_columns() -> Result<()> {
     );
     Ok(())
 }
+
+/// Stage pods are admitted in a namespace that enforces the `restricted` Pod Security
+/// Standard: each stage's Job template, submitted as a Pod (server-side dry run, so the API
+/// server's Pod Security admission judges it), is accepted — and the same Pod without its
+/// security settings is refused, which shows the namespace really enforces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_pods_meet_the_restricted_pod_security_standard() -> Result<()> {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{Patch, PatchParams};
+    use streamflow_operator::jobs::build_job;
+
+    let (client, ns) = setup("sf-pss").await?;
+    let restricted = json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}});
+    Api::<Namespace>::all(client.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&restricted))
+        .await?;
+    let mut body = run_body(
+        "pss",
+        json!({"validation": {"checksConfigMap": {"name": "checks", "key": "checks.yaml"}}}),
+    );
+    // The Jobs' owner reference needs what the API server would have given the run.
+    body["metadata"]["namespace"] = json!(ns);
+    body["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000001");
+    let run: PipelineRun = serde_json::from_value(body)?;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for stage in [Stage::Ingest, Stage::Etl, Stage::Validate] {
+        let job = build_job(&run, stage, 1)?;
+        let template = job
+            .spec
+            .context("job spec")?
+            .template
+            .spec
+            .context("pod spec")?;
+        let mut pod = Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("pss-{stage}")),
+                ..Default::default()
+            },
+            spec: Some(template),
+            ..Default::default()
+        };
+        pods.create(&dry_run, &pod)
+            .await
+            .with_context(|| format!("the {stage} stage's pod was refused"))?;
+
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.security_context = None;
+            for c in &mut spec.containers {
+                c.security_context = None;
+            }
+        }
+        let refused = pods.create(&dry_run, &pod).await;
+        ensure!(
+            matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("restricted")),
+            "a {stage} pod without security settings was not refused: {refused:?}"
+        );
+    }
+    Ok(())
+}
