@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Whole-process wall time and peak RSS of `streamflow etl` against the same gold tables computed
+# by PySpark 4 in local[2] (bench/etl_pyspark.py, the seed's engine) and by DuckDB
+# (bench/etl_duckdb.py), from the same landing NDJSON, medians of several runs; then a
+# cross-engine check that the three engines' rows of every table are the same (sorted CSV
+# comparison, bench/etl_compare.sh).
+#
+#   bench/etl.sh [--events N] [--runs R] [--bin PATH] [--memory-limit SIZE]
+#                [--spark-memory SIZE] [--engines streamflow,duckdb,pyspark] [--no-compare]
+#
+#   --events N        events in all, half per topic (default 10000000)
+#   --runs R          runs of each engine (default 3)
+#   --bin PATH        the streamflow binary (default: the release build in the cache)
+#   --memory-limit    streamflow's --memory-limit, also DuckDB's memory_limit (default 3GiB,
+#                     the production profile's value in docs/etl.md)
+#   --spark-memory    PySpark driver memory (default 6g)
+#
+# Landing data is generated once per parameter set (fixed seed and past start time) with
+# `streamflow produce` into fresh topics of the local Kafka and `streamflow ingest`, and cached
+# under ~/.cache/streamflow/bench/ so reruns skip it. PySpark and DuckDB are pip-installed into a
+# venv cached at ~/.cache/streamflow/bench-venv. Prints a Markdown table for docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+SF_LOG_TAG=bench-etl
+
+events=10000000
+runs=3
+bin="$(sf_cache_dir)/target-release/release/streamflow"
+memory_limit=3GiB
+spark_memory=6g
+engines=streamflow,duckdb,pyspark
+compare=1
+while (($#)); do
+  case "$1" in
+    --events) events="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --bin) bin="$2"; shift 2 ;;
+    --memory-limit) memory_limit="$2"; shift 2 ;;
+    --spark-memory) spark_memory="$2"; shift 2 ;;
+    --engines) engines="$2"; shift 2 ;;
+    --no-compare) compare=0; shift ;;
+    *) die "unknown argument $1" ;;
+  esac
+done
+[[ -x "$bin" ]] || die "no streamflow binary at $bin (pass --bin PATH)"
+per_topic=$((events / 2))
+# Fixed generator parameters: the same parameters give the same events.
+seed=7
+start=2026-11-01T00:00:00Z
+spacing=10ms
+users=100000
+
+# Python with PySpark 4 and DuckDB, installed once.
+venv="$(sf_cache_dir)/bench-venv"
+if ! "$venv/bin/python" -c 'import duckdb, pyspark; assert pyspark.__version__.startswith("4.")' 2>/dev/null; then
+  log "installing PySpark 4 and DuckDB into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'pyspark>=4,<5' duckdb
+fi
+py="$venv/bin/python"
+
+# The interval covering every generated event: from the start date to the day after the last.
+interval="$("$py" - "$start" "$per_topic" "$spacing" <<'EOF'
+import datetime as dt, sys
+start = dt.datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00"))
+last = start + dt.timedelta(milliseconds=int(sys.argv[2]) * int(sys.argv[3].removesuffix("ms")))
+end = dt.datetime.combine(last.date() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+day0 = dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc)
+print(f"{day0:%Y-%m-%dT%H:%M:%SZ}/{end:%Y-%m-%dT%H:%M:%SZ}")
+EOF
+)"
+
+# Landing data, cached by its parameters.
+key="events${events}-seed${seed}-users${users}-spacing${spacing}-start${start//:/}"
+landing="$(sf_cache_dir)/bench/etl-landing/$key"
+if [[ ! -f "$landing/.complete" ]]; then
+  started_kafka=0
+  if ! scripts/kafka.sh status >/dev/null 2>&1; then scripts/kafka.sh start; started_kafka=1; fi
+  tag="bench_etl_${events}_${seed}"
+  topics=("${tag}_user_events" "${tag}_transaction_events")
+  for t in "${topics[@]}"; do
+    scripts/kafka.sh topics --delete --if-exists --topic "$t" >/dev/null 2>&1 || true
+  done
+  for t in "${topics[@]}"; do
+    for _ in $(seq 1 50); do
+      scripts/kafka.sh topics --create --if-not-exists --topic "$t" --partitions 6 --replication-factor 1 >/dev/null 2>&1 && break
+    done
+  done
+  log "producing $events events (seed $seed, from $start every $spacing, $users users)"
+  "$bin" produce --topic "${topics[0]}" --topic "${topics[1]}" --count "$per_topic" --seed "$seed" \
+    --start "$start" --spacing "$spacing" --users "$users" >&2
+  rm -rf "$landing.tmp" && mkdir -p "$landing.tmp"
+  log "ingesting to $landing"
+  "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" --landing "$landing.tmp" \
+    --group "bench-etl-$RANDOM$RANDOM" --max-duration 60m >"$landing.tmp.summary.json"
+  # The ETL reads the landing zone's topic directories by their production names.
+  mv "$landing.tmp/${topics[0]}" "$landing.tmp/user_events"
+  mv "$landing.tmp/${topics[1]}" "$landing.tmp/transaction_events"
+  mv "$landing.tmp.summary.json" "$landing.tmp/ingest-summary.json"
+  touch "$landing.tmp/.complete"
+  rm -rf "$landing" && mv "$landing.tmp" "$landing"
+  for t in "${topics[@]}"; do
+    scripts/kafka.sh topics --delete --if-exists --topic "$t" >/dev/null 2>&1 || true
+  done
+  if ((started_kafka)); then scripts/kafka.sh stop; fi
+fi
+log "landing data: $landing ($(du -sh "$landing" | cut -f1)), interval $interval"
