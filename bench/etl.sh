@@ -10,10 +10,14 @@
 #
 #   --events N        events in all, half per topic (default 10000000)
 #   --runs R          runs of each engine (default 3)
+#   --pyspark-runs R  runs of PySpark (default: R)
 #   --bin PATH        the streamflow binary (default: the release build in the cache)
 #   --memory-limit    streamflow's --memory-limit, also DuckDB's memory_limit (default 3GiB,
 #                     the production profile's value in docs/etl.md)
 #   --spark-memory    PySpark driver memory (default 6g)
+#   --users U         distinct users of the generator (default 100000)
+#   --spacing D       event-time distance between records of one topic (default 20ms: 10M
+#                     events span 28 hours, so two dates and every hour of a day)
 #
 # Landing data is generated once per parameter set (fixed seed and past start time) with
 # `streamflow produce` into fresh topics of the local Kafka and `streamflow ingest`, and cached
@@ -31,25 +35,30 @@ memory_limit=3GiB
 spark_memory=6g
 engines=streamflow,duckdb,pyspark
 compare=1
+pyspark_runs=
+users=100000
+spacing=20ms
 while (($#)); do
   case "$1" in
     --events) events="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
+    --pyspark-runs) pyspark_runs="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --memory-limit) memory_limit="$2"; shift 2 ;;
     --spark-memory) spark_memory="$2"; shift 2 ;;
     --engines) engines="$2"; shift 2 ;;
+    --users) users="$2"; shift 2 ;;
+    --spacing) spacing="$2"; shift 2 ;;
     --no-compare) compare=0; shift ;;
     *) die "unknown argument $1" ;;
   esac
 done
 [[ -x "$bin" ]] || die "no streamflow binary at $bin (pass --bin PATH)"
 per_topic=$((events / 2))
+pyspark_runs="${pyspark_runs:-$runs}"
 # Fixed generator parameters: the same parameters give the same events.
 seed=7
 start=2026-11-01T00:00:00Z
-spacing=10ms
-users=100000
 
 # Python with PySpark 4 and DuckDB, installed once.
 venv="$(sf_cache_dir)/bench-venv"
@@ -64,7 +73,10 @@ py="$venv/bin/python"
 interval="$("$py" - "$start" "$per_topic" "$spacing" <<'EOF'
 import datetime as dt, sys
 start = dt.datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00"))
-last = start + dt.timedelta(milliseconds=int(sys.argv[2]) * int(sys.argv[3].removesuffix("ms")))
+unit = {"ms": 1, "s": 1000, "m": 60000}
+number = sys.argv[3].rstrip("ms")
+spacing_ms = int(number) * unit[sys.argv[3][len(number):]]
+last = start + dt.timedelta(milliseconds=int(sys.argv[2]) * spacing_ms)
 end = dt.datetime.combine(last.date() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
 day0 = dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc)
 print(f"{day0:%Y-%m-%dT%H:%M:%SZ}/{end:%Y-%m-%dT%H:%M:%SZ}")
@@ -77,7 +89,7 @@ landing="$(sf_cache_dir)/bench/etl-landing/$key"
 if [[ ! -f "$landing/.complete" ]]; then
   started_kafka=0
   if ! scripts/kafka.sh status >/dev/null 2>&1; then scripts/kafka.sh start; started_kafka=1; fi
-  tag="bench_etl_${events}_${seed}"
+  tag="bench_etl_${key//[^A-Za-z0-9]/_}"
   topics=("${tag}_user_events" "${tag}_transaction_events")
   for t in "${topics[@]}"; do
     scripts/kafka.sh topics --delete --if-exists --topic "$t" >/dev/null 2>&1 || true
@@ -106,3 +118,58 @@ if [[ ! -f "$landing/.complete" ]]; then
   if ((started_kafka)); then scripts/kafka.sh stop; fi
 fi
 log "landing data: $landing ($(du -sh "$landing" | cut -f1)), interval $interval"
+
+# Outputs and spill files go on the cache's disk, not a tmpfs: at 10M events each engine writes
+# about 6 GB.
+mkdir -p "$(sf_cache_dir)/bench"
+work="$(mktemp -d "$(sf_cache_dir)/bench/etl-work.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+: >"$work/results"
+
+# measure NAME CMD... : runs CMD, appends "NAME wall_s peak_kib" (whole process tree) to results.
+measure() {
+  local name="$1"; shift
+  rm -f "$work/one"
+  "$py" bench/measure.py "$work/one" -- "$@" >"$work/out" 2>"$work/err" || {
+    tail -n 40 "$work/err" >&2; die "$name failed"; }
+  echo "$name $(cat "$work/one")" >>"$work/results"
+  log "$name: $(cat "$work/one") (wall s, peak RSS KiB)"
+}
+
+# One engine at a time, so that only two engines' outputs are on disk at once (at 10M events
+# each engine writes about 6 GB of CSV): ours, then each peer, compared with ours and deleted.
+has() { [[ ",$engines," == *",$1,"* ]]; }
+gold="$work/gold-streamflow"
+if has streamflow; then
+  for i in $(seq 1 "$runs"); do
+    rm -rf "$gold"
+    measure streamflow "$bin" etl --interval "$interval" --landing "$landing" --gold "$gold" \
+      --profile production --memory-limit "$memory_limit" --target-partitions 2 \
+      --spill-dir "$work/spill" --summary-file "$work/summary.json"
+  done
+fi
+for peer in duckdb pyspark; do
+  has "$peer" || continue
+  out="$work/gold-$peer"
+  n="$runs"
+  if [[ "$peer" == pyspark ]]; then n="$pyspark_runs"; fi
+  for i in $(seq 1 "$n"); do
+    rm -rf "$out"
+    if [[ "$peer" == duckdb ]]; then
+      measure duckdb "$py" bench/etl_duckdb.py --landing "$landing" --interval "$interval" --out "$out" \
+        --threads 2 --memory-limit "$memory_limit"
+    else
+      measure pyspark env PYSPARK_PYTHON="$py" "$py" bench/etl_pyspark.py --landing "$landing" \
+        --interval "$interval" --out "$out" --driver-memory "$spark_memory"
+    fi
+  done
+  if ((compare)) && has streamflow; then
+    log "comparing the gold tables of streamflow and $peer"
+    "$py" bench/etl_compare.py --gold "$gold" --peer "$out" --peer-name "$peer" --tmp "$work" \
+      || die "streamflow and $peer disagree (rows above)"
+  fi
+  rm -rf "$out"
+done
+
+[[ -s "$work/results" ]] || exit 0
+"$py" bench/etl_report.py "$work" "$events" "$landing" "$memory_limit" "$interval"
