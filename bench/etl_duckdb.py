@@ -245,6 +245,7 @@ def main() -> None:
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"SET threads = {args.threads}")
     con.execute(f"SET memory_limit = '{args.memory_limit}'")
     params = {"start": start, "end": end}
