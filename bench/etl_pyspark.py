@@ -249,7 +249,6 @@ def main() -> None:
         .appName("streamflow-etl-reference")
         .config("spark.driver.memory", args.driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", "2")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
