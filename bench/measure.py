@@ -5,7 +5,9 @@
 Appends "wall_seconds peak_rss_kib" to RESULT_FILE and exits with the command's status. The
 command runs in a session of its own; every 100 ms the RSS of all processes of that session is
 summed (for PySpark that is the Python driver plus the JVM it starts, which /usr/bin/time would
-not count: the JVM is not a child the Python process waits for).
+not count: the JVM is not a child the Python process waits for). The peak reported is the larger
+of that sampled sum and the kernel's exact peak of the command's own process (ru_maxrss), which
+is what /usr/bin/time reports.
 """
 
 import os
@@ -41,13 +43,19 @@ def main() -> None:
     started = time.monotonic()
     child = subprocess.Popen(command, start_new_session=True)
     peak = 0
-    while child.poll() is None:
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid == child.pid:
+            break
         peak = max(peak, session_rss_kib(child.pid))
         time.sleep(0.1)
     wall = time.monotonic() - started
+    # The kernel's exact peak of the command's own process (and of the children it waited for)
+    # catches a short peak between two samples.
+    peak = max(peak, usage.ru_maxrss)
     with open(result, "a") as f:
         f.write(f"{wall:.2f} {peak}\n")
-    sys.exit(child.returncode)
+    sys.exit(os.waitstatus_to_exitcode(status))
 
 
 if __name__ == "__main__":
