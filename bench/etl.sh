@@ -15,6 +15,8 @@
 #   --memory-limit    streamflow's --memory-limit, also DuckDB's memory_limit (default 3GiB,
 #                     the production profile's value in docs/etl.md)
 #   --spark-memory    PySpark driver memory (default 6g)
+#   --results DIR     keep results and outputs in DIR across invocations (default: a temporary
+#                     directory); the report covers every run recorded there
 #   --users U         distinct users of the generator (default 100000)
 #   --spacing D       event-time distance between records of one topic (default 20ms: 10M
 #                     events span 28 hours, so two dates and every hour of a day)
@@ -36,6 +38,7 @@ spark_memory=6g
 engines=streamflow,duckdb,pyspark
 compare=1
 pyspark_runs=
+results_dir=
 users=100000
 spacing=20ms
 while (($#)); do
@@ -50,6 +53,7 @@ while (($#)); do
     --users) users="$2"; shift 2 ;;
     --spacing) spacing="$2"; shift 2 ;;
     --no-compare) compare=0; shift ;;
+    --results) results_dir="$2"; shift 2 ;;
     *) die "unknown argument $1" ;;
   esac
 done
@@ -120,11 +124,19 @@ fi
 log "landing data: $landing ($(du -sh "$landing" | cut -f1)), interval $interval"
 
 # Outputs and spill files go on the cache's disk, not a tmpfs: at 10M events each engine writes
-# about 6 GB.
+# about 6 GB of CSV. With --results DIR they stay there between invocations, with the results,
+# so engines can be run at different times (PySpark first, ours when its build is done) and
+# compared and reported together.
 mkdir -p "$(sf_cache_dir)/bench"
-work="$(mktemp -d "$(sf_cache_dir)/bench/etl-work.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-: >"$work/results"
+if [[ -n "$results_dir" ]]; then
+  work="$results_dir"
+  mkdir -p "$work"
+  touch "$work/results"
+else
+  work="$(mktemp -d "$(sf_cache_dir)/bench/etl-work.XXXXXX")"
+  trap 'rm -rf "$work"' EXIT
+  : >"$work/results"
+fi
 
 # measure NAME CMD... : runs CMD, appends "NAME wall_s peak_kib" (whole process tree) to results.
 measure() {
@@ -136,8 +148,8 @@ measure() {
   log "$name: $(cat "$work/one") (wall s, peak RSS KiB)"
 }
 
-# One engine at a time, so that only two engines' outputs are on disk at once (at 10M events
-# each engine writes about 6 GB of CSV): ours, then each peer, compared with ours and deleted.
+# One engine at a time, so that at most two engines' outputs are on disk at once: ours, then
+# each peer, compared with ours and deleted (a peer's output waits for ours under --results).
 has() { [[ ",$engines," == *",$1,"* ]]; }
 gold="$work/gold-streamflow"
 if has streamflow; then
@@ -148,27 +160,31 @@ if has streamflow; then
       --spill-dir "$work/spill" --summary-file "$work/summary.json"
   done
 fi
-for peer in duckdb pyspark; do
-  has "$peer" || continue
+for peer in pyspark duckdb; do
   out="$work/gold-$peer"
-  n="$runs"
-  if [[ "$peer" == pyspark ]]; then n="$pyspark_runs"; fi
-  for i in $(seq 1 "$n"); do
-    rm -rf "$out"
-    if [[ "$peer" == duckdb ]]; then
-      measure duckdb "$py" bench/etl_duckdb.py --landing "$landing" --interval "$interval" --out "$out" \
-        --threads 2 --memory-limit "$memory_limit"
-    else
-      measure pyspark env PYSPARK_PYTHON="$py" "$py" bench/etl_pyspark.py --landing "$landing" \
-        --interval "$interval" --out "$out" --driver-memory "$spark_memory"
-    fi
-  done
-  if ((compare)) && has streamflow; then
+  if has "$peer"; then
+    n="$runs"
+    if [[ "$peer" == pyspark ]]; then n="$pyspark_runs"; fi
+    for i in $(seq 1 "$n"); do
+      rm -rf "$out"
+      if [[ "$peer" == duckdb ]]; then
+        measure duckdb "$py" bench/etl_duckdb.py --landing "$landing" --interval "$interval" \
+          --out "$out" --threads 2 --memory-limit "$memory_limit"
+      else
+        measure pyspark env PYSPARK_PYTHON="$py" "$py" bench/etl_pyspark.py --landing "$landing" \
+          --interval "$interval" --out "$out" --driver-memory "$spark_memory"
+      fi
+    done
+  fi
+  if ((compare)) && [[ -d "$gold" && -d "$out" ]]; then
     log "comparing the gold tables of streamflow and $peer"
     "$py" bench/etl_compare.py --gold "$gold" --peer "$out" --peer-name "$peer" --tmp "$work" \
-      || die "streamflow and $peer disagree (rows above)"
+      || die "streamflow and $peer disagree (rows above; outputs kept in $work)"
+    echo "$peer" >>"$work/compared"
+    rm -rf "$out"
+  elif [[ -z "$results_dir" ]]; then
+    rm -rf "$out"
   fi
-  rm -rf "$out"
 done
 
 [[ -s "$work/results" ]] || exit 0

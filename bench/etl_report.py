@@ -24,7 +24,7 @@ def main() -> None:
     ingest = json.load(open(os.path.join(landing, "ingest-summary.json")))
     runs = max(len(r) for r in rows.values())
     print(
-        f"{int(events):,} events ({ingest['records']:,} drained, {ingest['bytes'] / 1e6:,.0f} MB of "
+        f"{int(events):,} events ({ingest['records']:,} drained, {ingest['bytes'] / 1e6:,.1f} MB of "
         f"NDJSON), interval {interval}; {runs} runs each, medians."
     )
     summary = os.path.join(work, "summary.json")
@@ -38,7 +38,11 @@ def main() -> None:
         f"\nstreamflow ran with --profile production --memory-limit {memory_limit} --target-partitions 2; "
         "peak RSS is that of the whole process tree (PySpark: the Python driver and its JVM).\n"
     )
-    print("| engine | wall s, median (runs) | peak RSS MiB | wall vs streamflow | peak RSS / memory limit |")
+    compared = os.path.join(work, "compared")
+    if os.path.exists(compared):
+        peers = sorted(set(open(compared).read().split()))
+        print(f"Cross-engine check: every gold table of streamflow has the same rows as {' and '.join(peers)}'s.\n")
+    print("| engine | wall s, median (each run) | peak RSS MiB, median | wall / streamflow's | peak RSS / memory limit |")
     print("|---|---:|---:|---:|---:|")
     ours = statistics.median(s for s, _ in rows["streamflow"]) if "streamflow" in rows else None
     for name in ["streamflow", "duckdb", "pyspark"]:
