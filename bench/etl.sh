@@ -11,6 +11,9 @@
 #   --events N        events in all, half per topic (default 10000000)
 #   --runs R          runs of each engine (default 3)
 #   --pyspark-runs R  runs of PySpark (default: R)
+#   --duckdb-runs R   runs of DuckDB (default: R)
+#   --name NAME       name of streamflow's rows in the results (default streamflow; e.g.
+#                     streamflow-dev for a dev build, which the ratios do not use)
 #   --bin PATH        the streamflow binary (default: the release build in the cache)
 #   --memory-limit    streamflow's --memory-limit, also DuckDB's memory_limit (default 3GiB,
 #                     the production profile's value in docs/etl.md)
@@ -38,6 +41,8 @@ spark_memory=6g
 engines=streamflow,duckdb,pyspark
 compare=1
 pyspark_runs=
+duckdb_runs=
+name=streamflow
 results_dir=
 users=100000
 spacing=20ms
@@ -46,6 +51,8 @@ while (($#)); do
     --events) events="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --pyspark-runs) pyspark_runs="$2"; shift 2 ;;
+    --duckdb-runs) duckdb_runs="$2"; shift 2 ;;
+    --name) name="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --memory-limit) memory_limit="$2"; shift 2 ;;
     --spark-memory) spark_memory="$2"; shift 2 ;;
@@ -60,6 +67,7 @@ done
 [[ -x "$bin" ]] || die "no streamflow binary at $bin (pass --bin PATH)"
 per_topic=$((events / 2))
 pyspark_runs="${pyspark_runs:-$runs}"
+duckdb_runs="${duckdb_runs:-$runs}"
 # Fixed generator parameters: the same parameters give the same events.
 seed=7
 start=2026-11-01T00:00:00Z
@@ -155,15 +163,28 @@ gold="$work/gold-streamflow"
 if has streamflow; then
   for i in $(seq 1 "$runs"); do
     rm -rf "$gold"
-    measure streamflow "$bin" etl --interval "$interval" --landing "$landing" --gold "$gold" \
+    measure "$name" "$bin" etl --interval "$interval" --landing "$landing" --gold "$gold" \
       --profile production --memory-limit "$memory_limit" --target-partitions 2 \
       --spill-dir "$work/spill" --summary-file "$work/summary.json"
   done
+  # Every partition's manifest names its version, a hash of its files' bytes: a later run (say
+  # the release build, after a dev build's output was compared with the peers) must write the
+  # same bytes.
+  "$py" - "$gold" >"$work/versions.new" <<'EOF'
+import glob, json, os, sys
+for m in sorted(glob.glob(os.path.join(sys.argv[1], "*", "date=*", "_SUCCESS"))):
+    print(os.path.relpath(os.path.dirname(m), sys.argv[1]), json.load(open(m))["version"])
+EOF
+  if [[ -f "$work/versions" ]] && ! cmp -s "$work/versions" "$work/versions.new"; then
+    diff "$work/versions" "$work/versions.new" >&2 || true
+    die "$name wrote other bytes than the earlier streamflow run recorded in $work/versions"
+  fi
+  mv "$work/versions.new" "$work/versions"
 fi
 for peer in pyspark duckdb; do
   out="$work/gold-$peer"
   if has "$peer"; then
-    n="$runs"
+    n="$duckdb_runs"
     if [[ "$peer" == pyspark ]]; then n="$pyspark_runs"; fi
     for i in $(seq 1 "$n"); do
       rm -rf "$out"

@@ -42,12 +42,15 @@ def main() -> None:
     if os.path.exists(compared):
         peers = sorted(set(open(compared).read().split()))
         print(f"Cross-engine check: every gold table of streamflow has the same rows as {' and '.join(peers)}'s.\n")
-    print("| engine | wall s, median (each run) | peak RSS MiB, median | wall / streamflow's | peak RSS / memory limit |")
+    if base:
+        print(f"Ratios are wall times over {base}'s (above 1: {base} is faster).\n")
+    print("| engine | wall s, median (each run) | peak RSS MiB, median | wall / ours | peak RSS / memory limit |")
     print("|---|---:|---:|---:|---:|")
-    ours = statistics.median(s for s, _ in rows["streamflow"]) if "streamflow" in rows else None
-    for name in ["streamflow", "duckdb", "pyspark"]:
-        if name not in rows:
-            continue
+    # Ratios are against the release build ("streamflow") when it ran, else a dev build's rows.
+    base = "streamflow" if "streamflow" in rows else next((n for n in rows if n.startswith("streamflow")), None)
+    ours = statistics.median(s for s, _ in rows[base]) if base else None
+    names = [n for n in rows if n.startswith("streamflow")] + [n for n in ("duckdb", "pyspark") if n in rows]
+    for name in names:
         secs = statistics.median(s for s, _ in rows[name])
         rss = statistics.median(k for _, k in rows[name]) * 1024
         each = ", ".join(f"{s:.1f}" for s, _ in rows[name])
