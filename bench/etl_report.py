@@ -22,10 +22,9 @@ def main() -> None:
         (int(memory_limit[: -len(u)]) * b for u, b in UNITS.items() if memory_limit.endswith(u)), None
     )
     ingest = json.load(open(os.path.join(landing, "ingest-summary.json")))
-    runs = max(len(r) for r in rows.values())
     print(
         f"{int(events):,} events ({ingest['records']:,} drained, {ingest['bytes'] / 1e6:,.1f} MB of "
-        f"NDJSON), interval {interval}; {runs} runs each, medians."
+        f"NDJSON), interval {interval}; medians of the runs listed."
     )
     summary = os.path.join(work, "summary.json")
     if os.path.exists(summary):
@@ -42,13 +41,13 @@ def main() -> None:
     if os.path.exists(compared):
         peers = sorted(set(open(compared).read().split()))
         print(f"Cross-engine check: every gold table of streamflow has the same rows as {' and '.join(peers)}'s.\n")
+    # Ratios are against the release build ("streamflow") when it ran, else a dev build's rows.
+    base = "streamflow" if "streamflow" in rows else next((n for n in rows if n.startswith("streamflow")), None)
+    ours = statistics.median(s for s, _ in rows[base]) if base else None
     if base:
         print(f"Ratios are wall times over {base}'s (above 1: {base} is faster).\n")
     print("| engine | wall s, median (each run) | peak RSS MiB, median | wall / ours | peak RSS / memory limit |")
     print("|---|---:|---:|---:|---:|")
-    # Ratios are against the release build ("streamflow") when it ran, else a dev build's rows.
-    base = "streamflow" if "streamflow" in rows else next((n for n in rows if n.startswith("streamflow")), None)
-    ours = statistics.median(s for s, _ in rows[base]) if base else None
     names = [n for n in rows if n.startswith("streamflow")] + [n for n in ("duckdb", "pyspark") if n in rows]
     for name in names:
         secs = statistics.median(s for s, _ in rows[name])
