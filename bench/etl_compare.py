@@ -13,18 +13,21 @@ decimals, truncated (x.xx6666 for x.xx6666…), Spark rounds to 6 (x.xx6667) and
 in DOUBLE. The exact averages have cent fractions of 0, 1/2, 1/3 or 2/3, so 4 decimals never
 hide a real difference and never meet a half-way tie.
 
-Rows are sorted with `LC_ALL=C sort` and compared; on any difference the rows only one side has
-are printed (up to 20 per table) and the exit status is 1.
+Rows are sorted with `LC_ALL=C sort` and compared (by row count and SHA-256 of the sorted text,
+so that nothing large is kept on disk); on any difference the sorted rows are written out and the
+rows only one side has are printed (up to 20 per table) and the exit status is 1.
 """
 
 import argparse
 import decimal
 import glob
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 
 TABLES = [
     "user_activity",
@@ -76,12 +79,15 @@ def round_last(line: str) -> str:
     return f"{head},{value}"
 
 
+SORT = ["sort", "-S", "4G"]
+
+
 def write_sorted(lines, path: str, tmp: str) -> int:
     """Sorts `lines` (an iterable of str without newline) into `path`; returns the count."""
     env = dict(os.environ, LC_ALL="C")
     with open(path, "wb") as out:
         sort = subprocess.Popen(
-            ["sort", "-S", "1G", "-T", tmp], stdin=subprocess.PIPE, stdout=out, env=env
+            [*SORT, "-T", tmp], stdin=subprocess.PIPE, stdout=out, env=env
         )
         assert sort.stdin is not None
         count = 0
@@ -94,6 +100,31 @@ def write_sorted(lines, path: str, tmp: str) -> int:
     return count
 
 
+def digest(files: list[str], tmp: str, skip_header: bool, average: bool, doubles: bool) -> tuple[int, str]:
+    """Rows and SHA-256 of the sorted rows, without keeping them on disk (at 10M events a
+    table's text is up to 2 GB); the rows are written out only when two digests differ."""
+    fifo = os.path.join(tmp, "sorted.fifo")
+    os.mkfifo(fifo)
+    try:
+        result = {}
+
+        def consume():
+            h, n = hashlib.sha256(), 0
+            with open(fifo, "rb") as f:
+                for line in f:
+                    h.update(line)
+                    n += 1
+            result["v"] = (n, h.hexdigest())
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        sorted_files(files, fifo, tmp, skip_header, average, doubles)
+        reader.join()
+        return result["v"]
+    finally:
+        os.remove(fifo)
+
+
 def sorted_files(files: list[str], path: str, tmp: str, skip_header: bool, average: bool, doubles: bool) -> int:
     """Sorts the rows of `files` into `path`; the fast path (no rounding) stays in sort."""
     env = dict(os.environ, LC_ALL="C")
@@ -103,10 +134,11 @@ def sorted_files(files: list[str], path: str, tmp: str, skip_header: bool, avera
             program += ' { for (i = 1; i <= NF; i++) if ($i == "-0.0") $i = "0.0"; print }'
         with open(path, "wb") as out:
             awk = subprocess.Popen(["awk", "-F,", "-v", "OFS=,", program, *files], stdout=subprocess.PIPE)
-            subprocess.run(["sort", "-S", "1G", "-T", tmp], stdin=awk.stdout, stdout=out, env=env, check=True)
+            subprocess.run([*SORT, "-T", tmp], stdin=awk.stdout, stdout=out, env=env, check=True)
             if awk.wait() != 0:
                 raise SystemExit(f"cannot read {files}")
-        return int(subprocess.run(["wc", "-l", path], capture_output=True, text=True, check=True).stdout.split()[0])
+        return 0 if path.endswith(".fifo") else int(
+            subprocess.run(["wc", "-l", path], capture_output=True, text=True, check=True).stdout.split()[0])
 
     def lines():
         for name in files:
@@ -132,13 +164,16 @@ def main() -> None:
         for table in TABLES:
             average = table in AVERAGE_LAST_COLUMN
             a, b = os.path.join(tmp, "ours"), os.path.join(tmp, "peer")
-            n_ours = sorted_files(ours(args.gold, table), a, tmp, True, average, table in DOUBLE_COLUMNS)
-            n_peer = sorted_files(peers(args.peer, table), b, tmp, False, average, table in DOUBLE_COLUMNS)
-            same = subprocess.run(["cmp", "-s", a, b]).returncode == 0
+            doubles = table in DOUBLE_COLUMNS
+            n_ours, d_ours = digest(ours(args.gold, table), tmp, True, average, doubles)
+            n_peer, d_peer = digest(peers(args.peer, table), tmp, False, average, doubles)
+            same = (n_ours, d_ours) == (n_peer, d_peer)
             print(f"{table}: streamflow {n_ours} rows, {args.peer_name} {n_peer} rows: "
                   f"{'identical' if same else 'DIFFERENT'}", file=sys.stderr)
             if not same:
                 failed.append(table)
+                sorted_files(ours(args.gold, table), a, tmp, True, average, doubles)
+                sorted_files(peers(args.peer, table), b, tmp, False, average, doubles)
                 diff = subprocess.run(
                     ["comm", "-3", a, b], capture_output=True, text=True, env=dict(os.environ, LC_ALL="C")
                 ).stdout.splitlines()
@@ -150,8 +185,8 @@ def main() -> None:
                 print(f"  rows only {args.peer_name} has ({len(only_peer)}):", file=sys.stderr)
                 for line in only_peer[:SHOWN]:
                     print(f"    {line}", file=sys.stderr)
-            os.remove(a)
-            os.remove(b)
+                os.remove(a)
+                os.remove(b)
     if failed:
         print(f"streamflow and {args.peer_name} differ in: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)
