@@ -12,13 +12,12 @@ use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::crd::{Phase, PipelineRun, PipelineRunStatus, Stage};
@@ -415,19 +414,7 @@ async fn create_job(
 }
 
 async fn write_status(ctx: &Context, ns: &str, name: &str, st: &PipelineRunStatus) -> Result<()> {
-    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = json!({
-        "apiVersion": PipelineRun::api_version(&()),
-        "kind": PipelineRun::kind(&()),
-        "status": st,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    crate::parents::apply_status::<PipelineRun, _>(&ctx.client, ns, name, st).await
 }
 
 /// On deletion: delete the run's Jobs (background propagation), then the finalizer goes.

@@ -270,7 +270,14 @@ async fn create_runs(
     Ok(())
 }
 
-async fn write_status<K, S>(ctx: &ParentContext, ns: &str, name: &str, status: &S) -> Result<()>
+/// Writes a resource's status with server-side apply, as this operator's field manager: the
+/// one way every controller here writes status.
+pub(crate) async fn apply_status<K, S>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    status: &S,
+) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -278,7 +285,7 @@ where
         + Debug,
     S: Serialize,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -291,6 +298,17 @@ where
     )
     .await?;
     Ok(())
+}
+
+async fn write_status<K, S>(ctx: &ParentContext, ns: &str, name: &str, status: &S) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    S: Serialize,
+{
+    apply_status::<K, S>(&ctx.client, ns, name, status).await
 }
 
 async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<Action> {
