@@ -181,14 +181,15 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         field: "metadata.namespace",
     })?;
     let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, run.clone(), |event| async {
-        match event {
-            FinalizerEvent::Apply(run) => apply(&run, &ctx).await,
-            FinalizerEvent::Cleanup(run) => cleanup(&run, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = crate::parents::finalizer_result(
+        finalizer(&api, FINALIZER, run.clone(), |event| async {
+            match event {
+                FinalizerEvent::Apply(run) => apply(&run, &ctx).await,
+                FinalizerEvent::Cleanup(run) => cleanup(&run, &ctx).await,
+            }
+        })
+        .await,
+    );
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());

@@ -152,7 +152,9 @@ fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<ParentConte
 
 /// Unwraps what the finalizer helper wraps. The object being gone by the time its finalizer
 /// is removed is the deletion finishing, not an error.
-fn finalizer_result(r: Result<Action, kube::runtime::finalizer::Error<Error>>) -> Result<Action> {
+pub(crate) fn finalizer_result(
+    r: Result<Action, kube::runtime::finalizer::Error<Error>>,
+) -> Result<Action> {
     use kube::runtime::finalizer::Error as F;
     match r {
         Ok(a) => Ok(a),
