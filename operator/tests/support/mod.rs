@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use chrono::{SecondsFormat, Utc};
+use futures::StreamExt as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -285,32 +286,18 @@ impl Kubelet {
         let ns = ns.to_owned();
         let ran2 = ran.clone();
         let task = tokio::spawn(async move {
-            let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-            let mut seen = HashSet::new();
-            loop {
-                if let Ok(list) = jobs.list(&ListParams::default()).await {
-                    for job in list.items {
-                        let finished = job
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|c| !c.is_empty());
-                        if finished || !seen.insert(job.uid().unwrap_or_default()) {
-                            continue;
-                        }
-                        let client = client.clone();
-                        let ns = ns.clone();
-                        let ran = ran2.clone();
-                        tokio::spawn(async move {
-                            let name = job.name_any();
-                            match run_job(&client, &ns, job).await {
-                                Ok(r) => ran.lock().map(|mut v| v.push(r)).unwrap_or(()),
-                                Err(e) => eprintln!("kubelet stand-in: Job {name}: {e:#}"),
-                            }
-                        });
+            let mut jobs = new_jobs(client.clone(), &ns);
+            while let Some(job) = jobs.next().await {
+                let client = client.clone();
+                let ns = ns.clone();
+                let ran = ran2.clone();
+                tokio::spawn(async move {
+                    let name = job.name_any();
+                    match run_job(&client, &ns, job).await {
+                        Ok(r) => ran.lock().map(|mut v| v.push(r)).unwrap_or(()),
+                        Err(e) => eprintln!("kubelet stand-in: Job {name}: {e:#}"),
                     }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                });
             }
         });
         Kubelet { ran, task }
@@ -600,6 +587,31 @@ pub async fn wait_events(
     .await
 }
 
+/// Each Job of the namespace that has not finished, once, as a watch sees it. A watch, not a
+/// poll: with a thousand Jobs, listing them all every few hundred ms would load the API server
+/// more than the operator under test does.
+fn new_jobs(client: Client, ns: &str) -> futures::stream::BoxStream<'static, Job> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let jobs: Api<Job> = Api::namespaced(client, ns);
+    let mut seen = HashSet::new();
+    watcher(jobs, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .filter_map(move |job| {
+            let fresh = job.ok().filter(|job| {
+                let finished = job
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| !c.is_empty());
+                !finished && seen.insert(job.uid().unwrap_or_default())
+            });
+            futures::future::ready(fresh)
+        })
+        .boxed()
+}
+
 /// A kubelet stand-in that runs nothing: it finishes every Job of the namespace `hold` after
 /// seeing it, failing those whose `--interval` argument is in `failing`, and writes the Job's
 /// status as the Job controller would. For tests of what creates runs, not of the stages.
@@ -620,26 +632,9 @@ impl InstantKubelet {
         let ns = ns.to_owned();
         let failing2 = failing.clone();
         let task = tokio::spawn(async move {
-            use futures::StreamExt;
-            use kube::runtime::{WatchStreamExt, watcher};
             let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-            let mut seen = HashSet::new();
-            // A watch, not a poll: with a thousand Jobs, listing them all every 100 ms would
-            // load the API server more than the operator under test does.
-            let mut stream = watcher(jobs.clone(), watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
-                .boxed();
-            while let Some(job) = stream.next().await {
-                let Ok(job) = job else { continue };
-                let finished = job
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| !c.is_empty());
-                if finished || !seen.insert(job.uid().unwrap_or_default()) {
-                    continue;
-                }
+            let mut new = new_jobs(client, &ns);
+            while let Some(job) = new.next().await {
                 let interval = job_interval(&job).unwrap_or_default();
                 let fail = failing2
                     .lock()
