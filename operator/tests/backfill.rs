@@ -572,19 +572,6 @@ async fn invalid_backfills_are_refused_with_a_reason() -> Result<()> {
 async fn kubectl_applies_the_examples_and_shows_columns() -> Result<()> {
     let (client, ns) = setup("sf-bfctl").await?;
     let _op = Operator::start(&ns).await?;
-    let kubectl = |args: Vec<String>| async move {
-        let out = tokio::process::Command::new(repo_root().join("scripts/kube.sh"))
-            .arg("kubectl")
-            .args(&args)
-            .output()
-            .await?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok::<_, anyhow::Error>(String::from_utf8(out.stdout)?)
-    };
     for file in ["examples/pipeline.yaml", "examples/backfill.yaml"] {
         let path = repo_root().join(file).display().to_string();
         kubectl(vec![

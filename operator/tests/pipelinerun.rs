@@ -385,19 +385,6 @@ async fn deleting_a_run_deletes_its_jobs() -> Result<()> {
 async fn kubectl_applies_the_example_and_shows_columns() -> Result<()> {
     let (client, ns) = setup("sf-kubectl").await?;
     let _op = Operator::start(&ns).await?;
-    let kubectl = |args: Vec<String>| async move {
-        let out = tokio::process::Command::new(repo_root().join("scripts/kube.sh"))
-            .arg("kubectl")
-            .args(&args)
-            .output()
-            .await?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok::<_, anyhow::Error>(String::from_utf8(out.stdout)?)
-    };
     let example = repo_root()
         .join("examples/pipelinerun.yaml")
         .display()

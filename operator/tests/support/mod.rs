@@ -92,6 +92,19 @@ pub fn require_streamflow_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Runs the real kubectl of `scripts/kube.sh` against the test API server; its stdout.
+pub async fn kubectl(args: Vec<String>) -> Result<String> {
+    let out = Command::new(repo_root().join("scripts/kube.sh"))
+        .arg("kubectl")
+        .args(&args)
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// Waits until `check` returns `Some`, polling; fails after `timeout` with `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
 where
