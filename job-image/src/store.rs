@@ -108,6 +108,16 @@ impl Location {
         })
     }
 
+    /// Makes this location's files readable by DataFusion through full URLs
+    /// (`s3://bucket/key`, `file:///abs/path`). DataFusion keys stores by scheme and host
+    /// only, so a local directory's prefixed store must not replace its default `file://`
+    /// store, which already resolves absolute paths (and the ETL's cache on the spill volume).
+    pub fn register_with(&self, runtime: &datafusion::execution::runtime_env::RuntimeEnv) {
+        if self.store_url.scheme() != "file" {
+            runtime.register_object_store(&self.store_url, self.store.clone());
+        }
+    }
+
     /// Makes a written object survive a machine crash, not only a process crash. object_store's
     /// local store renames a temporary file into place without fsync; an S3 PUT that returned
     /// is durable already, so this is a no-op there.

@@ -1,9 +1,11 @@
 //! `streamflow etl`: landing NDJSON → gold CSV tables with DataFusion (the seed's Module B).
 //!
-//! [`run`] reads each topic's landing objects for the interval once ([`read`]), flattens and
-//! types them and caches the flat tables ([`steps::flatten`]), computes every gold table from
-//! the cache ([`steps::GOLD_TABLES`]) and writes each as date partitions of bucketed CSV files,
-//! committed atomically with a `_SUCCESS` manifest ([`write`]). docs/etl.md describes the tables.
+//! [`run`] streams each topic's landing objects for the interval once ([`read`]) through
+//! flattening and typing into an Arrow IPC cache on the spill volume ([`steps::flatten`]),
+//! computes every gold table from the cache ([`steps::GOLD_TABLES`]) and streams each, sorted,
+//! into date partitions of bucketed CSV files committed atomically with a `_SUCCESS` manifest
+//! ([`write`]). No table is held in memory whole: DataFusion's memory pool bounds what sorts,
+//! joins and aggregates hold, and they spill beyond it. docs/etl.md describes the tables.
 
 pub mod read;
 pub mod session;
@@ -14,9 +16,11 @@ use std::time::Instant;
 
 use streamflow_core::{EtlReadSummary, EtlSummary, EtlTableSummary, Interval};
 
+use futures::TryStreamExt as _;
+
 use crate::events::{TRANSACTION_EVENTS, USER_EVENTS};
 use crate::store::Location;
-use read::ReadError;
+use read::{LandingCounts, ReadError};
 use session::{SessionError, SessionSettings};
 use steps::StepError;
 use write::WriteError;
@@ -51,75 +55,53 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
     let started = Instant::now();
     let dates = config.interval.dates();
     let ctx = session::build_session(&config.session, &[&config.landing, &config.gold])?;
-
-    let (users, transactions) = futures::try_join!(
-        read::read_topic(
-            &config.landing,
-            USER_EVENTS,
-            &dates,
-            read::user_events_schema()
-        ),
-        read::read_topic(
-            &config.landing,
-            TRANSACTION_EVENTS,
-            &dates,
-            read::transaction_events_schema()
-        ),
-    )?;
-    tracing::info!(
-        user_events = users.records,
-        transaction_events = transactions.records,
-        objects = users.objects + transactions.objects,
-        "landing read"
-    );
+    let cache = session::cache_dir(&config.session)?;
     let partitions = config.session.target_partitions;
+
+    let mut landed = Vec::new();
+    for (topic, raw) in [
+        (USER_EVENTS, steps::RAW_USER_EVENTS),
+        (TRANSACTION_EVENTS, steps::RAW_TRANSACTION_EVENTS),
+    ] {
+        let counts = read::register_landing(
+            &ctx,
+            raw,
+            &config.landing,
+            topic,
+            &config.interval,
+            partitions,
+        )
+        .await?;
+        landed.push((topic, counts));
+    }
+
+    let flat = steps::flatten(&ctx, &config.interval, cache.path()).await?;
     let mut read_summary = std::collections::BTreeMap::new();
-    for (topic, data) in [(USER_EVENTS, &users), (TRANSACTION_EVENTS, &transactions)] {
+    for (topic, counts) in &landed {
+        let rows = if *topic == USER_EVENTS {
+            flat.user_events_deduplicated
+        } else {
+            flat.transactions_deduplicated
+        };
+        let in_interval = LandingCounts::get(&counts.in_interval);
+        let records = LandingCounts::get(&counts.records);
         read_summary.insert(
-            topic.to_owned(),
+            (*topic).to_owned(),
             EtlReadSummary {
-                objects: data.objects,
-                records: data.records,
-                bytes: data.bytes,
-                ..Default::default()
+                objects: LandingCounts::get(&counts.objects),
+                records,
+                bytes: LandingCounts::get(&counts.bytes),
+                outside_interval: records.saturating_sub(in_interval),
+                duplicates: in_interval.saturating_sub(rows),
+                rows,
             },
         );
     }
-    steps::register_raw(
-        &ctx,
-        steps::RAW_USER_EVENTS,
-        users.schema,
-        users.batches,
-        partitions,
-    )?;
-    steps::register_raw(
-        &ctx,
-        steps::RAW_TRANSACTION_EVENTS,
-        transactions.schema,
-        transactions.batches,
-        partitions,
-    )?;
-
-    let flat = steps::flatten(&ctx, &config.interval).await?;
-    let c = flat.counts;
-    for (topic, in_interval, rows) in [
-        (
-            USER_EVENTS,
-            c.user_events_in_interval,
-            c.user_events_deduplicated,
-        ),
-        (
-            TRANSACTION_EVENTS,
-            c.transaction_events_in_interval,
-            c.transactions_deduplicated,
-        ),
-    ] {
-        if let Some(s) = read_summary.get_mut(topic) {
-            s.outside_interval = s.records.saturating_sub(in_interval);
-            s.duplicates = in_interval.saturating_sub(rows);
-            s.rows = rows;
-        }
-    }
+    tracing::info!(
+        user_events = flat.user_events_deduplicated,
+        transactions = flat.transactions_deduplicated,
+        "landing read and flattened"
+    );
 
     let mut summary = EtlSummary {
         stage: "etl".to_owned(),
@@ -131,24 +113,26 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
     };
     for table in steps::GOLD_TABLES {
         let df = steps::gold_frame(&ctx, &flat, table).await?;
-        let schema = df.schema().inner().clone();
-        let batches = df.collect().await.map_err(|source| StepError {
+        let failed = |source| StepError {
             step: table.name,
             source,
-        })?;
-        let written = write::write_table(
+        };
+        let mut rows = df.execute_stream().await.map_err(failed)?;
+        let mut writer = write::TableWriter::new(
             &config.gold,
             table.name,
-            &schema,
-            &batches,
+            rows.schema(),
             &dates,
             &config.interval,
             write::Bucketing {
                 column: table.bucket_by,
                 buckets: config.buckets,
             },
-        )
-        .await?;
+        )?;
+        while let Some(batch) = rows.try_next().await.map_err(failed)? {
+            writer.write(&batch).await?;
+        }
+        let written = writer.finish().await?;
         tracing::info!(
             table = table.name,
             rows = written.rows,

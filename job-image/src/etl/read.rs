@@ -1,5 +1,5 @@
 //! Reading the landing zone: every NDJSON object of a topic for the interval's dates, decoded
-//! with an explicit Arrow schema.
+//! with an explicit Arrow schema as a query streams through them.
 //!
 //! The schema is explicit because NDJSON inference samples only the first records (a field
 //! first seen later would be silently dropped) and would read money as a float. Objects are
@@ -9,13 +9,25 @@
 use std::io::Read as _;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::json::ReaderBuilder;
-use futures::{StreamExt as _, TryStreamExt as _};
-use object_store::ObjectStoreExt as _;
-use object_store::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use datafusion::arrow::array::{ArrayRef, AsArray as _, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Fields, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use streamflow_core::Interval;
+
+use crate::events::EventKind;
 use crate::store::Location;
 
 /// Precision and scale of every money column: two decimals, as upstream sends them.
@@ -23,8 +35,6 @@ pub const MONEY_PRECISION: u8 = 18;
 pub const MONEY_SCALE: i8 = 2;
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 8192;
-/// Objects fetched and decoded at once.
-const CONCURRENT_OBJECTS: usize = 8;
 /// Column added to every raw row: (object index << 32) | line, so "first seen" is well defined
 /// when duplicates are removed and reruns pick the same copy.
 pub const SOURCE_ORDER: &str = "source_order";
@@ -180,14 +190,21 @@ pub fn with_source_order(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// What was read for one topic.
-#[derive(Debug, Clone)]
-pub struct TopicData {
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
-    pub objects: u64,
-    pub records: u64,
-    pub bytes: u64,
+/// What the landing table of one topic has read so far: complete once a query has consumed
+/// the table (each object is read once per query).
+#[derive(Debug, Default)]
+pub struct LandingCounts {
+    pub objects: AtomicU64,
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Records whose `event_time` is inside the interval given to [`register_landing`].
+    pub in_interval: AtomicU64,
+}
+
+impl LandingCounts {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
 }
 
 /// Lists the landing objects of `topic` for `dates`, sorted by name (so reruns read them, and
@@ -224,65 +241,165 @@ pub async fn list_objects(
     Ok(objects)
 }
 
-/// Reads every object of `topic` for `dates` into Arrow batches of `schema` (plus
-/// [`SOURCE_ORDER`]). Fails on the first malformed object.
-pub async fn read_topic(
+/// Registers the landing objects of `topic` for the interval's dates as the streaming table
+/// `name`: rows of the topic's schema plus [`SOURCE_ORDER`], decoded object by object while a query runs, so the input
+/// is never held in memory whole. The objects are spread over `partitions` streams that decode
+/// in parallel. A malformed object fails the query with a [`ReadError`] naming it.
+pub async fn register_landing(
+    ctx: &SessionContext,
+    name: &str,
     landing: &Location,
     topic: &str,
-    dates: &[chrono::NaiveDate],
+    interval: &Interval,
+    partitions: usize,
+) -> Result<Arc<LandingCounts>, ReadError> {
+    let objects = list_objects(landing, topic, &interval.dates()).await?;
+    let schema = match EventKind::for_topic(topic) {
+        EventKind::User => user_events_schema(),
+        EventKind::Transaction => transaction_events_schema(),
+    };
+    let counts = Arc::new(LandingCounts::default());
+    let out_schema = with_source_order(&schema);
+    let mut spread: Vec<Vec<(u64, Path)>> = vec![Vec::new(); partitions.max(1)];
+    let n = spread.len();
+    for (index, path) in objects.into_iter().enumerate() {
+        spread[index % n].push((index as u64, path));
+    }
+    let streams: Vec<Arc<dyn PartitionStream>> = spread
+        .into_iter()
+        .map(|objects| {
+            Arc::new(LandingPartition {
+                store: landing.store.clone(),
+                objects,
+                event_schema: schema.clone(),
+                schema: out_schema.clone(),
+                interval: (
+                    interval.start.timestamp_micros(),
+                    interval.end.timestamp_micros(),
+                ),
+                counts: counts.clone(),
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    let table = StreamingTable::try_new(out_schema, streams).map_err(|e| ReadError::Decode {
+        object: name.to_owned(),
+        problem: e.to_string(),
+    })?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(|e| ReadError::Decode {
+            object: name.to_owned(),
+            problem: e.to_string(),
+        })?;
+    Ok(counts)
+}
+
+/// One stream of a landing table: its share of the objects, fetched and decoded in order.
+#[derive(Debug)]
+struct LandingPartition {
+    store: Arc<dyn ObjectStore>,
+    objects: Vec<(u64, Path)>,
+    /// What the objects hold; `schema` adds [`SOURCE_ORDER`].
+    event_schema: SchemaRef,
     schema: SchemaRef,
-) -> Result<TopicData, ReadError> {
-    let objects = list_objects(landing, topic, dates).await?;
-    let object_count = objects.len() as u64;
-    let decoded: Vec<(Vec<RecordBatch>, u64, u64)> =
-        futures::stream::iter(objects.into_iter().enumerate())
-            .map(|(index, path)| {
-                let store = landing.store.clone();
+    /// The interval in microseconds, for [`LandingCounts::in_interval`].
+    interval: (i64, i64),
+    counts: Arc<LandingCounts>,
+}
+
+impl PartitionStream for LandingPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let store = self.store.clone();
+        let schema = self.event_schema.clone();
+        let counts = self.counts.clone();
+        let interval = self.interval;
+        let batches = futures::stream::iter(self.objects.clone())
+            .map(move |(index, path)| {
+                let store = store.clone();
                 let schema = schema.clone();
+                let counts = counts.clone();
                 async move {
-                    let object = path.to_string();
-                    let bytes = store
-                        .get(&path)
-                        .await
-                        .map_err(|source| ReadError::Get {
-                            object: object.clone(),
-                            source,
-                        })?
-                        .bytes()
-                        .await
-                        .map_err(|source| ReadError::Get {
-                            object: object.clone(),
-                            source,
-                        })?;
-                    let size = bytes.len() as u64;
-                    let task_object = object.clone();
-                    let (batches, records) = tokio::task::spawn_blocking(move || {
-                        decode_object(&task_object, index as u64, &bytes, schema)
-                    })
-                    .await
-                    .map_err(|e| ReadError::Task {
-                        object,
-                        problem: e.to_string(),
-                    })??;
-                    Ok::<_, ReadError>((batches, records, size))
+                    let (batches, records, size) =
+                        fetch_and_decode(store, path, index, schema).await?;
+                    let in_interval = batches
+                        .iter()
+                        .map(|b| rows_in_interval(b, interval))
+                        .sum::<u64>();
+                    counts.objects.fetch_add(1, Ordering::Relaxed);
+                    counts.records.fetch_add(records, Ordering::Relaxed);
+                    counts.bytes.fetch_add(size, Ordering::Relaxed);
+                    counts.in_interval.fetch_add(in_interval, Ordering::Relaxed);
+                    Ok::<_, ReadError>(futures::stream::iter(batches.into_iter().map(Ok)))
                 }
             })
-            .buffered(CONCURRENT_OBJECTS)
-            .try_collect()
-            .await?;
-    let mut data = TopicData {
-        schema: with_source_order(&schema),
-        batches: Vec::new(),
-        objects: object_count,
-        records: 0,
-        bytes: 0,
-    };
-    for (batches, records, size) in decoded {
-        data.batches.extend(batches);
-        data.records += records;
-        data.bytes += size;
+            // The next object is fetched and decoded while this one's rows are consumed.
+            .buffered(2)
+            .try_flatten()
+            .map_err(|e: ReadError| DataFusionError::External(Box::new(e)));
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
     }
-    Ok(data)
+}
+
+/// Rows of a decoded batch whose `event_time` is in `[start, end)` (microseconds).
+fn rows_in_interval(batch: &RecordBatch, (start, end): (i64, i64)) -> u64 {
+    let Some(times) = batch
+        .column_by_name("event_time")
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+    else {
+        return 0;
+    };
+    times
+        .iter()
+        .filter(|t| t.is_some_and(|t| t >= start && t < end))
+        .count() as u64
+}
+
+/// Fetches one object and decodes it off the async threads: (batches, records, bytes).
+async fn fetch_and_decode(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    index: u64,
+    schema: SchemaRef,
+) -> Result<(Vec<RecordBatch>, u64, u64), ReadError> {
+    let object = path.to_string();
+    let bytes = store
+        .get(&path)
+        .await
+        .map_err(|source| ReadError::Get {
+            object: object.clone(),
+            source,
+        })?
+        .bytes()
+        .await
+        .map_err(|source| ReadError::Get {
+            object: object.clone(),
+            source,
+        })?;
+    let size = bytes.len() as u64;
+    let task_object = object.clone();
+    let (batches, records) =
+        tokio::task::spawn_blocking(move || decode_object(&task_object, index, &bytes, schema))
+            .await
+            .map_err(|e| ReadError::Task {
+                object,
+                problem: e.to_string(),
+            })??;
+    Ok((batches, records, size))
+}
+
+/// The [`ReadError`] a failed query carries, if a landing table's stream failed it.
+pub fn read_error_in(error: &DataFusionError) -> Option<&ReadError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(read) = e.downcast_ref::<ReadError>() {
+            return Some(read);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// Decodes one object: gunzips `.gz`, then one JSON object per non-empty line.

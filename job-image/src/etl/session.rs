@@ -21,6 +21,8 @@ pub enum SessionError {
     BadSize { input: String },
     #[error("cannot create the spill directory {dir}: {source}")]
     SpillDir { dir: String, source: std::io::Error },
+    #[error("cannot create the ETL's cache directory in {dir}: {source}")]
+    CacheDir { dir: String, source: std::io::Error },
     #[error("cannot build the DataFusion runtime: {0}")]
     Runtime(#[from] datafusion::error::DataFusionError),
 }
@@ -153,12 +155,24 @@ pub fn build_session(
         ))
         .build_arc()?;
     for location in locations {
-        runtime.register_object_store(&location.store_url, location.store.clone());
+        location.register_with(&runtime);
     }
     let config = SessionConfig::new()
         .with_target_partitions(settings.target_partitions.max(1))
         .with_batch_size(settings.batch_size);
     Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// A directory of its own in the spill directory for the ETL's cached intermediates, removed
+/// when dropped (when the run ends, whether it succeeded or not).
+pub fn cache_dir(settings: &SessionSettings) -> Result<tempfile::TempDir, SessionError> {
+    tempfile::Builder::new()
+        .prefix("etl-cache-")
+        .tempdir_in(&settings.spill_dir)
+        .map_err(|source| SessionError::CacheDir {
+            dir: settings.spill_dir.display().to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The ETL's steps, each a named SQL query or DataFrame function in this one file.
 //! docs/etl.md describes every table these produce: its grain and its columns.
 //!
-//! Step 1, flatten and type: the raw landing rows (read with an explicit schema by
-//! [`super::read`]) become three flat tables, computed once and cached in memory because every
-//! gold table reads them: `user_activity`, `transactions` and `transaction_items`. Three
-//! intermediate aggregates used by several gold tables (`sessions`, `user_day`, `buyer_day`) are
-//! cached the same way.
+//! Step 1, flatten and type: the raw landing rows (streamed with an explicit schema by
+//! [`super::read`]) become three flat tables, computed once and cached as Arrow IPC files on the
+//! spill volume because every gold table reads them: `user_activity`, `transactions` and
+//! `transaction_items`. Three intermediate aggregates used by several gold tables (`sessions`,
+//! `user_day`, `buyer_day`) are cached the same way. Nothing is held in memory whole: inputs
+//! larger than the memory limit stream through, and sorts and aggregates spill.
 //!
 //! Step 2, gold tables: [`GOLD_TABLES`], each with its grain, its sort order (the grain's key,
 //! so a rerun writes identical files) and the column its rows are bucketed by.
@@ -16,21 +17,28 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::common::ScalarValue;
-use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::options::ArrowReadOptions;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
 use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
+use futures::TryStreamExt as _;
 use streamflow_core::Interval;
 
-/// A failed step, named.
+/// A failed step, named. A malformed landing object is reported as itself rather than wrapped
+/// in the query engine's words.
 #[derive(Debug, thiserror::Error)]
-#[error("ETL step {step} failed: {source}")]
+#[error("ETL step {step} failed: {}", describe(.source))]
 pub struct StepError {
     pub step: &'static str,
     pub source: DataFusionError,
+}
+
+fn describe(error: &DataFusionError) -> String {
+    super::read::read_error_in(error).map_or_else(|| error.to_string(), ToString::to_string)
 }
 
 fn step(step: &'static str) -> impl FnOnce(DataFusionError) -> StepError {
@@ -355,41 +363,15 @@ pub const GOLD_TABLES: &[GoldTable] = &[
     },
 ];
 
-/// The flattened tables and shared intermediates, each computed once and cached in memory.
+/// The flattened tables, each computed once and cached (see [`flatten`]), and their row
+/// counts.
 #[derive(Clone)]
 pub struct Flattened {
     pub user_activity: DataFrame,
     pub transactions: DataFrame,
     pub transaction_items: DataFrame,
-    pub counts: FlattenCounts,
-}
-
-/// Rows in and out of step 1, for the summary and for reconciliation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FlattenCounts {
-    pub user_events_in_interval: u64,
     pub user_events_deduplicated: u64,
-    pub transaction_events_in_interval: u64,
     pub transactions_deduplicated: u64,
-}
-
-/// Registers raw batches as a table, spread over `partitions` so later steps run in parallel.
-pub fn register_raw(
-    ctx: &SessionContext,
-    name: &str,
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-    partitions: usize,
-) -> Result<(), StepError> {
-    let mut spread: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions.max(1)];
-    let n = spread.len();
-    for (i, batch) in batches.into_iter().enumerate() {
-        spread[i % n].push(batch);
-    }
-    let table = MemTable::try_new(schema, spread).map_err(step("register raw"))?;
-    ctx.register_table(name, Arc::new(table))
-        .map_err(step("register raw"))?;
-    Ok(())
 }
 
 pub fn interval_params(interval: &Interval) -> Vec<ScalarValue> {
@@ -400,76 +382,82 @@ pub fn interval_params(interval: &Interval) -> Vec<ScalarValue> {
     ]
 }
 
-async fn count_rows(
-    ctx: &SessionContext,
-    sql: &str,
-    params: Vec<ScalarValue>,
-) -> Result<u64, DataFusionError> {
-    let counted = ctx
-        .sql(&format!("SELECT COUNT(*) FROM ({sql})"))
-        .await?
-        .with_param_values(params)?
-        .collect()
-        .await?;
-    let value = counted
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| ScalarValue::try_from_array(b.column(0), 0))
-        .transpose()?;
-    match value {
-        Some(ScalarValue::Int64(Some(n))) => Ok(n.max(0) as u64),
-        other => Err(DataFusionError::Internal(format!(
-            "COUNT(*) returned {other:?}"
-        ))),
-    }
-}
-
+/// Computes `df` once into Arrow IPC files under `cache/<name>/` (one per output partition)
+/// and registers them as the table `name`, which later queries stream from disk: the
+/// intermediates several gold tables read are computed once without holding them in memory.
+/// Returns the rows written.
 async fn cache_as(
     ctx: &SessionContext,
+    cache: &std::path::Path,
     name: &'static str,
     df: DataFrame,
-) -> Result<DataFrame, StepError> {
-    let cached = df.cache().await.map_err(step(name))?;
-    ctx.register_table(name, cached.clone().into_view())
+) -> Result<u64, StepError> {
+    let dir = cache.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| StepError {
+        step: name,
+        source: DataFusionError::IoError(e),
+    })?;
+    let streams = df.execute_stream_partitioned().await.map_err(step(name))?;
+    let schema = streams.first().map(|s| s.schema());
+    let writes = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, rows)| write_arrow_file(dir.join(format!("part-{i:05}.arrow")), rows));
+    let rows: u64 = futures::future::try_join_all(writes)
+        .await
+        .map_err(step(name))?
+        .into_iter()
+        .sum();
+    let options = ArrowReadOptions {
+        schema: schema.as_deref(),
+        ..Default::default()
+    };
+    ctx.register_arrow(name, format!("{}/", dir.display()), options)
+        .await
         .map_err(step(name))?;
-    Ok(cached)
+    Ok(rows)
 }
 
-/// Step 1: flattens the registered raw tables for `interval` and caches the results and the
-/// shared intermediates under their names.
-pub async fn flatten(ctx: &SessionContext, interval: &Interval) -> Result<Flattened, StepError> {
-    let params = interval_params(interval);
-    let in_interval = "SELECT 1 FROM {raw} WHERE event_time >= $1 AND event_time < $2";
-    let counts_user = count_rows(
-        ctx,
-        &in_interval.replace("{raw}", RAW_USER_EVENTS),
-        params.clone(),
-    )
-    .await
-    .map_err(step("count user events"))?;
-    let counts_tx = count_rows(
-        ctx,
-        &in_interval.replace("{raw}", RAW_TRANSACTION_EVENTS),
-        params.clone(),
-    )
-    .await
-    .map_err(step("count transaction events"))?;
+/// Streams `rows` into one Arrow IPC file; returns the rows written.
+async fn write_arrow_file(
+    path: std::path::PathBuf,
+    mut rows: SendableRecordBatchStream,
+) -> Result<u64, DataFusionError> {
+    let file = std::fs::File::create(&path)?;
+    let mut writer = FileWriter::try_new(std::io::BufWriter::new(file), &rows.schema())?;
+    let mut written = 0;
+    while let Some(batch) = rows.try_next().await? {
+        written += batch.num_rows() as u64;
+        writer.write(&batch)?;
+    }
+    writer.finish()?;
+    Ok(written)
+}
 
+/// Step 1: flattens the registered raw tables for `interval`, caching the flat tables and the
+/// shared intermediates under their names in `cache`.
+pub async fn flatten(
+    ctx: &SessionContext,
+    interval: &Interval,
+    cache: &std::path::Path,
+) -> Result<Flattened, StepError> {
+    let params = interval_params(interval);
     let user_activity = ctx
         .sql(FLATTEN_USER_EVENTS)
         .await
         .and_then(|df| df.with_param_values(params.clone()))
         .map_err(step("flatten user events"))?;
-    let user_activity = cache_as(ctx, "user_activity", user_activity).await?;
+    let user_events_deduplicated = cache_as(ctx, cache, "user_activity", user_activity).await?;
     let nested = ctx
         .sql(FLATTEN_TRANSACTIONS)
         .await
         .and_then(|df| df.with_param_values(params))
         .map_err(step("flatten transactions"))?;
-    let nested = cache_as(ctx, "transactions_nested", nested).await?;
-    let transactions = nested
-        .clone()
-        .drop_columns(&["items"])
+    let transactions_deduplicated = cache_as(ctx, cache, "transactions_nested", nested).await?;
+    let transactions = ctx
+        .table("transactions_nested")
+        .await
+        .and_then(|df| df.drop_columns(&["items"]))
         .map_err(step("flatten transactions"))?;
     ctx.register_table("transactions", transactions.clone().into_view())
         .map_err(step("flatten transactions"))?;
@@ -477,7 +465,7 @@ pub async fn flatten(ctx: &SessionContext, interval: &Interval) -> Result<Flatte
         .sql(EXPLODE_ITEMS)
         .await
         .map_err(step("explode items"))?;
-    let transaction_items = cache_as(ctx, "transaction_items", items).await?;
+    cache_as(ctx, cache, "transaction_items", items).await?;
 
     for (name, sql) in [
         ("sessions", SESSIONS),
@@ -485,23 +473,15 @@ pub async fn flatten(ctx: &SessionContext, interval: &Interval) -> Result<Flatte
         ("buyer_day", BUYER_DAY),
     ] {
         let df = ctx.sql(sql).await.map_err(step(name))?;
-        cache_as(ctx, name, df).await?;
+        cache_as(ctx, cache, name, df).await?;
     }
-    let counts = FlattenCounts {
-        user_events_in_interval: counts_user,
-        user_events_deduplicated: user_activity
-            .clone()
-            .count()
-            .await
-            .map_err(step("count user activity"))? as u64,
-        transaction_events_in_interval: counts_tx,
-        transactions_deduplicated: nested.count().await.map_err(step("count transactions"))? as u64,
-    };
+    let table = |name: &'static str| async move { ctx.table(name).await.map_err(step(name)) };
     Ok(Flattened {
-        user_activity,
+        user_activity: table("user_activity").await?,
         transactions,
-        transaction_items,
-        counts,
+        transaction_items: table("transaction_items").await?,
+        user_events_deduplicated,
+        transactions_deduplicated,
     })
 }
 

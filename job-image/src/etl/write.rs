@@ -8,28 +8,30 @@
 //! <gold>/<table>/date=YYYY-MM-DD/v-<content hash>/part-00000.csv one file per bucket
 //! ```
 //!
-//! A partition is written in three steps: the bucket files under a version directory named by
-//! the hash of their content, then the manifest (a single PUT, atomic on S3 and on a local
-//! directory), then the files of earlier versions are deleted. Readers trust only the files the
+//! A partition is written in three steps: the bucket files, streamed to a staging directory and
+//! then moved under a version directory named by the hash of their content, then the manifest
+//! (a single PUT, atomic on S3 and on a local directory), then the files of earlier versions
+//! and staging leftovers are deleted. Readers trust only the files the
 //! manifest lists, so they see the old partition or the new one, never half of either; a run
 //! that dies before the manifest leaves the previous partition readable and a stray version
 //! directory the next run removes. The same input gives the same bytes, hence the same version
 //! name and manifest: a rerun rewrites identical objects.
 
-use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::csv::{ReaderBuilder, WriterBuilder};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
 use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use streamflow_core::Interval;
+use tokio::io::AsyncWriteExt as _;
 
 use crate::store::Location;
 
@@ -129,7 +131,14 @@ pub struct TableWrite {
 /// FNV-1a, 64 bit: a hash that is stable across versions, platforms and engines (the benchmark
 /// scripts reimplement it), unlike std's randomly seeded one.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a64_update(FNV_OFFSET, bytes)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues a FNV-1a hash over more bytes: hashing a file chunk by chunk gives the same value
+/// as hashing it whole.
+fn fnv1a64_update(mut hash: u64, bytes: &[u8]) -> u64 {
     for b in bytes {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
@@ -161,57 +170,22 @@ fn store_err(
     }
 }
 
-/// The rows of `batches` grouped by (date, bucket), in their original order, as (batch, row)
-/// indices.
-type Groups = BTreeMap<(i32, u32), Vec<(usize, usize)>>;
-
-fn group_rows(
-    table: &str,
-    batches: &[RecordBatch],
-    bucket_by: Option<&str>,
-    buckets: u32,
-) -> Result<Groups, WriteError> {
-    let shape = |problem: String| WriteError::Shape {
-        table: table.to_owned(),
-        problem,
-    };
-    let mut groups = Groups::new();
-    for (b, batch) in batches.iter().enumerate() {
-        let dates = batch
-            .column_by_name(DATE_COLUMN)
-            .and_then(|c| c.as_primitive_opt::<Date32Type>())
-            .ok_or_else(|| shape(format!("no {DATE_COLUMN} column of type DATE")))?;
-        let users = match bucket_by {
-            Some(name) => Some(
-                batch
-                    .column_by_name(name)
-                    .and_then(|c| c.as_string_opt::<i32>())
-                    .ok_or_else(|| shape(format!("no text column {name} to bucket by")))?,
-            ),
-            None => None,
-        };
-        for row in 0..batch.num_rows() {
-            if dates.is_null(row) {
-                return Err(shape(format!("row {row} has no {DATE_COLUMN}")));
-            }
-            let bucket = match users {
-                Some(users) if users.is_valid(row) => bucket_of(users.value(row), buckets),
-                _ => 0,
-            };
-            groups
-                .entry((dates.value(row), bucket))
-                .or_default()
-                .push((b, row));
-        }
-    }
-    Ok(groups)
+fn csv_writer(header: bool) -> WriterBuilder {
+    WriterBuilder::new()
+        .with_header(header)
+        .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_owned())
 }
 
-fn encode_csv(batch: &RecordBatch) -> Result<Vec<u8>, datafusion::arrow::error::ArrowError> {
-    let mut writer = WriterBuilder::new()
-        .with_header(true)
-        .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_owned())
-        .build(Vec::new());
+/// The header line of a table's CSV files.
+fn csv_header(schema: &SchemaRef) -> Result<Vec<u8>, datafusion::arrow::error::ArrowError> {
+    let mut writer = csv_writer(true).build(Vec::new());
+    writer.write(&RecordBatch::new_empty(schema.clone()))?;
+    Ok(writer.into_inner())
+}
+
+/// CSV lines of `batch`, without a header.
+fn csv_rows(batch: &RecordBatch) -> Result<Vec<u8>, datafusion::arrow::error::ArrowError> {
+    let mut writer = csv_writer(false).build(Vec::with_capacity(batch.num_rows() * 128));
     writer.write(batch)?;
     Ok(writer.into_inner())
 }
@@ -221,141 +195,338 @@ fn date_of(days: i32) -> NaiveDate {
     NaiveDate::default() + chrono::Duration::days(i64::from(days))
 }
 
-fn days_of(date: NaiveDate) -> i32 {
-    (date - NaiveDate::default()).num_days() as i32
+/// One bucket file of a partition, streamed to a staging object while its hash is computed.
+struct StagedFile {
+    bucket: u32,
+    staging: Path,
+    upload: BufWriter,
+    rows: u64,
+    bytes: u64,
+    hash: u64,
 }
 
-/// The files of one partition, encoded: (bucket, rows, bytes).
-pub struct EncodedPartition {
-    pub date: NaiveDate,
-    pub files: Vec<(u32, u64, Vec<u8>)>,
-}
-
-/// Encodes a table's rows into one CSV file per bucket for each of `dates`; a date or bucket
-/// without rows still gets its file (a header only), so every partition has the same files.
-pub fn encode_table(
-    table: &str,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    dates: &[NaiveDate],
-    bucket_by: Option<&str>,
-    buckets: u32,
-) -> Result<Vec<EncodedPartition>, WriteError> {
-    let file_count = if bucket_by.is_some() {
-        buckets.max(1)
-    } else {
-        1
-    };
-    let groups = group_rows(table, batches, bucket_by, file_count)?;
-    if let Some(((days, _), _)) = groups
-        .iter()
-        .find(|((d, _), _)| !dates.contains(&date_of(*d)))
-    {
-        return Err(WriteError::Shape {
-            table: table.to_owned(),
-            problem: format!("a row dated {} is outside the run's dates", date_of(*days)),
-        });
+impl StagedFile {
+    async fn append(&mut self, gold: &Location, chunk: Vec<u8>) -> Result<(), WriteError> {
+        self.hash = fnv1a64_update(self.hash, &chunk);
+        self.bytes += chunk.len() as u64;
+        self.upload
+            .put(bytes::Bytes::from(chunk))
+            .await
+            .map_err(store_err(gold, "upload", &self.staging))
     }
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let mut out = Vec::new();
-    for date in dates {
+}
+
+/// A partition being written: one staged file per bucket under `_staging-<run>/` in the
+/// partition directory, moved under its version directory and committed by [`Self::commit`].
+struct PartitionWriter {
+    date: NaiveDate,
+    files: Vec<StagedFile>,
+}
+
+impl PartitionWriter {
+    async fn open(
+        gold: &Location,
+        table: &str,
+        date: NaiveDate,
+        header: &[u8],
+        file_count: u32,
+    ) -> Result<Self, WriteError> {
+        let staging = partition_dir(gold, table, date)
+            .join(format!("_staging-{}", uuid::Uuid::new_v4().simple()).as_str());
         let mut files = Vec::new();
         for bucket in 0..file_count {
-            let rows = groups.get(&(days_of(*date), bucket));
-            let batch = match rows {
-                Some(indices) => interleave_record_batch(&refs, indices),
-                None => Ok(RecordBatch::new_empty(schema.clone())),
-            }
-            .and_then(|b| encode_csv(&b).map(|bytes| (b.num_rows() as u64, bytes)))
-            .map_err(|source| WriteError::Csv {
-                table: table.to_owned(),
-                date: *date,
-                source,
-            })?;
-            files.push((bucket, batch.0, batch.1));
+            let path = staging
+                .clone()
+                .join(format!("part-{bucket:05}.csv").as_str());
+            let mut file = StagedFile {
+                bucket,
+                upload: BufWriter::new(gold.store.clone(), path.clone()),
+                staging: path,
+                rows: 0,
+                bytes: 0,
+                hash: FNV_OFFSET,
+            };
+            file.append(gold, header.to_vec()).await?;
+            files.push(file);
         }
-        out.push(EncodedPartition { date: *date, files });
+        Ok(Self { date, files })
     }
-    Ok(out)
+
+    /// Finishes the uploads, moves them to the version directory their content names and
+    /// commits the manifest.
+    async fn commit(
+        self,
+        gold: &Location,
+        table: &str,
+        schema: &SchemaRef,
+        interval: &Interval,
+        bucket_by: Option<&str>,
+    ) -> Result<Manifest, WriteError> {
+        let mut files = self.files;
+        for file in &mut files {
+            file.upload
+                .shutdown()
+                .await
+                .map_err(|e| WriteError::Store {
+                    action: "upload",
+                    object: file.staging.to_string(),
+                    store: gold.display.clone(),
+                    source: Box::new(object_store::Error::Generic {
+                        store: "gold",
+                        source: Box::new(e),
+                    }),
+                })?;
+        }
+        let mut hash_input = Vec::new();
+        for file in &files {
+            hash_input.extend_from_slice(&file.bucket.to_le_bytes());
+            hash_input.extend_from_slice(&file.hash.to_le_bytes());
+            hash_input.extend_from_slice(&file.bytes.to_le_bytes());
+        }
+        let version = format!("v-{:016x}", fnv1a64(&hash_input));
+        let dir = partition_dir(gold, table, self.date);
+        let day = Interval::day(self.date);
+        let covered = Interval {
+            start: interval.start.max(day.start),
+            end: interval.end.min(day.end),
+        };
+        let manifest = Manifest {
+            table: table.to_owned(),
+            date: self.date,
+            covered: covered.to_string(),
+            rows: files.iter().map(|f| f.rows).sum(),
+            columns: schema
+                .fields()
+                .iter()
+                .map(|f| Column {
+                    name: f.name().clone(),
+                    r#type: f.data_type().to_string(),
+                })
+                .collect(),
+            bucket_column: bucket_by.map(str::to_owned),
+            buckets: files.len() as u32,
+            files: files
+                .iter()
+                .map(|f| ManifestFile {
+                    path: format!("{version}/part-{:05}.csv", f.bucket),
+                    bucket: f.bucket,
+                    rows: f.rows,
+                    bytes: f.bytes,
+                })
+                .collect(),
+            version,
+        };
+        for (file, listed) in files.iter().zip(&manifest.files) {
+            let target =
+                Path::from_iter(dir.parts().chain(Path::from(listed.path.as_str()).parts()));
+            gold.store
+                .rename(&file.staging, &target)
+                .await
+                .map_err(store_err(gold, "move", &file.staging))?;
+        }
+        commit_partition(gold, &manifest).await?;
+        Ok(manifest)
+    }
 }
 
-/// The manifest an encoded partition would be committed with.
-pub fn manifest_for(
-    table: &str,
-    schema: &SchemaRef,
-    part: &EncodedPartition,
-    interval: &Interval,
-    bucket_by: Option<&str>,
-) -> Manifest {
-    let mut hash_input = Vec::new();
-    for (bucket, _, bytes) in &part.files {
-        hash_input.extend_from_slice(&bucket.to_le_bytes());
-        hash_input.extend_from_slice(&fnv1a64(bytes).to_le_bytes());
-        hash_input.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    }
-    let version = format!("v-{:016x}", fnv1a64(&hash_input));
-    let day = Interval::day(part.date);
-    let covered = Interval {
-        start: interval.start.max(day.start),
-        end: interval.end.min(day.end),
-    };
-    Manifest {
-        table: table.to_owned(),
-        date: part.date,
-        covered: covered.to_string(),
-        rows: part.files.iter().map(|(_, rows, _)| rows).sum(),
-        columns: schema
-            .fields()
-            .iter()
-            .map(|f| Column {
-                name: f.name().clone(),
-                r#type: f.data_type().to_string(),
-            })
-            .collect(),
-        bucket_column: bucket_by.map(str::to_owned),
-        buckets: part.files.len() as u32,
-        files: part
-            .files
-            .iter()
-            .map(|(bucket, rows, bytes)| ManifestFile {
-                path: format!("{version}/part-{bucket:05}.csv"),
-                bucket: *bucket,
-                rows: *rows,
-                bytes: bytes.len() as u64,
-            })
-            .collect(),
-        version,
-    }
+/// Step 3: writes one table's rows, streamed in date order, as a partition per date of the
+/// run; a date or bucket without rows still gets its file (a header only), so every partition
+/// has the same files. Each partition is committed as soon as its last row is written.
+pub struct TableWriter<'a> {
+    gold: &'a Location,
+    table: &'a str,
+    schema: SchemaRef,
+    header: Vec<u8>,
+    dates: &'a [NaiveDate],
+    next_date: usize,
+    interval: &'a Interval,
+    bucket_by: Option<&'a str>,
+    file_count: u32,
+    current: Option<PartitionWriter>,
+    written: TableWrite,
 }
 
-/// Step 3a: uploads a partition's files under its version directory. Nothing reads them until
-/// [`commit_partition`] writes the manifest.
-pub async fn stage_partition(
-    gold: &Location,
-    manifest: &Manifest,
-    part: &EncodedPartition,
-) -> Result<(), WriteError> {
-    let dir = partition_dir(gold, &manifest.table, manifest.date);
-    let uploads = manifest
-        .files
-        .iter()
-        .zip(&part.files)
-        .map(|(file, (_, _, bytes))| {
-            let path = Path::from_iter(dir.parts().chain(Path::from(file.path.as_str()).parts()));
-            let payload = bytes::Bytes::from(bytes.clone());
-            async move {
-                gold.store
-                    .put(&path, payload.into())
-                    .await
-                    .map(|_| ())
-                    .map_err(store_err(gold, "upload", &path))
+impl<'a> TableWriter<'a> {
+    /// `dates` ascending: the rows must come sorted by [`DATE_COLUMN`].
+    pub fn new(
+        gold: &'a Location,
+        table: &'a str,
+        schema: SchemaRef,
+        dates: &'a [NaiveDate],
+        interval: &'a Interval,
+        bucketing: Bucketing<'a>,
+    ) -> Result<Self, WriteError> {
+        let header = csv_header(&schema).map_err(|source| WriteError::Csv {
+            table: table.to_owned(),
+            date: dates.first().copied().unwrap_or_default(),
+            source,
+        })?;
+        let file_count = if bucketing.column.is_some() {
+            bucketing.buckets.max(1)
+        } else {
+            1
+        };
+        Ok(Self {
+            gold,
+            table,
+            schema,
+            header,
+            dates,
+            next_date: 0,
+            interval,
+            bucket_by: bucketing.column,
+            file_count,
+            current: None,
+            written: TableWrite::default(),
+        })
+    }
+
+    fn shape(&self, problem: String) -> WriteError {
+        WriteError::Shape {
+            table: self.table.to_owned(),
+            problem,
+        }
+    }
+
+    /// Appends a batch of rows.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+        let dates = batch
+            .column_by_name(DATE_COLUMN)
+            .and_then(|c| c.as_primitive_opt::<Date32Type>())
+            .ok_or_else(|| self.shape(format!("no {DATE_COLUMN} column of type DATE")))?
+            .clone();
+        if dates.null_count() > 0 {
+            return Err(self.shape(format!("a row has no {DATE_COLUMN}")));
+        }
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let day = dates.value(start);
+            let end = (start..batch.num_rows())
+                .find(|&row| dates.value(row) != day)
+                .unwrap_or(batch.num_rows());
+            self.advance_to(date_of(day)).await?;
+            self.append(&batch.slice(start, end - start)).await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Commits the partitions up to `date` and opens `date`'s.
+    async fn advance_to(&mut self, date: NaiveDate) -> Result<(), WriteError> {
+        loop {
+            if self.current.as_ref().is_some_and(|p| p.date == date) {
+                return Ok(());
             }
-        });
-    futures::future::try_join_all(uploads).await?;
-    Ok(())
+            self.commit_current().await?;
+            match self.dates.get(self.next_date) {
+                Some(next) if *next <= date => {
+                    self.current = Some(
+                        PartitionWriter::open(
+                            self.gold,
+                            self.table,
+                            *next,
+                            &self.header,
+                            self.file_count,
+                        )
+                        .await?,
+                    );
+                    self.next_date += 1;
+                }
+                _ => {
+                    return Err(self.shape(format!(
+                        "a row dated {date} is outside the run's dates or out of date order"
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn commit_current(&mut self) -> Result<(), WriteError> {
+        if let Some(partition) = self.current.take() {
+            let manifest = partition
+                .commit(
+                    self.gold,
+                    self.table,
+                    &self.schema,
+                    self.interval,
+                    self.bucket_by,
+                )
+                .await?;
+            self.written.rows += manifest.rows;
+            self.written.files += manifest.files.len() as u64;
+            self.written.bytes += manifest.files.iter().map(|f| f.bytes).sum::<u64>();
+        }
+        Ok(())
+    }
+
+    /// Appends rows of the current partition, each to its bucket's file in the order given.
+    async fn append(&mut self, rows: &RecordBatch) -> Result<(), WriteError> {
+        let csv_error = |table: &str, date: NaiveDate| {
+            let table = table.to_owned();
+            move |source| WriteError::Csv {
+                table,
+                date,
+                source,
+            }
+        };
+        let buckets: Option<Vec<Vec<u32>>> = match self.bucket_by {
+            Some(name) => {
+                let users = rows
+                    .column_by_name(name)
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .ok_or_else(|| self.shape(format!("no text column {name} to bucket by")))?;
+                let mut indices = vec![Vec::new(); self.file_count as usize];
+                for row in 0..rows.num_rows() {
+                    let bucket = if users.is_valid(row) {
+                        bucket_of(users.value(row), self.file_count)
+                    } else {
+                        0
+                    };
+                    indices[bucket as usize].push(row as u32);
+                }
+                Some(indices)
+            }
+            None => None,
+        };
+        let Some(partition) = self.current.as_mut() else {
+            return Err(self.shape("rows before any partition was opened".to_owned()));
+        };
+        let date = partition.date;
+        match buckets {
+            None => {
+                let chunk = csv_rows(rows).map_err(csv_error(self.table, date))?;
+                let file = &mut partition.files[0];
+                file.rows += rows.num_rows() as u64;
+                file.append(self.gold, chunk).await?;
+            }
+            Some(indices) => {
+                for (file, indices) in partition.files.iter_mut().zip(indices) {
+                    if indices.is_empty() {
+                        continue;
+                    }
+                    let taken = take_record_batch(rows, &UInt32Array::from(indices))
+                        .and_then(|b| csv_rows(&b).map(|chunk| (b.num_rows(), chunk)))
+                        .map_err(csv_error(self.table, date))?;
+                    file.rows += taken.0 as u64;
+                    file.append(self.gold, taken.1).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the last partition with rows and every later date's (empty) partition.
+    pub async fn finish(mut self) -> Result<TableWrite, WriteError> {
+        self.commit_current().await?;
+        while let Some(date) = self.dates.get(self.next_date).copied() {
+            self.advance_to(date).await?;
+            self.commit_current().await?;
+        }
+        Ok(self.written)
+    }
 }
 
-/// Step 3b: writes the manifest (the commit), then deletes whatever else is in the partition
+/// Writes the manifest (the commit), then deletes whatever else is in the partition
 /// directory: earlier versions and the leftovers of interrupted runs.
 pub async fn commit_partition(gold: &Location, manifest: &Manifest) -> Result<(), WriteError> {
     let dir = partition_dir(gold, &manifest.table, manifest.date);
@@ -390,30 +561,6 @@ pub async fn commit_partition(gold: &Location, manifest: &Manifest) -> Result<()
         }
     }
     Ok(())
-}
-
-/// Encodes, stages and commits every partition of one table for `dates`.
-pub async fn write_table(
-    gold: &Location,
-    table: &str,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    dates: &[NaiveDate],
-    interval: &Interval,
-    bucketing: Bucketing<'_>,
-) -> Result<TableWrite, WriteError> {
-    let bucket_by = bucketing.column;
-    let parts = encode_table(table, schema, batches, dates, bucket_by, bucketing.buckets)?;
-    let mut written = TableWrite::default();
-    for part in &parts {
-        let manifest = manifest_for(table, schema, part, interval, bucket_by);
-        stage_partition(gold, &manifest, part).await?;
-        commit_partition(gold, &manifest).await?;
-        written.rows += manifest.rows;
-        written.files += manifest.files.len() as u64;
-        written.bytes += manifest.files.iter().map(|f| f.bytes).sum::<u64>();
-    }
-    Ok(written)
 }
 
 /// The committed manifest of a partition, or None when none was ever committed.
@@ -487,9 +634,18 @@ mod tests {
     }
 
     #[test]
-    fn dates_round_trip_through_days() {
-        let d = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
-        assert_eq!(date_of(days_of(d)), d);
-        assert_eq!(days_of(NaiveDate::from_ymd_opt(1970, 1, 2).unwrap()), 1);
+    fn arrow_days_are_dates() {
+        assert_eq!(date_of(0), NaiveDate::from_ymd_opt(1970, 1, 1).unwrap());
+        assert_eq!(
+            date_of(20_417),
+            NaiveDate::from_ymd_opt(2025, 11, 25).unwrap()
+        );
+    }
+
+    #[test]
+    fn hashing_in_chunks_equals_hashing_whole() {
+        let whole = b"event_id,user_id\ne1,u1\ne2,u2\n";
+        let chunked = fnv1a64_update(fnv1a64_update(FNV_OFFSET, &whole[..9]), &whole[9..]);
+        assert_eq!(chunked, fnv1a64(whole));
     }
 }

@@ -10,16 +10,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::common::ScalarValue;
-use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 use streamflow_core::{CheckFailure, Interval, ValidateSummary};
 
 use crate::etl::{read, steps, write};
-use crate::events::EventKind;
 use crate::store::Location;
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +218,8 @@ pub struct ValidateConfig {
 /// 4 KiB termination message.
 const SUMMARY_FAILURES: usize = 8;
 const SUMMARY_MESSAGE_CHARS: usize = 200;
+/// Streams decoding landing objects at once for a `landing_reconciliation` check.
+const LANDING_PARTITIONS: usize = 2;
 
 fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -226,8 +229,8 @@ fn quote_text(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// Loads the committed partitions of a table for the interval's dates, or says which is
-/// missing.
+/// Registers the committed partitions of a table for the interval's dates as a table read
+/// from the files their manifests list (streamed, not loaded), or says which is missing.
 async fn load_table(
     ctx: &SessionContext,
     gold: &Location,
@@ -235,7 +238,7 @@ async fn load_table(
     dates: &[chrono::NaiveDate],
 ) -> Result<(), String> {
     let mut schema = None;
-    let mut batches: Vec<RecordBatch> = Vec::new();
+    let mut files = Vec::new();
     for date in dates {
         let manifest = write::read_manifest(gold, table, *date)
             .await
@@ -246,9 +249,9 @@ async fn load_table(
                     write::MANIFEST
                 )
             })?;
-        let (part_schema, part_batches) = write::read_partition(gold, &manifest)
-            .await
-            .map_err(|e| e.to_string())?;
+        let part_schema = manifest
+            .schema()
+            .map_err(|e| format!("partition {table}/date={date}: {e}"))?;
         match &schema {
             None => schema = Some(part_schema),
             Some(s) if *s != part_schema => {
@@ -258,11 +261,19 @@ async fn load_table(
             }
             Some(_) => {}
         }
-        batches.extend(part_batches);
+        let dir = write::partition_dir(gold, table, *date);
+        for file in &manifest.files {
+            let url = format!("{}{dir}/{}", gold.store_url, file.path);
+            files.push(ListingTableUrl::parse(&url).map_err(|e| format!("{url}: {e}"))?);
+        }
     }
     let schema = schema.ok_or_else(|| "the interval has no dates".to_owned())?;
-    let mem = MemTable::try_new(schema, vec![batches]).map_err(|e| e.to_string())?;
-    ctx.register_table(table, Arc::new(mem))
+    let format = CsvFormat::default().with_has_header(true);
+    let config = ListingTableConfig::new_with_multi_paths(files)
+        .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".csv"))
+        .with_schema(schema);
+    let listed = ListingTable::try_new(config).map_err(|e| e.to_string())?;
+    ctx.register_table(table, Arc::new(listed))
         .map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -443,15 +454,9 @@ async fn evaluate(
         }
         Check::LandingReconciliation { topic, table } => {
             let landing = landing.ok_or("needs --landing")?;
-            let schema = match EventKind::for_topic(topic) {
-                EventKind::User => read::user_events_schema(),
-                EventKind::Transaction => read::transaction_events_schema(),
-            };
-            let data = read::read_topic(landing, topic, &interval.dates(), schema)
-                .await
-                .map_err(|e| e.to_string())?;
             let raw = format!("landing_{topic}");
-            steps::register_raw(ctx, &raw, data.schema, data.batches, 1)
+            read::register_landing(ctx, &raw, landing, topic, interval, LANDING_PARTITIONS)
+                .await
                 .map_err(|e| e.to_string())?;
             let landed = scalar_i64(
                 ctx,
@@ -545,6 +550,7 @@ fn freshness_verdict(
 /// Runs every check and returns the report.
 pub async fn validate(config: &ValidateConfig) -> Result<Report, ValidateError> {
     let ctx = SessionContext::new();
+    config.gold.register_with(&ctx.runtime_env());
     let dates = config.interval.dates();
     let mut loaded: BTreeMap<String, Result<(), String>> = BTreeMap::new();
     let mut results = Vec::new();
