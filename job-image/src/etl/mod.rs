@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use streamflow_core::{EtlReadSummary, EtlSummary, EtlTableSummary, Interval};
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 
 use crate::events::{TRANSACTION_EVENTS, USER_EVENTS};
 use crate::store::Location;
@@ -111,39 +111,22 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
         partitions: dates.len() as u64,
         ..Default::default()
     };
-    for table in steps::GOLD_TABLES {
-        let df = steps::gold_frame(&ctx, &flat, table).await?;
-        let failed = |source| StepError {
-            step: table.name,
-            source,
-        };
-        let mut rows = df.execute_stream().await.map_err(failed)?;
-        let mut writer = write::TableWriter::new(
-            &config.gold,
-            table.name,
-            rows.schema(),
-            &dates,
-            &config.interval,
-            write::Bucketing {
-                column: table.bucket_by,
-                buckets: config.buckets,
-            },
-        )?;
-        while let Some(batch) = rows.try_next().await.map_err(failed)? {
-            writer.write(&batch).await?;
-        }
-        let written = writer.finish().await?;
-        tracing::info!(
-            table = table.name,
-            rows = written.rows,
-            files = written.files,
-            "gold table written"
-        );
+    // Two tables at a time: while one is in its single-threaded final merge and CSV encoding,
+    // the other's scans and sorts use the remaining CPU.
+    let written: Vec<(&str, write::TableWrite)> = futures::stream::iter(steps::GOLD_TABLES)
+        .map(|table| async {
+            let written = write_gold_table(&ctx, &flat, table, config, &dates).await?;
+            Ok::<_, EtlError>((table.name, written))
+        })
+        .buffered(GOLD_TABLES_AT_ONCE)
+        .try_collect()
+        .await?;
+    for (name, written) in written {
         summary.rows += written.rows;
         summary.files += written.files;
         summary.bytes += written.bytes;
         summary.tables.insert(
-            table.name.to_owned(),
+            name.to_owned(),
             EtlTableSummary {
                 rows: written.rows,
                 files: written.files,
@@ -153,4 +136,45 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
     }
     summary.duration_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
+}
+
+/// Gold tables computed and written concurrently.
+const GOLD_TABLES_AT_ONCE: usize = 2;
+
+/// Computes one gold table and streams it, sorted, into its partitions.
+async fn write_gold_table(
+    ctx: &datafusion::prelude::SessionContext,
+    flat: &steps::Flattened,
+    table: &steps::GoldTable,
+    config: &EtlConfig,
+    dates: &[chrono::NaiveDate],
+) -> Result<write::TableWrite, EtlError> {
+    let failed = |source| StepError {
+        step: table.name,
+        source,
+    };
+    let df = steps::gold_frame(ctx, flat, table).await?;
+    let mut rows = df.execute_stream().await.map_err(failed)?;
+    let mut writer = write::TableWriter::new(
+        &config.gold,
+        table.name,
+        rows.schema(),
+        dates,
+        &config.interval,
+        write::Bucketing {
+            column: table.bucket_by,
+            buckets: config.buckets,
+        },
+    )?;
+    while let Some(batch) = rows.try_next().await.map_err(failed)? {
+        writer.write(&batch).await?;
+    }
+    let written = writer.finish().await?;
+    tracing::info!(
+        table = table.name,
+        rows = written.rows,
+        files = written.files,
+        "gold table written"
+    );
+    Ok(written)
 }

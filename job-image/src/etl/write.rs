@@ -58,6 +58,12 @@ pub enum WriteError {
         // Boxed: object_store's error is large and this enum travels in every Result here.
         source: Box<object_store::Error>,
     },
+    #[error("cannot finish uploading {object} to {store}: {source}")]
+    Finish {
+        object: String,
+        store: String,
+        source: std::io::Error,
+    },
     #[error("manifest {object} is not valid: {problem}")]
     BadManifest { object: String, problem: String },
     #[error("cannot read {object}: {problem}")]
@@ -267,14 +273,10 @@ impl PartitionWriter {
             file.upload
                 .shutdown()
                 .await
-                .map_err(|e| WriteError::Store {
-                    action: "upload",
+                .map_err(|source| WriteError::Finish {
                     object: file.staging.to_string(),
                     store: gold.display.clone(),
-                    source: Box::new(object_store::Error::Generic {
-                        store: "gold",
-                        source: Box::new(e),
-                    }),
+                    source,
                 })?;
         }
         let mut hash_input = Vec::new();
