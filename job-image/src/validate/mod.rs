@@ -268,7 +268,10 @@ async fn load_table(
         }
     }
     let schema = schema.ok_or_else(|| "the interval has no dates".to_owned())?;
-    let format = CsvFormat::default().with_has_header(true);
+    // A quoted value may span lines (free text such as page titles): never split a file.
+    let format = CsvFormat::default()
+        .with_has_header(true)
+        .with_newlines_in_values(true);
     let config = ListingTableConfig::new_with_multi_paths(files)
         .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".csv"))
         .with_schema(schema);
