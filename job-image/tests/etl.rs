@@ -11,6 +11,7 @@ use object_store::ObjectStoreExt as _;
 use streamflow::etl::session::{Profile, SessionSettings};
 use streamflow::etl::write::{self, bucket_of};
 use streamflow::etl::{self, EtlConfig};
+use streamflow::events::EventKind;
 use streamflow::store::Location;
 use streamflow_core::EtlSummary;
 
@@ -612,6 +613,58 @@ async fn an_interrupted_write_leaves_the_previous_partition_readable() {
         left.len(),
         5,
         "the manifest and the 4 bucket files of one version, nothing else: {left:?}"
+    );
+}
+
+/// Generated events (40 users, one event per topic every 500 ms) written as landing objects
+/// of 1,000 lines for 2026-11-25.
+fn write_generated(landing: &FsPath, per_topic: usize) {
+    for (kind, topic) in [
+        (EventKind::User, "user_events"),
+        (EventKind::Transaction, "transaction_events"),
+    ] {
+        let mut generator = common::generator(kind, 11, "2026-11-25T00:00:00Z", 0.0);
+        let lines: Vec<String> = (0..per_topic)
+            .map(|_| String::from_utf8(generator.next_record().value).unwrap())
+            .collect();
+        for (i, chunk) in lines.chunks(1000).enumerate() {
+            put(
+                landing,
+                &format!("{topic}/date=2026-11-25/{topic}-p000-{i:05}.ndjson"),
+                chunk,
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_memory_limit_far_below_the_input_spills_and_gives_the_same_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    write_generated(&landing, 60_000);
+    let run = |gold: &str, memory_limit: usize| {
+        let mut config = config(local(&landing), local(&dir.path().join(gold)), DAY);
+        config.session.memory_limit = memory_limit;
+        // A sort holds at least one batch: smaller batches let four sorts (two tables at once,
+        // two partitions each) share a pool this small.
+        config.session.batch_size = 1024;
+        config.session.spill_dir = dir.path().join(format!("spill-{gold}"));
+        async move { etl::run(&config).await.unwrap() }
+    };
+    let limit = 32 * 1024 * 1024;
+    let roomy = run("roomy", 1024 * 1024 * 1024).await;
+    let tight = run("tight", limit).await;
+    let input: u64 = tight.read.values().map(|r| r.bytes).sum();
+    assert!(
+        input > 2 * limit as u64,
+        "the input ({input} bytes) is well above the limit"
+    );
+    assert_eq!(tight.read["user_events"].rows, 60_000);
+    assert_eq!(tight.tables, roomy.tables);
+    assert_eq!(
+        snapshot(&dir.path().join("tight")),
+        snapshot(&dir.path().join("roomy")),
+        "same files, same bytes"
     );
 }
 

@@ -157,9 +157,17 @@ pub fn build_session(
     for location in locations {
         location.register_with(&runtime);
     }
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_target_partitions(settings.target_partitions.max(1))
         .with_batch_size(settings.batch_size);
+    // Each sort keeps this much back to merge its spill files; DataFusion's fixed 10 MiB per
+    // sort would take a small pool whole when several sorts run at once (two gold tables, each
+    // sorting per partition), leaving them nothing to sort with.
+    config.options_mut().execution.sort_spill_reservation_bytes =
+        (settings.memory_limit / 64).clamp(256 * 1024, 10 * MIB);
+    // Sort-merge joins spill; hash joins hold their whole build side in memory and fail when it
+    // outgrows the pool (transactions joined with sessions are as large as the input).
+    config.options_mut().optimizer.prefer_hash_join = false;
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
