@@ -14,9 +14,8 @@ pub mod write;
 
 use std::time::Instant;
 
-use streamflow_core::{EtlReadSummary, EtlSummary, EtlTableSummary, Interval};
-
 use futures::{StreamExt as _, TryStreamExt as _};
+use streamflow_core::{EtlReadSummary, EtlSummary, EtlTableSummary, Interval};
 
 use crate::events::{TRANSACTION_EVENTS, USER_EVENTS};
 use crate::store::Location;
