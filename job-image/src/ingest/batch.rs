@@ -146,10 +146,21 @@ impl Batcher {
         } else {
             match check_record(self.kind, record.key, record.value, self.max_record_bytes) {
                 Ok(checked) => {
+                    // The first landing chunk of a batch usually takes all of it: its buffer is
+                    // reserved whole (untouched pages cost no memory), so it is not grown by
+                    // doubling, which copied it and faulted in fresh pages at each step.
+                    let reserve = if batch.good == 0 {
+                        landing_capacity(self.rotation, self.max_record_bytes)
+                    } else {
+                        0
+                    };
                     let chunk = batch
                         .chunks
                         .entry((ChunkKind::Landing, checked.event_time.date_naive()))
-                        .or_default();
+                        .or_insert_with(|| Chunk {
+                            records: 0,
+                            body: Vec::with_capacity(reserve),
+                        });
                     append_json_line(&mut chunk.body, record.value);
                     chunk.records += 1;
                     batch.good += 1;
@@ -212,6 +223,16 @@ impl Batcher {
     pub fn has_open_batch(&self) -> bool {
         self.open.is_some()
     }
+}
+
+/// An upper bound of a batch's landing bytes when all its records are good: values up to the
+/// byte limit, the last one up to the record limit, and a line break per record.
+fn landing_capacity(rotation: Rotation, max_record_bytes: usize) -> usize {
+    const MAX_RESERVE: u64 = 64 << 20;
+    let values = rotation.max_bytes.min(MAX_RESERVE);
+    let breaks = rotation.max_records.min(MAX_RESERVE);
+    let last = (max_record_bytes as u64).min(MAX_RESERVE);
+    (values + breaks + last) as usize
 }
 
 /// Writes a JSON value as one NDJSON line. JSON text can only hold raw line breaks as

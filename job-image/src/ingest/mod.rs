@@ -20,7 +20,7 @@ use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use streamflow_core::{IngestSummary, Interval, PartitionSummary};
 use tokio::sync::mpsc;
 
@@ -201,7 +201,10 @@ async fn drain_topic(
         // librdkafka's 1 MiB default starves a drain of small records.
         .set("max.partition.fetch.bytes", "8388608")
         .set("fetch.max.bytes", "67108864")
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // Pre-fetched records waiting to be polled, per consumer (librdkafka's default is
+        // 64 MiB): half of it kept the drain as fast and its memory smaller.
+        .set("queued.max.messages.kbytes", "32768");
     for (k, v) in &config.kafka_overrides {
         client.set(k, v);
     }
@@ -437,8 +440,14 @@ struct PollOutcome {
     complete: bool,
 }
 
-/// The poll loop: reads every planned partition to its end (or until stopped) and hands
-/// closed batches to the uploader.
+/// The poll loop: reads every planned partition to its end (or until stopped) and hands its
+/// records to the partition's worker ([`check_and_cut`]), which checks them, cuts batches and
+/// hands closed batches to the uploader.
+///
+/// Checking records (a schema parse of each) is most of a drain's CPU, so it runs on a few
+/// worker threads per topic, each owning a fixed set of partitions: a partition's records are
+/// still cut in offset order by one batcher, so the cuts are the same whatever the number of
+/// workers, and a topic with more work than another can use every core.
 fn poll_partitions(
     config: &IngestConfig,
     consumer: &BaseConsumer,
@@ -456,24 +465,28 @@ fn poll_partitions(
     };
     struct Progress {
         plan: PartitionPlan,
-        batcher: Batcher,
+        worker: usize,
         position: i64,
         done: bool,
     }
+    let due: Vec<&PartitionPlan> = plans.iter().filter(|p| p.start < p.end).collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(due.len())
+        .max(1);
     let mut parts: BTreeMap<i32, Progress> = plans
         .iter()
         .map(|p| {
+            let worker = due
+                .iter()
+                .position(|d| d.partition == p.partition)
+                .unwrap_or(0)
+                % workers;
             (
                 p.partition,
                 Progress {
                     plan: *p,
-                    batcher: Batcher::new(
-                        topic,
-                        p.partition,
-                        p.rotation,
-                        config.max_record_bytes,
-                        keep,
-                    ),
+                    worker,
                     position: p.start,
                     done: p.start >= p.end,
                 },
@@ -492,120 +505,235 @@ fn poll_partitions(
     consumer
         .assign(&assignment)
         .map_err(kafka_err(config, format!("assign {topic}")))?;
-    // Time spent waiting for the uploader is not Kafka's silence, so a hand-off restarts the
-    // stall clock too.
-    let last_progress = std::cell::Cell::new(Instant::now());
-    let send = |work: Work| {
-        let sent = tx.blocking_send(work).is_ok();
-        last_progress.set(Instant::now());
-        sent
-    };
-    let started = Instant::now();
-    let finish_partition = |p: &mut Progress, consumer: &BaseConsumer| -> Option<Batch> {
-        p.done = true;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, p.plan.partition);
-        // Stop fetching what the plan does not need; failing to pause only costs bandwidth.
-        let _ = consumer.pause(&tpl);
-        p.batcher.close(Some(p.plan.end))
-    };
-    while parts.values().any(|p| !p.done) {
-        if stop.load(Ordering::Relaxed) || started.elapsed() >= config.max_duration {
-            // Cut short: keep what was read, write the cut ahead so a retry cuts the same.
-            for p in parts.values_mut().filter(|p| !p.done) {
-                if let Some(batch) = p.batcher.close(None) {
-                    let work = match config.bound {
-                        Bound::Watermark { .. } => Work::CutBatch(batch),
-                        // Interval mode keeps only whole batches; the run fails and its rerun
-                        // drains the interval again.
-                        Bound::Interval { .. } => continue,
-                    };
-                    if !send(work) {
+
+    std::thread::scope(|scope| {
+        let mut steps = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (step_tx, step_rx) = std::sync::mpsc::sync_channel::<Step<'_>>(STEPS_QUEUED);
+            let batchers: BTreeMap<i32, Batcher> = parts
+                .values()
+                .filter(|p| p.worker == w)
+                .map(|p| {
+                    let batcher = Batcher::new(
+                        topic,
+                        p.plan.partition,
+                        p.plan.rotation,
+                        config.max_record_bytes,
+                        keep,
+                    );
+                    (p.plan.partition, batcher)
+                })
+                .collect();
+            let (tx, cut_keeps) = (tx.clone(), matches!(config.bound, Bound::Watermark { .. }));
+            scope.spawn(move || check_and_cut(batchers, step_rx, &tx, cut_keeps));
+            steps.push(Workers::new(step_tx));
+        }
+        // Time spent waiting for a worker (which waits for the uploader) is not Kafka's
+        // silence, so a hand-off restarts the stall clock too.
+        let mut last_progress = Instant::now();
+        let started = Instant::now();
+        let finish = |p: &mut Progress, next: i64, steps: &mut [Workers<'_>]| -> bool {
+            p.done = true;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, p.plan.partition);
+            // Stop fetching what the plan does not need; failing to pause only costs bandwidth.
+            let _ = consumer.pause(&tpl);
+            steps[p.worker].send(Step::Finish {
+                partition: p.plan.partition,
+                next,
+            })
+        };
+        while parts.values().any(|p| !p.done) {
+            if stop.load(Ordering::Relaxed) || started.elapsed() >= config.max_duration {
+                // Cut short: keep what was read, write the cut ahead so a retry cuts the same.
+                for w in &mut steps {
+                    w.send(Step::Cut);
+                }
+                return Ok(PollOutcome { complete: false });
+            }
+            let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+                // A pause in the stream: hand what is pending on, so nothing waits for more.
+                for w in &mut steps {
+                    if !w.flush() {
                         return Ok(PollOutcome { complete: false });
                     }
                 }
-            }
-            return Ok(PollOutcome { complete: false });
-        }
-        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
-            if last_progress.get().elapsed() >= config.stall_timeout
-                && let Some(p) = parts.values().find(|p| !p.done)
-            {
-                return Err(IngestError::Stalled {
-                    bootstrap: config.bootstrap.clone(),
-                    topic: topic.to_owned(),
-                    partition: p.plan.partition,
-                    position: p.position,
-                    end: p.plan.end,
-                    seconds: config.stall_timeout.as_secs(),
-                });
-            }
-            continue;
-        };
-        match result {
-            Ok(message) => {
-                last_progress.set(Instant::now());
-                let Some(p) = parts.get_mut(&message.partition()) else {
-                    continue;
-                };
-                if p.done {
-                    continue;
+                if let Some(handed) = steps.iter().map(|w| w.sent).max() {
+                    last_progress = last_progress.max(handed);
                 }
-                if message.offset() >= p.plan.end {
-                    if let Some(batch) = finish_partition(p, consumer)
-                        && !send(Work::Batch(batch))
+                if last_progress.elapsed() >= config.stall_timeout
+                    && let Some(p) = parts.values().find(|p| !p.done)
+                {
+                    return Err(IngestError::Stalled {
+                        bootstrap: config.bootstrap.clone(),
+                        topic: topic.to_owned(),
+                        partition: p.plan.partition,
+                        position: p.position,
+                        end: p.plan.end,
+                        seconds: config.stall_timeout.as_secs(),
+                    });
+                }
+                continue;
+            };
+            match result {
+                Ok(message) => {
+                    last_progress = Instant::now();
+                    let Some(p) = parts.get_mut(&message.partition()) else {
+                        continue;
+                    };
+                    if p.done {
+                        continue;
+                    }
+                    let offset = message.offset();
+                    if offset >= p.plan.end {
+                        if !finish(p, p.plan.end, &mut steps) {
+                            return Ok(PollOutcome { complete: false });
+                        }
+                        continue;
+                    }
+                    p.position = offset + 1;
+                    if !steps[p.worker].push(message) {
+                        return Ok(PollOutcome { complete: false });
+                    }
+                    if p.position >= p.plan.end && !finish(p, p.plan.end, &mut steps) {
+                        return Ok(PollOutcome { complete: false });
+                    }
+                }
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    last_progress = Instant::now();
+                    // EOF is the high watermark now, which is at or past the plan's end: every
+                    // planned record has been delivered, even if the last offsets were gaps.
+                    if let Some(p) = parts.get_mut(&partition)
+                        && !p.done
+                        && p.position < p.plan.end
+                        && let Ok((_, high)) =
+                            consumer.fetch_watermarks(topic, partition, KAFKA_TIMEOUT)
+                        && high >= p.plan.end
+                        && !finish(p, p.plan.end, &mut steps)
                     {
                         return Ok(PollOutcome { complete: false });
                     }
-                    continue;
                 }
-                p.position = message.offset() + 1;
-                let record = Record {
-                    offset: message.offset(),
-                    timestamp_ms: message.timestamp().to_millis(),
-                    key: message.key(),
-                    value: message.payload().unwrap_or_default(),
-                };
-                let mut closed = p.batcher.push(&record);
-                if p.position >= p.plan.end {
-                    let last = finish_partition(p, consumer);
-                    closed = match closed {
-                        Some(mut full) => {
-                            full.next = full.next.max(p.plan.end);
-                            Some(full)
-                        }
-                        None => last,
+                Err(e) => {
+                    // Transport errors are retried by librdkafka; the stall timeout bounds them.
+                    tracing::warn!(topic, error = %e, "Kafka reported an error; retrying");
+                }
+            }
+        }
+        Ok(PollOutcome { complete: true })
+        // Leaving the scope drops the step senders: the workers finish their queues and end.
+    })
+}
+
+/// Records handed to a worker at once: one channel message per this many records.
+const RECORDS_PER_STEP: usize = 512;
+/// Steps queued per worker before the poll thread waits for it.
+const STEPS_QUEUED: usize = 16;
+
+/// What the poll thread hands a worker.
+enum Step<'c> {
+    /// Records of the worker's partitions, in the order Kafka delivered them.
+    Records(Vec<BorrowedMessage<'c>>),
+    /// A partition's plan is done: close its batch, to be committed up to `next`.
+    Finish { partition: i32, next: i64 },
+    /// The run is cut short: close every open batch as it is.
+    Cut,
+}
+
+/// The poll thread's end of one worker's queue, gathering records into steps.
+struct Workers<'c> {
+    tx: std::sync::mpsc::SyncSender<Step<'c>>,
+    pending: Vec<BorrowedMessage<'c>>,
+    /// When the last step was taken by the worker.
+    sent: Instant,
+}
+
+impl<'c> Workers<'c> {
+    fn new(tx: std::sync::mpsc::SyncSender<Step<'c>>) -> Self {
+        Self {
+            tx,
+            pending: Vec::with_capacity(RECORDS_PER_STEP),
+            sent: Instant::now(),
+        }
+    }
+
+    /// Queues a record; false when the worker has ended (its uploader failed).
+    fn push(&mut self, message: BorrowedMessage<'c>) -> bool {
+        self.pending.push(message);
+        self.pending.len() < RECORDS_PER_STEP || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let records = std::mem::replace(&mut self.pending, Vec::with_capacity(RECORDS_PER_STEP));
+        self.hand(Step::Records(records))
+    }
+
+    /// Sends a step after the records before it; false when the worker has ended.
+    fn send(&mut self, step: Step<'c>) -> bool {
+        self.flush() && self.hand(step)
+    }
+
+    fn hand(&mut self, step: Step<'c>) -> bool {
+        let ok = self.tx.send(step).is_ok();
+        self.sent = Instant::now();
+        ok
+    }
+}
+
+/// A worker: checks its partitions' records, cuts them into batches and hands closed batches
+/// to the uploader. Ends when the poll thread drops its queue or the uploader is gone.
+fn check_and_cut(
+    mut batchers: BTreeMap<i32, Batcher>,
+    steps: std::sync::mpsc::Receiver<Step<'_>>,
+    tx: &mpsc::Sender<Work>,
+    cut_keeps: bool,
+) {
+    for step in steps {
+        match step {
+            Step::Records(messages) => {
+                for message in &messages {
+                    let Some(batcher) = batchers.get_mut(&message.partition()) else {
+                        continue;
                     };
-                }
-                if let Some(batch) = closed
-                    && !send(Work::Batch(batch))
-                {
-                    return Ok(PollOutcome { complete: false });
-                }
-            }
-            Err(KafkaError::PartitionEOF(partition)) => {
-                last_progress.set(Instant::now());
-                // EOF is the high watermark now, which is at or past the plan's end: every
-                // planned record has been delivered, even if the last offsets were gaps.
-                if let Some(p) = parts.get_mut(&partition)
-                    && !p.done
-                    && p.position < p.plan.end
-                    && let Ok((_, high)) =
-                        consumer.fetch_watermarks(topic, partition, KAFKA_TIMEOUT)
-                    && high >= p.plan.end
-                    && let Some(batch) = finish_partition(p, consumer)
-                    && !send(Work::Batch(batch))
-                {
-                    return Ok(PollOutcome { complete: false });
+                    let record = Record {
+                        offset: message.offset(),
+                        timestamp_ms: message.timestamp().to_millis(),
+                        key: message.key(),
+                        value: message.payload().unwrap_or_default(),
+                    };
+                    if let Some(batch) = batcher.push(&record)
+                        && tx.blocking_send(Work::Batch(batch)).is_err()
+                    {
+                        return;
+                    }
                 }
             }
-            Err(e) => {
-                // Transport errors are retried by librdkafka; the stall timeout bounds them.
-                tracing::warn!(topic, error = %e, "Kafka reported an error; retrying");
+            Step::Finish { partition, next } => {
+                if let Some(batch) = batchers
+                    .get_mut(&partition)
+                    .and_then(|b| b.close(Some(next)))
+                    && tx.blocking_send(Work::Batch(batch)).is_err()
+                {
+                    return;
+                }
+            }
+            Step::Cut => {
+                for batcher in batchers.values_mut() {
+                    // Interval mode keeps only whole batches; the run fails and its rerun
+                    // drains the interval again.
+                    if let Some(batch) = batcher.close(None)
+                        && cut_keeps
+                        && tx.blocking_send(Work::CutBatch(batch)).is_err()
+                    {
+                        return;
+                    }
+                }
             }
         }
     }
-    Ok(PollOutcome { complete: true })
 }
 
 struct UploadOutcome {
