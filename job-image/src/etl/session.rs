@@ -168,6 +168,10 @@ pub fn build_session(
     // Sort-merge joins spill; hash joins hold their whole build side in memory and fail when it
     // outgrows the pool (transactions joined with sessions are as large as the input).
     config.options_mut().optimizer.prefer_hash_join = false;
+    // The cache holds one Arrow IPC file per partition, so its scans are parallel already; a
+    // file split into byte ranges is read range by range whole into memory (DataFusion 55's
+    // Arrow source), outside the pool, where a file read whole streams batch by batch.
+    config.options_mut().optimizer.repartition_file_scans = false;
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
