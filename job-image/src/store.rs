@@ -118,6 +118,19 @@ impl Location {
         }
     }
 
+    /// Removes the directory `dir` of a local location if it is empty (object_store removes
+    /// files, never the directories they leave); a no-op on S3, which has no directories.
+    pub fn remove_empty_dir(&self, dir: &Path) {
+        if self.store_url.scheme() != "file" {
+            return;
+        }
+        if let Ok(root) = self.store_url.to_file_path() {
+            let path = dir.parts().fold(root, |d, part| d.join(part.as_ref()));
+            // Not empty or already gone: either way there is nothing to do.
+            let _ = std::fs::remove_dir(path);
+        }
+    }
+
     /// Makes a written object survive a machine crash, not only a process crash. object_store's
     /// local store renames a temporary file into place without fsync; an S3 PUT that returned
     /// is durable already, so this is a no-op there.

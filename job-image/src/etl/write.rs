@@ -226,6 +226,7 @@ impl StagedFile {
 /// partition directory, moved under its version directory and committed by [`Self::commit`].
 struct PartitionWriter {
     date: NaiveDate,
+    staging: Path,
     files: Vec<StagedFile>,
 }
 
@@ -255,7 +256,11 @@ impl PartitionWriter {
             file.append(gold, header.to_vec()).await?;
             files.push(file);
         }
-        Ok(Self { date, files })
+        Ok(Self {
+            date,
+            staging,
+            files,
+        })
     }
 
     /// Finishes the uploads, moves them to the version directory their content names and
@@ -326,6 +331,7 @@ impl PartitionWriter {
                 .await
                 .map_err(store_err(gold, "move", &file.staging))?;
         }
+        gold.remove_empty_dir(&self.staging);
         commit_partition(gold, &manifest).await?;
         Ok(manifest)
     }
