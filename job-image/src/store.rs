@@ -121,29 +121,32 @@ impl Location {
     /// Removes the directory `dir` of a local location if it is empty (object_store removes
     /// files, never the directories they leave); a no-op on S3, which has no directories.
     pub fn remove_empty_dir(&self, dir: &Path) {
-        if self.store_url.scheme() != "file" {
-            return;
-        }
-        if let Ok(root) = self.store_url.to_file_path() {
-            let path = dir.parts().fold(root, |d, part| d.join(part.as_ref()));
+        if let Some(path) = self.local_path(dir) {
             // Not empty or already gone: either way there is nothing to do.
             let _ = std::fs::remove_dir(path);
         }
+    }
+
+    /// Where `object` lies on disk, for a local directory; None on S3.
+    fn local_path(&self, object: &Path) -> Option<std::path::PathBuf> {
+        if self.store_url.scheme() != "file" {
+            return None;
+        }
+        let root = self.store_url.to_file_path().ok()?;
+        Some(
+            object
+                .parts()
+                .fold(root, |dir, part| dir.join(part.as_ref())),
+        )
     }
 
     /// Makes a written object survive a machine crash, not only a process crash. object_store's
     /// local store renames a temporary file into place without fsync; an S3 PUT that returned
     /// is durable already, so this is a no-op there.
     pub async fn make_durable(&self, object: &Path) -> std::io::Result<()> {
-        if self.store_url.scheme() != "file" {
-            return Ok(());
-        }
-        let Ok(root) = self.store_url.to_file_path() else {
+        let Some(file) = self.local_path(object) else {
             return Ok(());
         };
-        let file = object
-            .parts()
-            .fold(root, |dir, part| dir.join(part.as_ref()));
         tokio::task::spawn_blocking(move || {
             std::fs::File::open(&file)?.sync_all()?;
             match file.parent() {
