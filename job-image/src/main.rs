@@ -21,6 +21,12 @@ use command::run::RunArgs;
 use command::stages::{self, ChecksArg, EtlOptions, GoldArg, IngestOptions, KafkaArgs, LandingArg};
 use command::ui::Ui;
 
+// mimalloc instead of glibc's malloc: the ETL's threads allocate and free many short-lived
+// Arrow buffers, and glibc keeps freed memory in per-thread arenas that count against a pod's
+// memory limit (docs/etl.md, "Memory"; docs/benchmarks.md measures both).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "streamflow",

@@ -580,6 +580,61 @@ async fn rerunning_an_interval_writes_identical_bytes() {
 }
 
 #[tokio::test]
+async fn the_first_copy_of_an_event_is_kept_whether_duplicates_are_listed_or_sorted() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    let at = "2026-11-25T10:00:00Z";
+    let d25 = "user_events/date=2026-11-25";
+    // Object names sort p000 before p001: the first copy of d1 is p000's line 2 (a click).
+    put(
+        &landing,
+        &format!("{d25}/user_events-p000-00000000000000000000-00000000000000000002.ndjson"),
+        &[
+            user_event("d0", "u1", "s1", "login", at),
+            user_event("d1", "u1", "s1", "click", at),
+            user_event("d1", "u1", "s1", "search", at),
+        ],
+    );
+    put(
+        &landing,
+        &format!("{d25}/user_events-p001-00000000000000000000-00000000000000000000.ndjson"),
+        &[user_event("d1", "u1", "s1", "logout", at)],
+    );
+    let tx = |amount| transaction("t1", "u1", Some("s1"), at, amount, "completed", &[]);
+    put(
+        &landing,
+        "transaction_events/date=2026-11-25/transaction_events-p000-00000000000000000000-00000000000000000001.ndjson",
+        &[tx("1.00"), tx("2.00")],
+    );
+    let run = |gold: &str, max_duplicates_in_memory: usize| {
+        let mut config = config(local(&landing), local(&dir.path().join(gold)), DAY);
+        config.session.max_duplicates_in_memory = max_duplicates_in_memory;
+        async move { etl::run(&config).await.unwrap() }
+    };
+    let listed = run("listed", 10).await;
+    let sorted = run("sorted", 0).await;
+
+    assert_eq!(listed.read["user_events"].duplicates, 2);
+    assert_eq!(listed.read["transaction_events"].duplicates, 1);
+    let (_, activity) = rows(&local(&dir.path().join("listed")), "user_activity", DAY).await;
+    let types: Vec<&str> = activity
+        .iter()
+        .map(|r| r.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(types, ["login", "click"], "d0, then d1's first copy");
+    let (_, transactions) = rows(&local(&dir.path().join("listed")), "transactions", DAY).await;
+    assert_eq!(transactions.len(), 1);
+    assert_eq!(transactions[0].split(',').nth(6), Some("1.00"));
+
+    assert_eq!(sorted.read, listed.read);
+    assert_eq!(
+        snapshot(&dir.path().join("sorted")),
+        snapshot(&dir.path().join("listed")),
+        "same files, same bytes"
+    );
+}
+
+#[tokio::test]
 async fn an_interrupted_write_leaves_the_previous_partition_readable() {
     let dir = tempfile::tempdir().unwrap();
     let (landing, gold_dir) = (dir.path().join("landing"), dir.path().join("gold"));

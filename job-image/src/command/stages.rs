@@ -108,7 +108,8 @@ pub struct EtlOptions {
     /// Session profile: development or production; the flags below override its values.
     #[arg(long, env = "STREAMFLOW_ETL_PROFILE", default_value = "development")]
     pub profile: String,
-    /// Memory DataFusion's operators may use before spilling (e.g. 512MiB, 2GiB).
+    /// Memory the ETL may use (e.g. 512MiB, 2GiB): the query engine's operators spill to disk
+    /// beyond a share of it, the rest is headroom for data in flight.
     #[arg(long, env = "STREAMFLOW_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,
     /// Directory for spill files.

@@ -74,7 +74,13 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
         landed.push((topic, counts));
     }
 
-    let flat = steps::flatten(&ctx, &config.interval, cache.path()).await?;
+    let flat = steps::flatten(
+        &ctx,
+        &config.interval,
+        cache.path(),
+        config.session.max_duplicates_in_memory,
+    )
+    .await?;
     let mut read_summary = std::collections::BTreeMap::new();
     for (topic, counts) in &landed {
         let rows = if *topic == USER_EVENTS {
@@ -148,6 +154,7 @@ async fn write_gold_table(
     config: &EtlConfig,
     dates: &[chrono::NaiveDate],
 ) -> Result<write::TableWrite, EtlError> {
+    let started = Instant::now();
     let failed = |source| StepError {
         step: table.name,
         source,
@@ -173,6 +180,7 @@ async fn write_gold_table(
         table = table.name,
         rows = written.rows,
         files = written.files,
+        seconds = started.elapsed().as_secs_f64(),
         "gold table written"
     );
     Ok(written)

@@ -61,11 +61,15 @@ impl Profile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {
     pub profile: Profile,
-    /// Bytes DataFusion's operators may hold before they spill (sorts, aggregates) or fail.
+    /// Bytes the ETL may use in all; DataFusion's operators get [`POOL_SHARE_PERCENT`] of it
+    /// ([`SessionSettings::pool_size`]) and spill beyond that.
     pub memory_limit: usize,
     pub spill_dir: PathBuf,
     pub target_partitions: usize,
     pub batch_size: usize,
+    /// Events with more than one copy in the landing zone that deduplication filters out with
+    /// an in-memory list; beyond this it sorts the copies instead (slower, but it spills).
+    pub max_duplicates_in_memory: usize,
 }
 
 /// Values given on the command line or in the environment; `None` keeps the profile's.
@@ -77,6 +81,15 @@ pub struct SessionOverrides {
 }
 
 const MIB: usize = 1024 * 1024;
+
+/// The share of the memory limit that DataFusion's pool bounds. The pool counts what operators
+/// reserve (sort buffers, hash tables, window state) but not record batches in flight between
+/// operators, landing objects being decoded, the writers' buffers or memory the allocator
+/// keeps; the rest of the limit is headroom for those (docs/etl.md, "Memory").
+pub const POOL_SHARE_PERCENT: usize = 60;
+
+/// About 10 MiB of event ids and source orders held outside the memory pool.
+const MAX_DUPLICATES_IN_MEMORY: usize = 100_000;
 
 /// The CPUs this process may use; cgroup quotas included, so it is the pod's limit in
 /// Kubernetes.
@@ -93,6 +106,7 @@ impl SessionSettings {
                 spill_dir: std::env::temp_dir().join("streamflow-spill"),
                 target_partitions: 2,
                 batch_size: 8192,
+                max_duplicates_in_memory: MAX_DUPLICATES_IN_MEMORY,
             },
             Profile::Production => Self {
                 profile,
@@ -100,8 +114,14 @@ impl SessionSettings {
                 spill_dir: PathBuf::from("/tmp/streamflow-spill"),
                 target_partitions: available_cpus(),
                 batch_size: 8192,
+                max_duplicates_in_memory: MAX_DUPLICATES_IN_MEMORY,
             },
         }
+    }
+
+    /// Bytes DataFusion's memory pool lets operators reserve before they spill.
+    pub fn pool_size(&self) -> usize {
+        self.memory_limit / 100 * POOL_SHARE_PERCENT
     }
 
     pub fn with_overrides(mut self, overrides: &SessionOverrides) -> Self {
@@ -137,7 +157,7 @@ pub fn parse_size(input: &str) -> Result<usize, SessionError> {
     n.checked_mul(factor).ok_or_else(bad)
 }
 
-/// Builds the context: a fair spilling memory pool over the limit (the default pool lets one
+/// Builds the context: a fair spilling memory pool of the limit's share (the default pool lets one
 /// operator starve the others instead of making them spill), a disk manager in the spill
 /// directory, and the object stores of `locations` registered so S3 and local paths resolve.
 pub fn build_session(
@@ -149,7 +169,7 @@ pub fn build_session(
         source,
     })?;
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(settings.memory_limit)))
+        .with_memory_pool(Arc::new(FairSpillPool::new(settings.pool_size())))
         .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(
             DiskManagerMode::Directories(vec![settings.spill_dir.clone()]),
         ))
@@ -164,7 +184,7 @@ pub fn build_session(
     // sort would take a small pool whole when several sorts run at once (two gold tables, each
     // sorting per partition), leaving them nothing to sort with.
     config.options_mut().execution.sort_spill_reservation_bytes =
-        (settings.memory_limit / 64).clamp(256 * 1024, 10 * MIB);
+        (settings.pool_size() / 64).clamp(256 * 1024, 10 * MIB);
     // Sort-merge joins spill; hash joins hold their whole build side in memory and fail when it
     // outgrows the pool (transactions joined with sessions are as large as the input).
     config.options_mut().optimizer.prefer_hash_join = false;
@@ -227,7 +247,7 @@ mod tests {
         assert!(dir.path().join("spill").is_dir());
         assert!(matches!(
             ctx.runtime_env().memory_pool.memory_limit(),
-            datafusion::execution::memory_pool::MemoryLimit::Finite(n) if n == settings.memory_limit
+            datafusion::execution::memory_pool::MemoryLimit::Finite(n) if n == settings.pool_size() && n < settings.memory_limit
         ));
     }
 }

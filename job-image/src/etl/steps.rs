@@ -17,16 +17,21 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::options::ArrowReadOptions;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::{count, min, sum};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::ExprFunctionExt as _;
 use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 use futures::TryStreamExt as _;
 use streamflow_core::Interval;
+
+use super::read::SOURCE_ORDER;
 
 /// A failed step, named. A malformed landing object is reported as itself rather than wrapped
 /// in the query engine's words.
@@ -48,23 +53,20 @@ fn step(step: &'static str) -> impl FnOnce(DataFusionError) -> StepError {
 pub const RAW_USER_EVENTS: &str = "raw_user_events";
 pub const RAW_TRANSACTION_EVENTS: &str = "raw_transaction_events";
 
-/// Step 1a. User events: nested `page`, `device`, `geo` and `properties` become columns, rows
-/// outside the interval (`$1`, `$2`) are excluded and duplicates by `event_id` removed (the copy
-/// read first is kept: landing objects are read in name order, so a rerun keeps the same one).
+/// Step 1a. User events: nested `page`, `device`, `geo` and `properties` become columns and rows
+/// outside the interval (`$1`, `$2`) are excluded. Every copy of an event is kept here, with its
+/// [`SOURCE_ORDER`]; [`deduplicate`] removes the later copies.
 pub const FLATTEN_USER_EVENTS: &str = "
 SELECT event_id, event_type, event_time, CAST(event_time AS DATE) AS event_date, user_id, session_id,
        page['url'] AS page_url, page['referrer'] AS page_referrer, page['title'] AS page_title,
        device['type'] AS device_type, device['os'] AS device_os, device['browser'] AS device_browser,
        geo['country'] AS geo_country, geo['city'] AS geo_city, geo['lat'] AS geo_lat, geo['lon'] AS geo_lon,
        properties['query'] AS search_query, properties['product_id'] AS product_id,
-       properties['element'] AS click_element
-FROM (
-    SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_order) AS copy_number
-    FROM raw_user_events
-    WHERE event_time >= $1 AND event_time < $2
-) WHERE copy_number = 1";
+       properties['element'] AS click_element, source_order
+FROM raw_user_events
+WHERE event_time >= $1 AND event_time < $2";
 
-/// Step 1b. Transactions, one row each: `payment` and `merchant` become columns; `items` is
+/// Step 1b. Transactions, one row per copy: `payment` and `merchant` become columns; `items` is
 /// kept here only to be exploded by [`EXPLODE_ITEMS`] and is not written.
 pub const FLATTEN_TRANSACTIONS: &str = "
 SELECT event_id, transaction_id, event_time, CAST(event_time AS DATE) AS event_date, user_id, session_id,
@@ -73,12 +75,9 @@ SELECT event_id, transaction_id, event_time, CAST(event_time AS DATE) AS event_d
        payment['card_last4'] AS card_last4,
        merchant['merchant_id'] AS merchant_id, merchant['name'] AS merchant_name,
        merchant['category'] AS merchant_category, merchant['country'] AS merchant_country,
-       CAST(array_length(items) AS INT) AS item_count, items
-FROM (
-    SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_order) AS copy_number
-    FROM raw_transaction_events
-    WHERE event_time >= $1 AND event_time < $2
-) WHERE copy_number = 1";
+       CAST(array_length(items) AS INT) AS item_count, items, source_order
+FROM raw_transaction_events
+WHERE event_time >= $1 AND event_time < $2";
 
 /// Step 1c. `items[]` exploded: one row per item line of a transaction.
 pub const EXPLODE_ITEMS: &str = "
@@ -92,17 +91,19 @@ FROM (SELECT event_date, transaction_id, event_time, user_id, currency, status, 
 pub const SESSIONS: &str = "
 SELECT event_date, session_id, user_id,
        MIN(event_time) AS session_start, MAX(event_time) AS session_end, COUNT(*) AS session_events,
+       SUM(CASE WHEN event_type = 'page_view' THEN 1 ELSE 0 END) AS page_views,
        first_value(device_type ORDER BY event_time, event_id) AS device_type,
        first_value(geo_country ORDER BY event_time, event_id) AS geo_country
 FROM user_activity
 GROUP BY event_date, session_id, user_id";
 
-/// Intermediate: one row per (date, user) with any activity.
+/// Intermediate: one row per (date, user) with any activity, summed up from their sessions: a
+/// user's sessions are the rows of `sessions`, so `COUNT(session_id)` is the distinct count
+/// without COUNT(DISTINCT), whose per-user sets are slow to keep and cannot spill.
 pub const USER_DAY: &str = "
-SELECT event_date, user_id, COUNT(*) AS events, COUNT(DISTINCT session_id) AS sessions,
-       SUM(CASE WHEN event_type = 'page_view' THEN 1 ELSE 0 END) AS page_views,
-       MAX(event_time) AS last_event_time
-FROM user_activity
+SELECT event_date, user_id, SUM(session_events) AS events, COUNT(session_id) AS sessions,
+       SUM(page_views) AS page_views, MAX(session_end) AS last_event_time
+FROM sessions
 GROUP BY event_date, user_id";
 
 /// Intermediate: one row per (date, user) with any transaction; spend counts completed ones.
@@ -405,6 +406,7 @@ async fn cache_as(
     name: &'static str,
     df: DataFrame,
 ) -> Result<u64, StepError> {
+    let started = std::time::Instant::now();
     let dir = cache.join(name);
     std::fs::create_dir_all(&dir).map_err(|e| StepError {
         step: name,
@@ -428,6 +430,12 @@ async fn cache_as(
     ctx.register_arrow(name, format!("{}/", dir.display()), options)
         .await
         .map_err(step(name))?;
+    tracing::info!(
+        step = name,
+        rows,
+        seconds = started.elapsed().as_secs_f64(),
+        "intermediate cached"
+    );
     Ok(rows)
 }
 
@@ -453,20 +461,31 @@ pub async fn flatten(
     ctx: &SessionContext,
     interval: &Interval,
     cache: &std::path::Path,
+    max_duplicates_in_memory: usize,
 ) -> Result<Flattened, StepError> {
     let params = interval_params(interval);
-    let user_activity = ctx
-        .sql(FLATTEN_USER_EVENTS)
-        .await
-        .and_then(|df| df.with_param_values(params.clone()))
-        .map_err(step("flatten user events"))?;
-    let user_events_deduplicated = cache_as(ctx, cache, "user_activity", user_activity).await?;
-    let nested = ctx
-        .sql(FLATTEN_TRANSACTIONS)
-        .await
-        .and_then(|df| df.with_param_values(params))
-        .map_err(step("flatten transactions"))?;
-    let transactions_deduplicated = cache_as(ctx, cache, "transactions_nested", nested).await?;
+    let dedup = |[name, copies]: [&'static str; 2], sql, params| {
+        deduplicate(
+            ctx,
+            cache,
+            [name, copies],
+            sql,
+            params,
+            max_duplicates_in_memory,
+        )
+    };
+    let user_events_deduplicated = dedup(
+        ["user_activity", "user_activity_copies"],
+        FLATTEN_USER_EVENTS,
+        params.clone(),
+    )
+    .await?;
+    let transactions_deduplicated = dedup(
+        ["transactions_nested", "transactions_nested_copies"],
+        FLATTEN_TRANSACTIONS,
+        params,
+    )
+    .await?;
     let transactions = ctx
         .table("transactions_nested")
         .await
@@ -496,6 +515,96 @@ pub async fn flatten(
         user_events_deduplicated,
         transactions_deduplicated,
     })
+}
+
+/// Step 1, duplicates: caches every copy of the flattened rows of `flatten_sql` as `copies`,
+/// then registers `name` as those rows without the copies of an event after
+/// its first (lowest [`SOURCE_ORDER`]: first in object-name and line order, so a rerun keeps the
+/// same copy). Returns the rows of `name`.
+///
+/// The events with more than one copy are found by a group-by on the narrow `event_id` column.
+/// Landing holds each record once (ingest is exactly-once), so there are none or few: then
+/// `name` is a filter of the copies by that list, held in memory. With more than
+/// `max_duplicates_in_memory` duplicated events the first copies are picked by a window
+/// (ROW_NUMBER per event_id), which sorts and spills but, with one window partition per event,
+/// costs far more time than the whole rest of this step.
+async fn deduplicate(
+    ctx: &SessionContext,
+    cache: &std::path::Path,
+    [name, copies_name]: [&'static str; 2],
+    flatten_sql: &'static str,
+    params: Vec<ScalarValue>,
+    max_duplicates_in_memory: usize,
+) -> Result<u64, StepError> {
+    let copies = ctx
+        .sql(flatten_sql)
+        .await
+        .and_then(|df| df.with_param_values(params))
+        .map_err(step(name))?;
+    let copied_rows = cache_as(ctx, cache, copies_name, copies).await?;
+    let copies = ctx.table(copies_name).await.map_err(step(name))?;
+    let duplicated = copies
+        .clone()
+        .aggregate(
+            vec![col("event_id")],
+            vec![
+                min(col(SOURCE_ORDER)).alias("first_copy"),
+                count(lit(1)).alias("copies"),
+            ],
+        )
+        .and_then(|df| df.filter(col("copies").gt(lit(1i64))))
+        .and_then(|df| df.limit(0, Some(max_duplicates_in_memory.saturating_add(1))))
+        .map_err(step(name))?
+        .collect()
+        .await
+        .map_err(step(name))?;
+    let listed: usize = duplicated.iter().map(RecordBatch::num_rows).sum();
+    let register = |first_copies: DataFrame| {
+        let table = first_copies.drop_columns(&[SOURCE_ORDER])?;
+        ctx.register_table(name, table.into_view()).map(|_| ())
+    };
+    if listed == 0 {
+        register(copies).map_err(step(name))?;
+        Ok(copied_rows)
+    } else if listed <= max_duplicates_in_memory {
+        let (mut ids, mut firsts, mut later_copies) = (Vec::new(), Vec::new(), 0u64);
+        for batch in &duplicated {
+            let (id, first, n) = (batch.column(0), batch.column(1), batch.column(2));
+            for row in 0..batch.num_rows() {
+                ids.push(lit(
+                    ScalarValue::try_from_array(id, row).map_err(step(name))?
+                ));
+                firsts.push(lit(
+                    ScalarValue::try_from_array(first, row).map_err(step(name))?
+                ));
+                if let ScalarValue::Int64(Some(n)) =
+                    ScalarValue::try_from_array(n, row).map_err(step(name))?
+                {
+                    later_copies += n.saturating_sub(1) as u64;
+                }
+            }
+        }
+        // A row is a first copy when its event has one copy, or when its source order is one
+        // of the first copies' (source orders are unique, so it is its own event's).
+        let keep = col("event_id")
+            .in_list(ids, true)
+            .or(col(SOURCE_ORDER).in_list(firsts, false));
+        copies.filter(keep).and_then(register).map_err(step(name))?;
+        Ok(copied_rows - later_copies)
+    } else {
+        let copy_number = row_number()
+            .partition_by(vec![col("event_id")])
+            .order_by(vec![col(SOURCE_ORDER).sort(true, false)])
+            .build()
+            .map_err(step(name))?
+            .alias("copy_number");
+        let first_copies = copies
+            .window(vec![copy_number])
+            .and_then(|df| df.filter(col("copy_number").eq(lit(1u64))))
+            .and_then(|df| df.drop_columns(&["copy_number", SOURCE_ORDER]))
+            .map_err(step(name))?;
+        cache_as(ctx, cache, name, first_copies).await
+    }
 }
 
 /// Step 2: the DataFrame of one gold table, sorted for writing.
