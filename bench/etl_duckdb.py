@@ -79,16 +79,16 @@ FROM (SELECT event_date, transaction_id, event_time, user_id, currency, status, 
 CREATE TABLE sessions AS
 SELECT event_date, session_id, user_id,
        MIN(event_time) AS session_start, MAX(event_time) AS session_end, COUNT(*) AS session_events,
+       SUM(CASE WHEN event_type = 'page_view' THEN 1 ELSE 0 END) AS page_views,
        first(device_type ORDER BY event_time, event_id) AS device_type,
        first(geo_country ORDER BY event_time, event_id) AS geo_country
 FROM user_activity
 GROUP BY event_date, session_id, user_id""",
     """
 CREATE TABLE user_day AS
-SELECT event_date, user_id, COUNT(*) AS events, COUNT(DISTINCT session_id) AS sessions,
-       SUM(CASE WHEN event_type = 'page_view' THEN 1 ELSE 0 END) AS page_views,
-       MAX(event_time) AS last_event_time
-FROM user_activity
+SELECT event_date, user_id, SUM(session_events) AS events, COUNT(session_id) AS sessions,
+       SUM(page_views) AS page_views, MAX(session_end) AS last_event_time
+FROM sessions
 GROUP BY event_date, user_id""",
     """
 CREATE TABLE buyer_day AS
