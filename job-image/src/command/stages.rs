@@ -112,6 +112,11 @@ pub struct EtlOptions {
     /// beyond a share of it, the rest is headroom for data in flight.
     #[arg(long, env = "STREAMFLOW_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,
+    /// Percent of the memory limit the operators may reserve before they spill (the rest is
+    /// headroom for data in flight; like Spark's spark.memory.fraction). Default 60.
+    #[arg(long, env = "STREAMFLOW_MEMORY_POOL_PERCENT",
+          value_parser = clap::value_parser!(u8).range(5..=100))]
+    pub memory_pool_percent: Option<u8>,
     /// Directory for spill files.
     #[arg(long, env = "STREAMFLOW_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
@@ -203,6 +208,7 @@ pub async fn etl(
             .as_deref()
             .map(parse_size)
             .transpose()?,
+        memory_pool_percent: options.memory_pool_percent,
         spill_dir: options.spill_dir.clone(),
         target_partitions: options.target_partitions,
     };

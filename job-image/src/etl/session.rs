@@ -61,9 +61,14 @@ impl Profile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {
     pub profile: Profile,
-    /// Bytes the ETL may use in all; DataFusion's operators get [`POOL_SHARE_PERCENT`] of it
+    /// Bytes the ETL may use in all; DataFusion's operators get `memory_pool_percent` of it
     /// ([`SessionSettings::pool_size`]) and spill beyond that.
     pub memory_limit: usize,
+    /// The share of the memory limit that DataFusion's pool bounds. The pool counts what
+    /// operators reserve (sort buffers, hash tables, window state) but not record batches in
+    /// flight between operators, landing objects being decoded, the writers' buffers or memory
+    /// the allocator keeps; the rest of the limit is headroom for those (docs/etl.md, "Memory").
+    pub memory_pool_percent: u8,
     pub spill_dir: PathBuf,
     pub target_partitions: usize,
     pub batch_size: usize,
@@ -76,17 +81,15 @@ pub struct SessionSettings {
 #[derive(Debug, Clone, Default)]
 pub struct SessionOverrides {
     pub memory_limit: Option<usize>,
+    pub memory_pool_percent: Option<u8>,
     pub spill_dir: Option<PathBuf>,
     pub target_partitions: Option<usize>,
 }
 
 const MIB: usize = 1024 * 1024;
 
-/// The share of the memory limit that DataFusion's pool bounds. The pool counts what operators
-/// reserve (sort buffers, hash tables, window state) but not record batches in flight between
-/// operators, landing objects being decoded, the writers' buffers or memory the allocator
-/// keeps; the rest of the limit is headroom for those (docs/etl.md, "Memory").
-pub const POOL_SHARE_PERCENT: usize = 60;
+/// Spark's default share for execution and storage (spark.memory.fraction), a starting point.
+const DEFAULT_MEMORY_POOL_PERCENT: u8 = 60;
 
 /// About 10 MiB of event ids and source orders held outside the memory pool.
 const MAX_DUPLICATES_IN_MEMORY: usize = 100_000;
@@ -103,6 +106,7 @@ impl SessionSettings {
             Profile::Development => Self {
                 profile,
                 memory_limit: 1024 * MIB,
+                memory_pool_percent: DEFAULT_MEMORY_POOL_PERCENT,
                 spill_dir: std::env::temp_dir().join("streamflow-spill"),
                 target_partitions: 2,
                 batch_size: 8192,
@@ -111,6 +115,7 @@ impl SessionSettings {
             Profile::Production => Self {
                 profile,
                 memory_limit: 3 * 1024 * MIB,
+                memory_pool_percent: DEFAULT_MEMORY_POOL_PERCENT,
                 spill_dir: PathBuf::from("/tmp/streamflow-spill"),
                 target_partitions: available_cpus(),
                 batch_size: 8192,
@@ -121,12 +126,15 @@ impl SessionSettings {
 
     /// Bytes DataFusion's memory pool lets operators reserve before they spill.
     pub fn pool_size(&self) -> usize {
-        self.memory_limit / 100 * POOL_SHARE_PERCENT
+        self.memory_limit / 100 * usize::from(self.memory_pool_percent.clamp(1, 100))
     }
 
     pub fn with_overrides(mut self, overrides: &SessionOverrides) -> Self {
         if let Some(limit) = overrides.memory_limit {
             self.memory_limit = limit;
+        }
+        if let Some(percent) = overrides.memory_pool_percent {
+            self.memory_pool_percent = percent;
         }
         if let Some(dir) = &overrides.spill_dir {
             self.spill_dir = dir.clone();
@@ -228,6 +236,12 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(s.memory_limit, 100 * MIB);
+        assert_eq!(s.pool_size(), 60 * MIB, "the default share");
+        let half = s.clone().with_overrides(&SessionOverrides {
+            memory_pool_percent: Some(50),
+            ..Default::default()
+        });
+        assert_eq!(half.pool_size(), 50 * MIB);
         assert_eq!(s.target_partitions, base.target_partitions);
         assert_eq!(s.spill_dir, base.spill_dir);
         assert_eq!("dev".parse::<Profile>().unwrap(), Profile::Development);
