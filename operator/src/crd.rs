@@ -207,7 +207,7 @@ pub struct EtlSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(development|production)$"))]
     pub profile: Option<String>,
-    /// Memory the query engine may use before spilling, e.g. `2GiB`.
+    /// Memory the ETL may use, e.g. `2GiB`; its query engine spills beyond 60 % of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<String>,
     /// Files per date partition of the bucketed tables.
