@@ -15,11 +15,11 @@ pub mod write;
 use std::time::Instant;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use streamflow_core::{EtlReadSummary, EtlSummary, EtlTableSummary, Interval};
+use streamflow_core::{EtlSummary, EtlTableSummary, Interval};
 
 use crate::events::{TRANSACTION_EVENTS, USER_EVENTS};
 use crate::store::Location;
-use read::{LandingCounts, ReadError};
+use read::ReadError;
 use session::{SessionError, SessionSettings};
 use steps::StepError;
 use write::WriteError;
@@ -88,19 +88,7 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
         } else {
             flat.transactions_deduplicated
         };
-        let in_interval = LandingCounts::get(&counts.in_interval);
-        let records = LandingCounts::get(&counts.records);
-        read_summary.insert(
-            (*topic).to_owned(),
-            EtlReadSummary {
-                objects: LandingCounts::get(&counts.objects),
-                records,
-                bytes: LandingCounts::get(&counts.bytes),
-                outside_interval: records.saturating_sub(in_interval),
-                duplicates: in_interval.saturating_sub(rows),
-                rows,
-            },
-        );
+        read_summary.insert((*topic).to_owned(), counts.summary(rows));
     }
     tracing::info!(
         user_events = flat.user_events_deduplicated,

@@ -25,7 +25,7 @@ use datafusion::prelude::SessionContext;
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
-use streamflow_core::Interval;
+use streamflow_core::{EtlReadSummary, Interval};
 
 use crate::events::EventKind;
 use crate::store::Location;
@@ -202,8 +202,18 @@ pub struct LandingCounts {
 }
 
 impl LandingCounts {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    /// The read summary of the topic, given the `rows` left after deduplication.
+    pub fn summary(&self, rows: u64) -> EtlReadSummary {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let (records, in_interval) = (get(&self.records), get(&self.in_interval));
+        EtlReadSummary {
+            objects: get(&self.objects),
+            records,
+            bytes: get(&self.bytes),
+            outside_interval: records.saturating_sub(in_interval),
+            duplicates: in_interval.saturating_sub(rows),
+            rows,
+        }
     }
 }
 

@@ -17,13 +17,12 @@
 //! directory the next run removes. The same input gives the same bytes, hence the same version
 //! name and manifest: a rerun rewrites identical objects.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::csv::{ReaderBuilder, WriterBuilder};
+use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
 use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
@@ -66,8 +65,6 @@ pub enum WriteError {
     },
     #[error("manifest {object} is not valid: {problem}")]
     BadManifest { object: String, problem: String },
-    #[error("cannot read {object}: {problem}")]
-    Read { object: String, problem: String },
 }
 
 /// The `_SUCCESS` manifest of one committed partition.
@@ -589,44 +586,6 @@ pub async fn read_manifest(
             object: path.to_string(),
             problem: e.to_string(),
         })
-}
-
-/// The rows of a committed partition: only the files its manifest lists, typed by its schema.
-pub async fn read_partition(
-    gold: &Location,
-    manifest: &Manifest,
-) -> Result<(SchemaRef, Vec<RecordBatch>), WriteError> {
-    let dir = partition_dir(gold, &manifest.table, manifest.date);
-    let schema = manifest
-        .schema()
-        .map_err(|problem| WriteError::BadManifest {
-            object: dir.clone().join(MANIFEST).to_string(),
-            problem,
-        })?;
-    let mut batches = Vec::new();
-    for file in &manifest.files {
-        let path = Path::from_iter(dir.parts().chain(Path::from(file.path.as_str()).parts()));
-        let bytes = gold
-            .store
-            .get(&path)
-            .await
-            .map_err(store_err(gold, "read", &path))?
-            .bytes()
-            .await
-            .map_err(store_err(gold, "read", &path))?;
-        let read_err = |e: datafusion::arrow::error::ArrowError| WriteError::Read {
-            object: path.to_string(),
-            problem: e.to_string(),
-        };
-        let reader = ReaderBuilder::new(schema.clone())
-            .with_header(true)
-            .build(Cursor::new(bytes))
-            .map_err(read_err)?;
-        for batch in reader {
-            batches.push(batch.map_err(read_err)?);
-        }
-    }
-    Ok((schema, batches))
 }
 
 #[cfg(test)]
