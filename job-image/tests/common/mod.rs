@@ -22,7 +22,11 @@ pub fn bootstrap() -> String {
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // Read when the test runs (cargo sets it), not when it was built: clones share one target
+    // directory, and cargo reuses a test binary built in another clone, whose path it has.
+    let manifest_dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    PathBuf::from(manifest_dir).join("..")
 }
 
 /// A topic of its own for each test, so tests never see each other's records.
@@ -176,6 +180,8 @@ pub async fn read_landing(location: &Location, topic: &str) -> LandingContents {
                 .read_to_string(&mut s)
                 .expect("gunzip");
             s
+        } else if name.ends_with(".zst") {
+            String::from_utf8(zstd::decode_all(&bytes[..]).expect("zstd")).expect("utf-8")
         } else {
             String::from_utf8(bytes.to_vec()).expect("utf-8 landing file")
         };

@@ -28,7 +28,11 @@ use tokio::process::{Child, Command};
 pub const TIMEOUT: Duration = Duration::from_secs(180);
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Read when the test runs (cargo sets it), not when it was built: clones share one target
+    // directory, and cargo reuses a test binary built in another clone, whose path it has.
+    let manifest_dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest_dir)
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
