@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Drain throughput and peak RSS of `streamflow ingest` (to a local directory and to S3) against
+# Drain throughput and peak RSS of `streamflow ingest` (to a local directory and to S3, plain and
+# with --compression zstd) against
 # Apache Kafka's own consumer perf tool (org.apache.kafka.tools.ConsumerPerformance) reading the
 # same topics from the same broker, side by side, medians of several runs.
 #
@@ -89,13 +90,17 @@ for i in $(seq 1 "$runs"); do
     done
     wait' perf "${topics[@]}"
   grep -v '^start.time' "$work/out" | sed "s/^/perf-tool-report /" >>"$work/perf-reports"
+  for compression in none zstd; do
+    suffix=""; [[ "$compression" == none ]] || suffix="-$compression"
+    rm -rf "$work/landing"
+    time_cmd "ingest-local$suffix" "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
+      --landing "$work/landing" --group "bench-local-$i-$RANDOM" --compression "$compression"
+    tail -n 1 "$work/out" >"$work/summary-local$suffix.json"
+    time_cmd "ingest-s3$suffix" "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
+      --landing "s3://landing/bench-$i-$RANDOM" --group "bench-s3-$i-$RANDOM" --compression "$compression"
+    tail -n 1 "$work/out" >"$work/summary-s3$suffix.json"
+  done
   rm -rf "$work/landing"
-  time_cmd ingest-local "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
-    --landing "$work/landing" --group "bench-local-$i-$RANDOM"
-  tail -n 1 "$work/out" >"$work/summary-local.json"
-  time_cmd ingest-s3 "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
-    --landing "s3://landing/bench-$i-$RANDOM" --group "bench-s3-$i-$RANDOM"
-  tail -n 1 "$work/out" >"$work/summary-s3.json"
 done
 
 python3 - "$work" "$events" <<'EOF'
@@ -105,15 +110,17 @@ rows = {}
 for line in open(f"{work}/results"):
     name, secs, kib = line.split()
     rows.setdefault(name, []).append((float(secs), int(kib)))
+for variant in ["local", "s3", "local-zstd", "s3-zstd"]:
+    drained = json.load(open(f"{work}/summary-{variant}.json"))["records"]
+    assert drained == events, f"ingest-{variant} drained {drained} of {events}"
 summary = json.load(open(f"{work}/summary-local.json"))
-assert summary["records"] == events, f"drained {summary['records']} of {events}"
 mb = summary["bytes"] / 1e6
 perf = statistics.median(s for s, _ in rows["perf-tool"])
 print(f"{events:,} events, {mb:,.0f} MB of record values, {len(rows['perf-tool'])} runs each, medians.\n")
 print("Peak RSS of the perf tool is that of one of its two JVMs.\n")
 print("| consumer | wall s | records/s | MB/s | peak RSS MiB | records/s vs perf tool |")
 print("|---|---:|---:|---:|---:|---:|")
-for name in ["perf-tool", "ingest-local", "ingest-s3"]:
+for name in ["perf-tool", "ingest-local", "ingest-s3", "ingest-local-zstd", "ingest-s3-zstd"]:
     secs = statistics.median(s for s, _ in rows[name])
     rss = statistics.median(k for _, k in rows[name]) / 1024
     print(f"| {name} | {secs:.1f} | {events/secs:,.0f} | {mb/secs:,.0f} | {rss:,.0f} | {perf/secs:.2f}x |")

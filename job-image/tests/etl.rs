@@ -55,6 +55,8 @@ fn put(dir: &FsPath, rel: &str, lines: &[String]) {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(text.as_bytes()).unwrap();
         std::fs::write(path, gz.finish().unwrap()).unwrap();
+    } else if rel.ends_with(".zst") {
+        std::fs::write(path, zstd::encode_all(text.as_bytes(), 1).unwrap()).unwrap();
     } else {
         std::fs::write(path, text).unwrap();
     }
@@ -71,7 +73,7 @@ fn put(dir: &FsPath, rel: &str, lines: &[String]) {
 /// Transactions: u1 buys t1 10.00 (s1, 10:10), t2 20.00 (s1b, 11:10), t3 25.00 (s1c, 12:10),
 /// t8 5.00 (s1c, 12:30); u2 buys t4 30.00 without a session (09:30) and t6 5.00 that failed
 /// (s2); u4, who has no activity, has t5 7.50 pending in an unknown session; u5 buys t7 30.00
-/// (s5, 14:05). All in EUR.
+/// (s5, 14:05). All in EUR, in a zstd-compressed object.
 fn write_fixture(landing: &FsPath) {
     let d25 = "user_events/date=2026-11-25";
     put(
@@ -115,7 +117,7 @@ fn write_fixture(landing: &FsPath) {
     );
     put(
         landing,
-        "transaction_events/date=2026-11-25/transaction_events-p000-00000000000000000000-00000000000000000007.ndjson",
+        "transaction_events/date=2026-11-25/transaction_events-p000-00000000000000000000-00000000000000000007.ndjson.zst",
         &[
             transaction(
                 "t1",
@@ -651,7 +653,7 @@ async fn an_interrupted_write_leaves_the_previous_partition_readable() {
 
     // New landing data replaces the partition whole; old versions and leftovers are removed.
     std::fs::remove_file(
-        landing.join("transaction_events/date=2026-11-25/transaction_events-p000-00000000000000000000-00000000000000000007.ndjson"),
+        landing.join("transaction_events/date=2026-11-25/transaction_events-p000-00000000000000000000-00000000000000000007.ndjson.zst"),
     )
     .unwrap();
     let summary = run_local(&landing, &gold_dir, DAY).await;

@@ -169,6 +169,41 @@ async fn s3_landing_with_gzip_holds_each_good_event_once() {
 }
 
 #[tokio::test]
+async fn local_landing_with_zstd_holds_each_good_event_once() {
+    let txns = fresh_topic(EventKind::Transaction, 2).await;
+    let mut g = generator(EventKind::Transaction, 2, "2026-11-25T08:00:00Z", 0.05);
+    let recs: Vec<_> = (0..1200).map(|_| g.next_record()).collect();
+    send_all(&txns, &recs);
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let out = run_ok(
+        ingest_args(&mut streamflow(), &[&txns], landing, &group).args([
+            "--compression",
+            "zstd",
+            "--max-file-records",
+            "400",
+        ]),
+    );
+    assert_eq!(summary_of(&out)["complete"], true);
+    let landed = read_landing(&Location::parse(landing).unwrap(), &txns).await;
+    let (data, quarantine): (Vec<&String>, Vec<&String>) = landed
+        .objects
+        .iter()
+        .partition(|o| !o.contains("_quarantine/"));
+    assert!(
+        !data.is_empty() && data.iter().all(|o| o.ends_with(".ndjson.zst")),
+        "{data:?}"
+    );
+    assert!(!quarantine.is_empty());
+    assert_exactly_once(&landed, &good_ids(&recs));
+    assert_eq!(
+        landed.quarantine.len(),
+        recs.iter().filter(|r| r.bad.is_some()).count()
+    );
+}
+
+#[tokio::test]
 async fn interval_mode_drains_exactly_the_records_timestamped_in_the_interval() {
     let users = fresh_topic(EventKind::User, 3).await;
     // 600 records, 500 ms apart: 10:00:00 to 10:05:00.

@@ -28,6 +28,7 @@ use object_store::{ObjectStore, ObjectStoreExt as _};
 use streamflow_core::{EtlReadSummary, Interval};
 
 use crate::events::EventKind;
+use crate::ingest::plan::Compression;
 use crate::store::Location;
 
 /// Precision and scale of every money column: two decimals, as upstream sends them.
@@ -52,9 +53,10 @@ pub enum ReadError {
         object: String,
         source: object_store::Error,
     },
-    #[error("landing object {object} is not valid gzip: {source}")]
-    Gzip {
+    #[error("landing object {object} is not valid {compression:?} data: {source}")]
+    Decompress {
         object: String,
+        compression: Compression,
         source: std::io::Error,
     },
     #[error("landing object {object}, line {line}: {problem}")]
@@ -240,8 +242,8 @@ pub async fn list_objects(
             })?;
         for meta in listed {
             let name = meta.location.filename().unwrap_or_default();
-            let is_data = (name.ends_with(".ndjson") || name.ends_with(".ndjson.gz"))
-                && !name.starts_with(['_', '.']);
+            let is_data =
+                Compression::of_landing_object(name).is_some() && !name.starts_with(['_', '.']);
             if is_data {
                 objects.push(meta.location);
             }
@@ -412,26 +414,39 @@ pub fn read_error_in(error: &DataFusionError) -> Option<&ReadError> {
     None
 }
 
-/// Decodes one object: gunzips `.gz`, then one JSON object per non-empty line.
+fn decompress(compression: Compression, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    match compression {
+        Compression::None => out.extend_from_slice(raw),
+        Compression::Gzip => {
+            flate2::read::MultiGzDecoder::new(raw).read_to_end(&mut out)?;
+        }
+        Compression::Zstd => {
+            zstd::stream::read::Decoder::new(raw)?.read_to_end(&mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes one object: decompresses it as its name says, then one JSON object per non-empty
+/// line.
 fn decode_object(
     object: &str,
     index: u64,
     raw: &[u8],
     schema: SchemaRef,
 ) -> Result<(Vec<RecordBatch>, u64), ReadError> {
-    let unzipped;
-    let content: &[u8] = if object.ends_with(".gz") {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw)
-            .read_to_end(&mut out)
-            .map_err(|source| ReadError::Gzip {
-                object: object.to_owned(),
-                source,
-            })?;
-        unzipped = out;
-        &unzipped
-    } else {
+    let decompressed;
+    let compression = Compression::of_landing_object(object).unwrap_or_default();
+    let content: &[u8] = if compression == Compression::None {
         raw
+    } else {
+        decompressed = decompress(compression, raw).map_err(|source| ReadError::Decompress {
+            object: object.to_owned(),
+            compression,
+            source,
+        })?;
+        &decompressed
     };
     let malformed = |line: usize, problem: String| ReadError::Malformed {
         object: object.to_owned(),

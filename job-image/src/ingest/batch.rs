@@ -11,7 +11,8 @@ use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
-use super::plan::Rotation;
+use super::buffers::BufferPool;
+use super::plan::{Compression, Rotation};
 use crate::events::{EventKind, check_record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,7 +43,7 @@ pub struct Batch {
     pub quarantined: u64,
     pub skipped: u64,
     pub value_bytes: u64,
-    pub gzip: bool,
+    pub compression: Compression,
 }
 
 impl Batch {
@@ -53,12 +54,12 @@ impl Batch {
             ChunkKind::Quarantine => "_quarantine/".to_owned(),
         };
         format!(
-            "{root}{topic}/date={date}/{topic}-p{partition:03}-{first:012}-{last:012}.ndjson{gz}",
+            "{root}{topic}/date={date}/{topic}-p{partition:03}-{first:012}-{last:012}.ndjson{ext}",
             topic = self.topic,
             partition = self.partition,
             first = self.first,
             last = self.last,
-            gz = if self.gzip { ".gz" } else { "" },
+            ext = self.compression.extension(),
         )
     }
 }
@@ -89,6 +90,7 @@ pub struct Batcher {
     /// Interval mode keeps only records timestamped inside it.
     keep: Option<(i64, i64)>,
     open: Option<Batch>,
+    buffers: BufferPool,
 }
 
 /// A Kafka record as the batcher sees it.
@@ -106,6 +108,7 @@ impl Batcher {
         rotation: Rotation,
         max_record_bytes: usize,
         keep: Option<(i64, i64)>,
+        buffers: BufferPool,
     ) -> Self {
         Self {
             topic: topic.to_owned(),
@@ -115,6 +118,7 @@ impl Batcher {
             max_record_bytes,
             keep,
             open: None,
+            buffers,
         }
     }
 
@@ -131,7 +135,7 @@ impl Batcher {
             quarantined: 0,
             skipped: 0,
             value_bytes: 0,
-            gzip: self.rotation.gzip,
+            compression: self.rotation.compression,
         });
         batch.last = record.offset;
         batch.next = record.offset + 1;
@@ -149,17 +153,18 @@ impl Batcher {
                     // The first landing chunk of a batch usually takes all of it: its buffer is
                     // reserved whole (untouched pages cost no memory), so it is not grown by
                     // doubling, which copied it and faulted in fresh pages at each step.
-                    let reserve = if batch.good == 0 {
-                        landing_capacity(self.rotation, self.max_record_bytes)
-                    } else {
-                        0
-                    };
+                    let first = batch.good == 0;
                     let chunk = batch
                         .chunks
                         .entry((ChunkKind::Landing, checked.event_time.date_naive()))
                         .or_insert_with(|| Chunk {
                             records: 0,
-                            body: Vec::with_capacity(reserve),
+                            body: if first {
+                                self.buffers
+                                    .take(landing_capacity(self.rotation, self.max_record_bytes))
+                            } else {
+                                Vec::new()
+                            },
                         });
                     append_json_line(&mut chunk.body, record.value);
                     chunk.records += 1;
@@ -273,7 +278,7 @@ mod tests {
         Rotation {
             max_records,
             max_bytes: u64::MAX,
-            gzip: false,
+            compression: Compression::None,
         }
     }
 
@@ -299,8 +304,22 @@ mod tests {
     #[test]
     fn rotation_cuts_at_the_same_offsets_whatever_the_end() {
         let recs = records(250, 0.05);
-        let mut a = Batcher::new("user_events", 2, rotation(100), 1 << 19, None);
-        let mut b = Batcher::new("user_events", 2, rotation(100), 1 << 19, None);
+        let mut a = Batcher::new(
+            "user_events",
+            2,
+            rotation(100),
+            1 << 19,
+            None,
+            BufferPool::default(),
+        );
+        let mut b = Batcher::new(
+            "user_events",
+            2,
+            rotation(100),
+            1 << 19,
+            None,
+            BufferPool::default(),
+        );
         let short = feed(&mut a, &recs[..150], 0);
         let long = feed(&mut b, &recs, 0);
         let ranges = |v: &[Batch]| v.iter().map(|b| (b.first, b.last)).collect::<Vec<_>>();
@@ -315,7 +334,14 @@ mod tests {
     #[test]
     fn a_batch_splits_by_event_date_and_quarantines_bad_records() {
         let recs = records(200, 0.1);
-        let mut b = Batcher::new("user_events", 0, rotation(1000), 1 << 19, None);
+        let mut b = Batcher::new(
+            "user_events",
+            0,
+            rotation(1000),
+            1 << 19,
+            None,
+            BufferPool::default(),
+        );
         let batches = feed(&mut b, &recs, 40);
         assert_eq!(batches.len(), 1);
         let batch = &batches[0];
@@ -363,7 +389,14 @@ mod tests {
 
     #[test]
     fn quarantine_lines_say_why_and_where() {
-        let mut b = Batcher::new("user_events", 1, rotation(10), 1 << 19, None);
+        let mut b = Batcher::new(
+            "user_events",
+            1,
+            rotation(10),
+            1 << 19,
+            None,
+            BufferPool::default(),
+        );
         for (offset, value) in [
             (5, &b"{\"truncated"[..]),
             (6, &[0xff, 0xfe][..]),
@@ -406,7 +439,14 @@ mod tests {
         let recs = records(120, 0.0);
         let from = recs[10].timestamp.timestamp_millis();
         let to = recs[20].timestamp.timestamp_millis();
-        let mut b = Batcher::new("user_events", 0, rotation(1000), 1 << 19, Some((from, to)));
+        let mut b = Batcher::new(
+            "user_events",
+            0,
+            rotation(1000),
+            1 << 19,
+            Some((from, to)),
+            BufferPool::default(),
+        );
         let batch = feed(&mut b, &recs, 0).pop().unwrap();
         assert_eq!((batch.good, batch.skipped), (10, 110));
     }
