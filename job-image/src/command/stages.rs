@@ -89,7 +89,7 @@ pub struct IngestOptions {
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_file_bytes: u64,
     /// Compress the landing NDJSON files: none (.ndjson), gzip (.ndjson.gz) or zstd
-    /// (.ndjson.zst, the fastest to write and to read of the two).
+    /// (.ndjson.zst).
     #[arg(long, value_enum, env = "STREAMFLOW_LANDING_COMPRESSION", default_value_t = Compression::None)]
     pub compression: Compression,
     /// Same as --compression gzip.
