@@ -6,6 +6,7 @@
 //! decoded here rather than by DataFusion's JSON source so that a malformed object fails the
 //! run with a message naming the object and the line.
 
+use std::borrow::Cow;
 use std::io::Read as _;
 use std::sync::Arc;
 
@@ -414,18 +415,15 @@ pub fn read_error_in(error: &DataFusionError) -> Option<&ReadError> {
     None
 }
 
-fn decompress(compression: Compression, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+/// An object's NDJSON text: `raw` itself when it is not compressed.
+fn decompress(compression: Compression, raw: &[u8]) -> std::io::Result<Cow<'_, [u8]>> {
     let mut out = Vec::new();
     match compression {
-        Compression::None => out.extend_from_slice(raw),
-        Compression::Gzip => {
-            flate2::read::MultiGzDecoder::new(raw).read_to_end(&mut out)?;
-        }
-        Compression::Zstd => {
-            zstd::stream::read::Decoder::new(raw)?.read_to_end(&mut out)?;
-        }
-    }
-    Ok(out)
+        Compression::None => return Ok(Cow::Borrowed(raw)),
+        Compression::Gzip => flate2::read::MultiGzDecoder::new(raw).read_to_end(&mut out)?,
+        Compression::Zstd => zstd::stream::read::Decoder::new(raw)?.read_to_end(&mut out)?,
+    };
+    Ok(Cow::Owned(out))
 }
 
 /// Decodes one object: decompresses it as its name says, then one JSON object per non-empty
@@ -436,18 +434,12 @@ fn decode_object(
     raw: &[u8],
     schema: SchemaRef,
 ) -> Result<(Vec<RecordBatch>, u64), ReadError> {
-    let decompressed;
     let compression = Compression::of_landing_object(object).unwrap_or_default();
-    let content: &[u8] = if compression == Compression::None {
-        raw
-    } else {
-        decompressed = decompress(compression, raw).map_err(|source| ReadError::Decompress {
-            object: object.to_owned(),
-            compression,
-            source,
-        })?;
-        &decompressed
-    };
+    let content = decompress(compression, raw).map_err(|source| ReadError::Decompress {
+        object: object.to_owned(),
+        compression,
+        source,
+    })?;
     let malformed = |line: usize, problem: String| ReadError::Malformed {
         object: object.to_owned(),
         line,
