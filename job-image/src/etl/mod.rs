@@ -104,14 +104,12 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
         partitions: dates.len() as u64,
         ..Default::default()
     };
-    // Two tables at a time: while one is in its single-threaded final merge and CSV encoding,
-    // the other's scans and sorts use the remaining CPU.
     let written: Vec<(&str, write::TableWrite)> = futures::stream::iter(steps::GOLD_TABLES)
         .map(|table| async {
             let written = write_gold_table(&ctx, &flat, table, config, &dates).await?;
             Ok::<_, EtlError>((table.name, written))
         })
-        .buffered(GOLD_TABLES_AT_ONCE)
+        .buffered(session::GOLD_TABLES_AT_ONCE)
         .try_collect()
         .await?;
     for (name, written) in written {
@@ -130,9 +128,6 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
     summary.duration_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
 }
-
-/// Gold tables computed and written concurrently.
-const GOLD_TABLES_AT_ONCE: usize = 2;
 
 /// Computes one gold table and streams it, sorted, into its partitions.
 async fn write_gold_table(

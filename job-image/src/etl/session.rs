@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -94,6 +94,17 @@ const DEFAULT_MEMORY_POOL_PERCENT: u8 = 60;
 /// About 10 MiB of event ids and source orders held outside the memory pool.
 const MAX_DUPLICATES_IN_MEMORY: usize = 100_000;
 
+/// How many of the memory pool's largest consumers an out-of-memory error names.
+const CONSUMERS_NAMED_ON_REFUSAL: std::num::NonZeroUsize = std::num::NonZeroUsize::new(8).unwrap();
+
+/// Gold tables computed and written concurrently: while one is in its single-threaded final
+/// merge and CSV encoding, the other's scans and sorts use the remaining CPU.
+pub const GOLD_TABLES_AT_ONCE: usize = 2;
+
+/// Bytes per row of a sorted gold input in Arrow, rounded up: the widest measured here (item
+/// lines, 1,024-row batches) took about 150 KB a batch.
+const ROW_BYTES_ESTIMATE: usize = 256;
+
 /// The CPUs this process may use; cgroup quotas included, so it is the pod's limit in
 /// Kubernetes.
 fn available_cpus() -> usize {
@@ -127,6 +138,23 @@ impl SessionSettings {
     /// Bytes DataFusion's memory pool lets operators reserve before they spill.
     pub fn pool_size(&self) -> usize {
         self.memory_limit / 100 * usize::from(self.memory_pool_percent.clamp(1, 100))
+    }
+
+    /// How many spill files one sort merges in one pass.
+    ///
+    /// DataFusion seats two batches of every spill file it merges, in a reservation the pool
+    /// cannot take back, and by default seats as many files as the pool has room for: one
+    /// partition's merge then takes the pool whole, and the other sorts' merges and the final
+    /// merge of the partitions are refused memory (seen here: an `ExternalSorterMerge` holding
+    /// 15 MB of a 48 MB pool refused 150 KB more, a `SortPreservingMergeExec` refused 312 KB).
+    /// Bounded, the sorts that can run at once each seat at most half of an equal share and
+    /// merge in more passes instead.
+    pub fn spill_merge_fan_in(&self) -> usize {
+        let sorts_at_once = self.target_partitions.max(1) * GOLD_TABLES_AT_ONCE;
+        let budget_per_merge = self.pool_size() / sorts_at_once / 2;
+        let bytes_per_file = 2 * self.batch_size.max(1) * ROW_BYTES_ESTIMATE;
+        // Zero would mean unbounded to DataFusion, and a merge needs two files.
+        (budget_per_merge / bytes_per_file).max(2)
     }
 
     pub fn with_overrides(mut self, overrides: &SessionOverrides) -> Self {
@@ -177,10 +205,19 @@ pub fn build_session(
         source,
     })?;
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(settings.pool_size())))
-        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(
-            DiskManagerMode::Directories(vec![settings.spill_dir.clone()]),
-        ))
+        // A refusal names the pool's largest consumers, so a run that fails for memory says
+        // what held it.
+        .with_memory_pool(Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(settings.pool_size()),
+            CONSUMERS_NAMED_ON_REFUSAL,
+        )))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![
+                    settings.spill_dir.clone(),
+                ]))
+                .with_max_spill_merge_fan_in(settings.spill_merge_fan_in()),
+        )
         .build_arc()?;
     for location in locations {
         location.register_with(&runtime);
@@ -193,6 +230,14 @@ pub fn build_session(
     // sorting per partition), leaving them nothing to sort with.
     config.options_mut().execution.sort_spill_reservation_bytes =
         (settings.pool_size() / 64).clamp(256 * 1024, 10 * MIB);
+    // A sort sorts what it holds as one concatenated batch when it holds less than this, and
+    // otherwise merges its batches through a row-format copy of their keys, reserved apart from
+    // the sort as memory that cannot spill. A sort takes up to its share of the pool before it
+    // spills, so that copy could be refused exactly when the pool is full (the spill test: a
+    // sort at 39.6 MB, its merge refused after 30.9 MB of a 48 MB pool). No sort holds more
+    // than the pool, so with the pool as the threshold every sort is one concatenated batch,
+    // counted in the sort's own reservation.
+    config.options_mut().execution.sort_in_place_threshold_bytes = settings.pool_size();
     // Sort-merge joins spill; hash joins hold their whole build side in memory and fail when it
     // outgrows the pool (transactions joined with sessions are as large as the input).
     config.options_mut().optimizer.prefer_hash_join = false;
@@ -263,5 +308,48 @@ mod tests {
             ctx.runtime_env().memory_pool.memory_limit(),
             datafusion::execution::memory_pool::MemoryLimit::Finite(n) if n == settings.pool_size() && n < settings.memory_limit
         ));
+        assert_eq!(
+            ctx.runtime_env().disk_manager.max_spill_merge_fan_in(),
+            settings.spill_merge_fan_in()
+        );
+        assert_eq!(
+            ctx.state()
+                .config()
+                .options()
+                .execution
+                .sort_in_place_threshold_bytes,
+            settings.pool_size(),
+            "every sort is one concatenated batch"
+        );
+    }
+
+    #[test]
+    fn spill_merges_seat_at_most_half_an_equal_share_of_the_pool() {
+        let small = SessionSettings {
+            memory_limit: 48 * MIB,
+            memory_pool_percent: 100,
+            target_partitions: 2,
+            batch_size: 1024,
+            ..SessionSettings::for_profile(Profile::Development)
+        };
+        // Four sorts at once (two tables, two partitions), just under 6 MiB each (the pool is
+        // rounded down to whole percents); 512 KiB a file.
+        assert_eq!(small.spill_merge_fan_in(), 11);
+        let all_merges_seated =
+            small.spill_merge_fan_in() * 2 * small.batch_size * ROW_BYTES_ESTIMATE * 4;
+        assert!(all_merges_seated <= small.pool_size() / 2);
+        let tiny = SessionSettings {
+            memory_limit: MIB,
+            ..small.clone()
+        };
+        assert_eq!(tiny.spill_merge_fan_in(), 2, "never 0 (unbounded) or 1");
+        let production = SessionSettings {
+            target_partitions: 2,
+            ..SessionSettings::for_profile(Profile::Production)
+        };
+        assert!(
+            production.spill_merge_fan_in() > 50,
+            "one pass for most sorts"
+        );
     }
 }
