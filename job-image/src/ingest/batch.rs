@@ -243,7 +243,7 @@ fn landing_capacity(rotation: Rotation, max_record_bytes: usize) -> usize {
 /// Writes a JSON value as one NDJSON line. JSON text can only hold raw line breaks as
 /// whitespace, so a value with none is copied as is; one with line breaks is re-serialized.
 fn append_json_line(out: &mut Vec<u8>, value: &[u8]) {
-    if (value.contains(&b'\n') || value.contains(&b'\r'))
+    if memchr::memchr2(b'\n', b'\r', value).is_some()
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(value)
         && serde_json::to_writer(&mut *out, &v).is_ok()
     {
@@ -456,5 +456,17 @@ mod tests {
         let mut out = Vec::new();
         append_json_line(&mut out, b"{\n  \"a\": 1\n}");
         assert_eq!(out, b"{\"a\":1}\n");
+        out.clear();
+        append_json_line(&mut out, b"{\"a\":\r2}");
+        assert_eq!(
+            out, b"{\"a\":2}\n",
+            "a carriage return alone is a line break too"
+        );
+        out.clear();
+        append_json_line(&mut out, b"{\"a\": \"x\\ny\"}");
+        assert_eq!(
+            out, b"{\"a\": \"x\\ny\"}\n",
+            "an escaped break is copied as is"
+        );
     }
 }

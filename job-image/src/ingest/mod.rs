@@ -1046,10 +1046,54 @@ fn compress(compression: Compression, raw: &[u8], out: Vec<u8>) -> std::io::Resu
             encoder.write_all(raw)?;
             encoder.finish()
         }
-        Compression::Zstd => {
-            let mut encoder = zstd::stream::Encoder::new(out, 1)?;
-            encoder.write_all(raw)?;
-            encoder.finish()
+        Compression::Zstd => ZSTD_COMPRESSOR.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let compressor = match &mut *slot {
+                Some(compressor) => compressor,
+                None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+            };
+            let mut out = out;
+            out.clear();
+            out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            compressor.compress_to_buffer(raw, &mut out)?;
+            Ok(out)
+        }),
+    }
+}
+
+/// zstd's fastest regular level: 5.9x smaller on these records, at about 435 MB/s a core here
+/// (`zstd -1` on 100 MB of landing NDJSON); its "fast" levels saved a fifth of that time for
+/// two thirds of the ratio.
+const ZSTD_LEVEL: i32 = 1;
+
+thread_local! {
+    /// One zstd context per compressing thread, kept: a streaming encoder per object allocated
+    /// a fresh context and window each time (the kernel zeroing their pages was 8 % of a zstd
+    /// drain's CPU) and compressed through the window in its slower external-dictionary mode
+    /// (13 %). One-shot compression of the whole object does neither; same format.
+    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressed_objects_decode_to_their_bytes() {
+        let users = b"{\"user_id\":\"u1\",\"event_type\":\"login\"}\n".repeat(5_000);
+        let items = b"{\"sku\":\"s9\",\"quantity\":2}\n".repeat(3_000);
+        // The thread's zstd context serves one object after another; bytes already in the
+        // output buffer are not part of the object.
+        for raw in [&users, &items, &users] {
+            let zstd = compress(Compression::Zstd, raw, b"stale".to_vec()).unwrap();
+            assert!(zstd.len() < raw.len() / 10);
+            assert_eq!(&zstd::decode_all(&zstd[..]).unwrap(), raw);
+            let gzip = compress(Compression::Gzip, raw, Vec::new()).unwrap();
+            let mut decoded = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut decoded)
+                .unwrap();
+            assert_eq!(&decoded, raw);
         }
     }
 }
