@@ -9,6 +9,9 @@
 #   scripts/s3.sh reset     stop + wipe data
 #   scripts/s3.sh env       print `export` lines for clients:  eval "$(scripts/s3.sh env)"
 #   scripts/s3.sh smoke     run scripts/s3_smoke.py against the running server
+#   scripts/s3.sh mkbucket NAME...   create buckets (idempotent)
+#   scripts/s3.sh rmbucket NAME...   delete buckets and all they hold (SeaweedFS keeps the
+#                           space of deleted objects until a vacuum; a deleted bucket's at once)
 #   scripts/s3.sh logs      print the tail of the server log
 #
 # Server: SeaweedFS (`weed server -s3`: master + volume + filer + S3 gateway in one process),
@@ -348,9 +351,11 @@ main() {
     reset) cmd_reset ;;
     env) print_env ;;
     smoke) s3py smoke "${2:-landing}" ;;
+    mkbucket) shift; s3py mkbucket "$@" ;;
+    rmbucket) shift; s3py rmbucket "$@" ;;
     logs) tail -n "${2:-100}" "$LOG" ;;
     *)
-      sed -n '2,13p' "$0" >&2
+      sed -n '2,16p' "$0" >&2
       exit 2
       ;;
   esac

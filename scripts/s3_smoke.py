@@ -5,6 +5,9 @@ Subcommands:
   ping                 signed ListBuckets; exit 0 if the server answers 200
   wait SECONDS         retry `ping` until it succeeds or SECONDS elapse
   mkbucket NAME...     create buckets idempotently (retries while the server warms up)
+  rmbucket NAME...     delete every object of each bucket, then the bucket (a missing
+                       bucket is fine): SeaweedFS keeps deleted objects' space until a
+                       vacuum, and frees a deleted bucket's at once
   ready NAME...        mkbucket, then a write probe (conditional PUT + DELETE of a
                        temporary key) in each bucket, so writes are known to work
   smoke [BUCKET]       exercise what the Rust object_store crate needs: PUT/GET/HEAD/range,
@@ -162,6 +165,36 @@ def mkbucket(names, timeout=60):
                 )
                 return False
             time.sleep(0.5)  # filer / volume server may still be warming up
+    return True
+
+
+def rmbucket(names):
+    for name in names:
+        while True:
+            status, _, body = request("GET", name, query={"list-type": "2"})
+            if status == 404:
+                break
+            if status != 200:
+                print("bucket %s: listing FAILED HTTP %d %s" % (name, status, _err_code(body)),
+                      file=sys.stderr)
+                return False
+            keys = _xml_find_all(body, "Key")
+            if not keys:
+                break
+            for key in keys:
+                status, _, body = request("DELETE", name, key)
+                if status not in (200, 204):
+                    print("bucket %s: DELETE %s FAILED HTTP %d" % (name, key, status),
+                          file=sys.stderr)
+                    return False
+        status, _, body = request("DELETE", name)
+        if status == 404:
+            print("bucket %s: absent" % name)
+        elif status in (200, 204):
+            print("bucket %s: deleted" % name)
+        else:
+            print("bucket %s: FAILED HTTP %d %s" % (name, status, _err_code(body)), file=sys.stderr)
+            return False
     return True
 
 
@@ -379,6 +412,8 @@ def main(argv):
         return 0 if wait(args[0] if args else 60) else 1
     if cmd == "mkbucket":
         return 0 if mkbucket(args) else 1
+    if cmd == "rmbucket":
+        return 0 if rmbucket(args) else 1
     if cmd == "ready":
         return 0 if mkbucket(args) and probe(args) else 1
     if cmd == "smoke":
