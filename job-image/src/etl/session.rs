@@ -143,12 +143,11 @@ impl SessionSettings {
     /// How many spill files one sort merges in one pass.
     ///
     /// DataFusion seats two batches of every spill file it merges, in a reservation the pool
-    /// cannot take back, and by default seats as many files as the pool has room for: one
-    /// partition's merge then takes the pool whole, and the other sorts' merges and the final
-    /// merge of the partitions are refused memory (seen here: an `ExternalSorterMerge` holding
-    /// 15 MB of a 48 MB pool refused 150 KB more, a `SortPreservingMergeExec` refused 312 KB).
-    /// Bounded, the sorts that can run at once each seat at most half of an equal share and
-    /// merge in more passes instead.
+    /// cannot take back, and by default seats as many files as the pool has room for (its own
+    /// comment: good for a pool of its own, not for a shared one): one partition's merge could
+    /// take the pool whole and leave the other sorts' merges and the final merge of the
+    /// partitions nothing. Bounded, the sorts that can run at once each seat at most half of
+    /// an equal share and merge in more passes instead.
     pub fn spill_merge_fan_in(&self) -> usize {
         let sorts_at_once = self.target_partitions.max(1) * GOLD_TABLES_AT_ONCE;
         let budget_per_merge = self.pool_size() / sorts_at_once / 2;
