@@ -37,6 +37,12 @@ impl BufferPool {
         }
     }
 
+    /// How many buffers wait for reuse.
+    #[cfg(test)]
+    pub fn pooled(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
         // A panic while holding the lock cannot leave the list inconsistent (push and pop are
         // whole), so a poisoned lock is still good to use.

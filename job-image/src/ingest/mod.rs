@@ -1079,6 +1079,43 @@ thread_local! {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn an_uploaded_batch_gives_its_buffer_back_to_the_pool() {
+        use batch::{Chunk, ChunkKind};
+        let dir = tempfile::tempdir().unwrap();
+        let landing = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let pool = BufferPool::default();
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        for (first, compression) in [(0, Compression::None), (10, Compression::Zstd)] {
+            let mut body = pool.take(2 << 20);
+            body.extend_from_slice(b"{\"event_id\":\"e1\"}\n");
+            let address = body.as_ptr();
+            let batch = Batch {
+                topic: "user_events".to_owned(),
+                partition: 0,
+                first,
+                last: first,
+                next: first + 1,
+                chunks: BTreeMap::from([((ChunkKind::Landing, date), Chunk { records: 1, body })]),
+                good: 1,
+                quarantined: 0,
+                skipped: 0,
+                value_bytes: 18,
+                compression,
+            };
+            let name = batch.object_name(ChunkKind::Landing, date);
+            upload_batch(&landing, batch, false, &pool).await.unwrap();
+            assert!(dir.path().join(&name).is_file(), "{name} written");
+            assert_eq!(pool.pooled(), 1, "after the {compression:?} upload");
+            let reused = pool.take(2 << 20);
+            assert_eq!(
+                reused.as_ptr(),
+                address,
+                "the batch's buffer is back in the pool after {compression:?} upload"
+            );
+        }
+    }
+
     #[test]
     fn compressed_objects_decode_to_their_bytes() {
         let users = b"{\"user_id\":\"u1\",\"event_type\":\"login\"}\n".repeat(5_000);
