@@ -20,13 +20,17 @@ pub struct BufferPool {
 
 impl BufferPool {
     /// An empty buffer with room for at least `capacity` bytes: a returned one when there is
-    /// one large enough, else a new one.
+    /// one large enough, else a new one. Returned buffers too small for this request stay for
+    /// a later one (dropping them made the pool churn: a drain faulted in fresh pages for 5 %
+    /// of its CPU although buffers were returned).
     pub fn take(&self, capacity: usize) -> Vec<u8> {
-        let reused = self.lock().pop();
-        match reused {
-            Some(buffer) if buffer.capacity() >= capacity => buffer,
-            _ => Vec::with_capacity(capacity),
-        }
+        let reused = {
+            let mut free = self.lock();
+            free.iter()
+                .rposition(|buffer| buffer.capacity() >= capacity)
+                .map(|i| free.swap_remove(i))
+        };
+        reused.unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
     /// Hands a buffer back for reuse; its contents are discarded.
@@ -80,5 +84,26 @@ mod tests {
         pool.give(Vec::with_capacity(2 << 20));
         let bigger = pool.take(4 << 20);
         assert!(bigger.capacity() >= 4 << 20);
+    }
+
+    #[test]
+    fn a_buffer_too_small_for_one_request_stays_for_the_next() {
+        // Landing buffers and compression outputs of two sizes share the pool.
+        let pool = BufferPool::default();
+        let small = pool.take(2 << 20);
+        let small_address = small.as_ptr();
+        let large = pool.take(4 << 20);
+        let large_address = large.as_ptr();
+        pool.give(large);
+        pool.give(small);
+        let again_large = pool.take(4 << 20);
+        assert_eq!(
+            again_large.as_ptr(),
+            large_address,
+            "found behind the small one"
+        );
+        let again_small = pool.take(2 << 20);
+        assert_eq!(again_small.as_ptr(), small_address, "kept, not dropped");
+        assert_eq!(pool.pooled(), 0);
     }
 }
