@@ -50,13 +50,22 @@ fn put(dir: &FsPath, rel: &str, lines: &[String]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut text = lines.join("\n");
     text.push('\n');
+    // Compressed objects are written as ingest writes them: frames (gzip members) of whole
+    // lines one after another, here the first line in a frame of its own.
+    let first_line = text.find('\n').map_or(text.len(), |i| i + 1);
+    let frames = [&text[..first_line], &text[first_line..]];
     if rel.ends_with(".gz") {
         use std::io::Write as _;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(text.as_bytes()).unwrap();
-        std::fs::write(path, gz.finish().unwrap()).unwrap();
+        let mut members = Vec::new();
+        for frame in frames {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(frame.as_bytes()).unwrap();
+            members.extend(gz.finish().unwrap());
+        }
+        std::fs::write(path, members).unwrap();
     } else if rel.ends_with(".zst") {
-        std::fs::write(path, zstd::encode_all(text.as_bytes(), 1).unwrap()).unwrap();
+        let encoded = frames.map(|frame| zstd::encode_all(frame.as_bytes(), 1).unwrap());
+        std::fs::write(path, encoded.concat()).unwrap();
     } else {
         std::fs::write(path, text).unwrap();
     }

@@ -4,6 +4,10 @@
 //! A batch is a run of consecutive offsets `[first, last]` of one partition. It becomes one
 //! landing object per event date (and one quarantine object per record date for bad records),
 //! each named by topic, partition and the batch's first and last offset.
+//!
+//! A compressed object is written as it fills, one frame (a gzip member) per [`FRAME_BYTES`] of
+//! NDJSON: the lines are compressed while they are still in the CPU's cache, and a batch never
+//! holds its raw bytes whole. zstd and gzip readers decode concatenated frames as one stream.
 
 use std::collections::BTreeMap;
 
@@ -21,12 +25,84 @@ pub enum ChunkKind {
     Quarantine,
 }
 
+/// NDJSON compressed at a time into one frame of a compressed object. Frames of 1 MiB made a
+/// 16 MiB landing file 0.3 % larger than one frame did (zstd -1), at the same speed.
+pub const FRAME_BYTES: usize = 1 << 20;
+
 /// The records of a batch that go into one object.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub records: u64,
-    /// NDJSON: one record per line.
+    /// The object's bytes: NDJSON, one record per line, compressed frame by frame when the
+    /// batch is compressed.
     pub body: Vec<u8>,
+    /// Lines of a compressed object not yet in a frame; always empty when not compressed.
+    pending: Vec<u8>,
+}
+
+impl Chunk {
+    /// Where the next NDJSON line goes.
+    fn lines(&mut self, compression: Compression) -> &mut Vec<u8> {
+        match compression {
+            Compression::None => &mut self.body,
+            Compression::Gzip | Compression::Zstd => &mut self.pending,
+        }
+    }
+
+    /// Compresses the pending lines into a frame once there are [`FRAME_BYTES`] of them, or
+    /// whatever is pending when `last`.
+    fn compress_pending(&mut self, compression: Compression, last: bool) -> std::io::Result<()> {
+        if self.pending.is_empty() || (!last && self.pending.len() < FRAME_BYTES) {
+            return Ok(());
+        }
+        append_frame(compression, &self.pending, &mut self.body)?;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// Appends `raw` to `out` as one frame of `compression`. The fast levels: a drain is CPU-bound,
+/// and the ETL reads each file once.
+pub fn append_frame(
+    compression: Compression,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    match compression {
+        Compression::None => out.extend_from_slice(raw),
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            std::io::Write::write_all(&mut encoder, raw)?;
+            encoder.finish()?;
+        }
+        Compression::Zstd => ZSTD_COMPRESSOR.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let compressor = match &mut *slot {
+                Some(compressor) => compressor,
+                None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+            };
+            out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            // zstd writes at the cursor, after the frames already there.
+            let mut end = std::io::Cursor::new(&mut *out);
+            end.set_position(end.get_ref().len() as u64);
+            compressor.compress_to_buffer(raw, &mut end).map(|_| ())
+        })?,
+    }
+    Ok(())
+}
+
+/// zstd's fastest regular level: 5.9x smaller on these records, at about 435 MB/s a core here
+/// (`zstd -1` on 100 MB of landing NDJSON); its "fast" levels saved up to 30 % of that time
+/// for 3.4-3.9x.
+const ZSTD_LEVEL: i32 = 1;
+
+thread_local! {
+    /// One zstd context per compressing thread, kept: a streaming encoder per object allocated
+    /// a fresh context and window each time (the kernel zeroing their pages was 8 % of a zstd
+    /// drain's CPU) and compressed through the window in its slower external-dictionary mode
+    /// (13 %). One-shot compression of each frame does neither.
+    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// A closed batch, ready to upload.
@@ -122,8 +198,9 @@ impl Batcher {
         }
     }
 
-    /// Adds a record; returns the batch it closed, if the rotation limits were reached.
-    pub fn push(&mut self, record: &Record<'_>) -> Option<Batch> {
+    /// Adds a record; returns the batch it closed, if the rotation limits were reached. Fails
+    /// only if compressing a frame fails.
+    pub fn push(&mut self, record: &Record<'_>) -> std::io::Result<Option<Batch>> {
         let batch = self.open.get_or_insert_with(|| Batch {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -145,6 +222,7 @@ impl Batcher {
             (Some((from, to)), Some(ts)) => from <= ts && ts < to,
             (Some(_), None) => false,
         };
+        let compression = self.rotation.compression;
         if !in_interval {
             batch.skipped += 1;
         } else {
@@ -154,19 +232,37 @@ impl Batcher {
                     // reserved whole (untouched pages cost no memory), so it is not grown by
                     // doubling, which copied it and faulted in fresh pages at each step.
                     let first = batch.good == 0;
+                    let (buffers, rotation) = (&self.buffers, self.rotation);
+                    let max_record_bytes = self.max_record_bytes;
                     let chunk = batch
                         .chunks
                         .entry((ChunkKind::Landing, checked.event_time.date_naive()))
-                        .or_insert_with(|| Chunk {
-                            records: 0,
-                            body: if first {
-                                self.buffers
-                                    .take(landing_capacity(self.rotation, self.max_record_bytes))
-                            } else {
-                                Vec::new()
-                            },
+                        .or_insert_with(|| {
+                            let whole = landing_capacity(rotation, max_record_bytes);
+                            match compression {
+                                Compression::None => Chunk {
+                                    records: 0,
+                                    body: if first {
+                                        buffers.take(whole)
+                                    } else {
+                                        Vec::new()
+                                    },
+                                    pending: Vec::new(),
+                                },
+                                Compression::Gzip | Compression::Zstd => Chunk {
+                                    records: 0,
+                                    // zstd's bound is above deflate's too.
+                                    body: if first {
+                                        buffers.take(zstd::zstd_safe::compress_bound(whole))
+                                    } else {
+                                        Vec::new()
+                                    },
+                                    pending: buffers.take(FRAME_BYTES + max_record_bytes + 1),
+                                },
+                            }
                         });
-                    append_json_line(&mut chunk.body, record.value);
+                    append_json_line(chunk.lines(compression), record.value);
+                    chunk.compress_pending(compression, false)?;
                     chunk.records += 1;
                     batch.good += 1;
                 }
@@ -201,10 +297,12 @@ impl Batcher {
                         .chunks
                         .entry((ChunkKind::Quarantine, date))
                         .or_default();
+                    let lines = chunk.lines(compression);
                     // Serializing strings and integers to JSON cannot fail.
-                    if serde_json::to_writer(&mut chunk.body, &line).is_ok() {
-                        chunk.body.push(b'\n');
+                    if serde_json::to_writer(&mut *lines, &line).is_ok() {
+                        lines.push(b'\n');
                     }
+                    chunk.compress_pending(compression, false)?;
                     chunk.records += 1;
                     batch.quarantined += 1;
                 }
@@ -212,17 +310,29 @@ impl Batcher {
         }
         let full = batch.good + batch.quarantined + batch.skipped >= self.rotation.max_records
             || batch.value_bytes >= self.rotation.max_bytes;
-        if full { self.open.take() } else { None }
+        if full { self.finish(None) } else { Ok(None) }
     }
 
     /// Closes the open batch, if any, at the end of the plan or when the run stops.
-    /// `next` is the offset to commit after it (the plan's end when the plan is done).
-    pub fn close(&mut self, next: Option<i64>) -> Option<Batch> {
-        let mut batch = self.open.take()?;
+    /// `next` is the offset to commit after it (the plan's end when the plan is done). Fails
+    /// only if compressing the last frames fails.
+    pub fn close(&mut self, next: Option<i64>) -> std::io::Result<Option<Batch>> {
+        self.finish(next)
+    }
+
+    /// Takes the open batch with its last frames compressed.
+    fn finish(&mut self, next: Option<i64>) -> std::io::Result<Option<Batch>> {
+        let Some(mut batch) = self.open.take() else {
+            return Ok(None);
+        };
         if let Some(next) = next {
             batch.next = next.max(batch.next);
         }
-        Some(batch)
+        for chunk in batch.chunks.values_mut() {
+            chunk.compress_pending(batch.compression, true)?;
+            self.buffers.give(std::mem::take(&mut chunk.pending));
+        }
+        Ok(Some(batch))
     }
 
     pub fn has_open_batch(&self) -> bool {
@@ -295,9 +405,9 @@ mod tests {
                 key: Some(r.key.as_bytes()),
                 value: &r.value,
             };
-            out.extend(b.push(&rec));
+            out.extend(b.push(&rec).unwrap());
         }
-        out.extend(b.close(None));
+        out.extend(b.close(None).unwrap());
         out
     }
 
@@ -407,9 +517,10 @@ mod tests {
                 timestamp_ms: Some(0),
                 key: None,
                 value,
-            });
+            })
+            .unwrap();
         }
-        let batch = b.close(Some(10)).unwrap();
+        let batch = b.close(Some(10)).unwrap().unwrap();
         assert_eq!(
             batch.next, 10,
             "the plan's end is committed after the last batch"
@@ -449,6 +560,62 @@ mod tests {
         );
         let batch = feed(&mut b, &recs, 0).pop().unwrap();
         assert_eq!((batch.good, batch.skipped), (10, 110));
+    }
+
+    #[test]
+    fn a_compressed_batch_decodes_to_the_plain_batch_over_several_frames() {
+        let recs = records(4_000, 0.05);
+        let batch_with = |compression| {
+            let rotation = Rotation {
+                compression,
+                ..rotation(10_000)
+            };
+            let mut b = Batcher::new(
+                "user_events",
+                0,
+                rotation,
+                1 << 19,
+                None,
+                BufferPool::default(),
+            );
+            let mut batches = feed(&mut b, &recs, 0);
+            assert_eq!(batches.len(), 1);
+            batches.remove(0)
+        };
+        let plain = batch_with(Compression::None);
+        let landed: usize = plain.chunks.values().map(|c| c.body.len()).sum();
+        assert!(landed > 2 * FRAME_BYTES, "{landed} bytes: several frames");
+        for compression in [Compression::Zstd, Compression::Gzip] {
+            let compressed = batch_with(compression);
+            assert_eq!(
+                compressed.chunks.keys().collect::<Vec<_>>(),
+                plain.chunks.keys().collect::<Vec<_>>()
+            );
+            for (key, chunk) in &compressed.chunks {
+                let raw = &plain.chunks[key].body;
+                let mut decoded = Vec::new();
+                if compression == Compression::Zstd {
+                    // Every frame but the last holds at least FRAME_BYTES of whole lines.
+                    let mut rest = &chunk.body[..];
+                    while !rest.is_empty() {
+                        let size = zstd::zstd_safe::find_frame_compressed_size(rest).unwrap();
+                        let frame = zstd::decode_all(&rest[..size]).unwrap();
+                        rest = &rest[size..];
+                        assert!(frame.len() >= FRAME_BYTES || rest.is_empty(), "{key:?}");
+                        assert_eq!(frame.last(), Some(&b'\n'));
+                        decoded.extend(frame);
+                    }
+                } else {
+                    let mut members = flate2::bufread::MultiGzDecoder::new(&chunk.body[..]);
+                    std::io::Read::read_to_end(&mut members, &mut decoded).unwrap();
+                }
+                assert_eq!(&decoded, raw, "{compression:?} {key:?}");
+                assert!(
+                    chunk.body.len() < raw.len() / 3,
+                    "{compression:?} compresses"
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,6 @@ pub mod buffers;
 pub mod plan;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use crate::produce::kafka_config;
 use crate::store::Location;
 use batch::{Batch, Batcher, Record};
 use buffers::BufferPool;
-use plan::{Compression, PartitionPlan, Rotation, StoredPlan, watermark_plan};
+use plan::{PartitionPlan, Rotation, StoredPlan, watermark_plan};
 
 /// How a run is bounded.
 #[derive(Debug, Clone)]
@@ -168,6 +167,8 @@ enum Work {
     /// A batch cut short by the run's end: its end is written ahead into the plan first, so a
     /// retry after a crash cuts the same batch.
     CutBatch(Batch),
+    /// A worker could not compress a batch: the run fails with this.
+    Failed(IngestError),
 }
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -721,11 +722,24 @@ fn check_and_cut(
     tx: &mpsc::Sender<Work>,
     cut_keeps: bool,
 ) {
+    // Ends the worker (and so the run) when compressing failed or the uploader is gone.
+    let hand = |closed: std::io::Result<Option<Batch>>, partition: i32, work: fn(Batch) -> Work| {
+        let work = match closed {
+            Ok(None) => return true,
+            Ok(Some(batch)) => work(batch),
+            Err(e) => Work::Failed(IngestError::Internal(format!(
+                "cannot compress a landing object of partition {partition}: {e}"
+            ))),
+        };
+        let failed = matches!(work, Work::Failed(_));
+        tx.blocking_send(work).is_ok() && !failed
+    };
     for step in steps {
         match step {
             Step::Records(messages) => {
                 for message in &messages {
-                    let Some(batcher) = batchers.get_mut(&message.partition()) else {
+                    let partition = message.partition();
+                    let Some(batcher) = batchers.get_mut(&partition) else {
                         continue;
                     };
                     let record = Record {
@@ -734,30 +748,29 @@ fn check_and_cut(
                         key: message.key(),
                         value: message.payload().unwrap_or_default(),
                     };
-                    if let Some(batch) = batcher.push(&record)
-                        && tx.blocking_send(Work::Batch(batch)).is_err()
-                    {
+                    if !hand(batcher.push(&record), partition, Work::Batch) {
                         return;
                     }
                 }
             }
             Step::Finish { partition, next } => {
-                if let Some(batch) = batchers
-                    .get_mut(&partition)
-                    .and_then(|b| b.close(Some(next)))
-                    && tx.blocking_send(Work::Batch(batch)).is_err()
+                if let Some(batcher) = batchers.get_mut(&partition)
+                    && !hand(batcher.close(Some(next)), partition, Work::Batch)
                 {
                     return;
                 }
             }
             Step::Cut => {
-                for batcher in batchers.values_mut() {
+                for (partition, batcher) in &mut batchers {
                     // Interval mode keeps only whole batches; the run fails and its rerun
                     // drains the interval again.
-                    if let Some(batch) = batcher.close(None)
-                        && cut_keeps
-                        && tx.blocking_send(Work::CutBatch(batch)).is_err()
-                    {
+                    let closed = batcher.close(None);
+                    let closed = if cut_keeps {
+                        closed
+                    } else {
+                        closed.map(|_| None)
+                    };
+                    if !hand(closed, *partition, Work::CutBatch) {
                         return;
                     }
                 }
@@ -844,6 +857,7 @@ async fn upload_and_commit(
         let (batch, cut) = match work {
             Work::Batch(b) => (b, false),
             Work::CutBatch(b) => (b, true),
+            Work::Failed(e) => return Err(e),
         };
         if cut {
             // The cut is written ahead at the partition's committed position, so everything
@@ -942,29 +956,13 @@ async fn upload_batch(
         skipped: batch.skipped,
         value_bytes: batch.value_bytes,
     };
-    let compression = batch.compression;
     let uploads = batch
         .chunks
         .into_values()
         .zip(names)
         .map(|(chunk, name)| async move {
             let object = landing.child(&name);
-            let body =
-                if compression == Compression::None {
-                    Bytes::from(chunk.body)
-                } else {
-                    let out = buffers.take(compressed_capacity(compression, chunk.body.len()));
-                    let (raw, compressed) = tokio::task::spawn_blocking(move || {
-                        let compressed = compress(compression, &chunk.body, out);
-                        (chunk.body, compressed)
-                    })
-                    .await
-                    .map_err(|e| IngestError::Internal(e.to_string()))?;
-                    buffers.give(raw);
-                    Bytes::from(compressed.map_err(|e| {
-                        IngestError::Internal(format!("cannot compress {object}: {e}"))
-                    })?)
-                };
+            let body = Bytes::from(chunk.body);
             put_with_retry(landing, &object, PutPayload::from(body.clone())).await?;
             // The store has dropped its copies by now, unless it keeps one for its own reasons;
             // then the buffer is simply freed.
@@ -1032,62 +1030,10 @@ async fn put_with_retry(
     }
 }
 
-/// Compresses a landing file's bytes into `out`. The fast levels: a drain is CPU-bound, and
-/// the ETL reads each file once.
-fn compress(compression: Compression, raw: &[u8], out: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    match compression {
-        Compression::None => {
-            let mut out = out;
-            out.extend_from_slice(raw);
-            Ok(out)
-        }
-        Compression::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-            encoder.write_all(raw)?;
-            encoder.finish()
-        }
-        Compression::Zstd => ZSTD_COMPRESSOR.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            let compressor = match &mut *slot {
-                Some(compressor) => compressor,
-                None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
-            };
-            // zstd writes the frame from the buffer's start, whatever it held.
-            let mut out = out;
-            out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
-            compressor.compress_to_buffer(raw, &mut out)?;
-            Ok(out)
-        }),
-    }
-}
-
-/// Room for `len` bytes compressed, so that compressing never grows the output buffer: zstd
-/// writes at most its bound; gzip at its fast level shrinks these records about fivefold, and
-/// its encoder grows the buffer itself in the unlikely case it needs more.
-fn compressed_capacity(compression: Compression, len: usize) -> usize {
-    match compression {
-        Compression::Zstd => zstd::zstd_safe::compress_bound(len),
-        Compression::None | Compression::Gzip => len,
-    }
-}
-
-/// zstd's fastest regular level: 5.9x smaller on these records, at about 435 MB/s a core here
-/// (`zstd -1` on 100 MB of landing NDJSON); its "fast" levels saved up to 30 % of that time
-/// for 3.4-3.9x.
-const ZSTD_LEVEL: i32 = 1;
-
-thread_local! {
-    /// One zstd context per compressing thread, kept: a streaming encoder per object allocated
-    /// a fresh context and window each time (the kernel zeroing their pages was 8 % of a zstd
-    /// drain's CPU) and compressed through the window in its slower external-dictionary mode
-    /// (13 %). One-shot compression of the whole object does neither; same format.
-    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plan::Compression;
 
     #[tokio::test]
     async fn an_uploaded_batch_gives_its_buffer_back_to_the_pool() {
@@ -1100,13 +1046,15 @@ mod tests {
             let mut body = pool.take(2 << 20);
             body.extend_from_slice(b"{\"event_id\":\"e1\"}\n");
             let address = body.as_ptr();
+            let mut chunk = Chunk::default();
+            (chunk.records, chunk.body) = (1, body);
             let batch = Batch {
                 topic: "user_events".to_owned(),
                 partition: 0,
                 first,
                 last: first,
                 next: first + 1,
-                chunks: BTreeMap::from([((ChunkKind::Landing, date), Chunk { records: 1, body })]),
+                chunks: BTreeMap::from([((ChunkKind::Landing, date), chunk)]),
                 good: 1,
                 quarantined: 0,
                 skipped: 0,
@@ -1123,30 +1071,6 @@ mod tests {
                 address,
                 "the batch's buffer is back in the pool after {compression:?} upload"
             );
-        }
-    }
-
-    #[test]
-    fn compressed_objects_decode_to_their_bytes() {
-        let users = b"{\"user_id\":\"u1\",\"event_type\":\"login\"}\n".repeat(5_000);
-        let items = b"{\"sku\":\"s9\",\"quantity\":2}\n".repeat(3_000);
-        // The thread's zstd context serves one object after another.
-        for raw in [&users, &items, &users] {
-            let out = Vec::with_capacity(compressed_capacity(Compression::Zstd, raw.len()));
-            let room = (out.as_ptr(), out.capacity());
-            let zstd = compress(Compression::Zstd, raw, out).unwrap();
-            assert_eq!(
-                (zstd.as_ptr(), zstd.capacity()),
-                room,
-                "not grown nor moved"
-            );
-            assert!(zstd.len() < raw.len() / 10);
-            assert_eq!(&zstd::decode_all(&zstd[..]).unwrap(), raw);
-            let gzip = compress(Compression::Gzip, raw, Vec::new()).unwrap();
-            let mut decoded = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut decoded)
-                .unwrap();
-            assert_eq!(&decoded, raw);
         }
     }
 }

@@ -176,7 +176,7 @@ pub async fn read_landing(location: &Location, topic: &str) -> LandingContents {
             .expect("bytes");
         let text = if name.ends_with(".gz") {
             let mut s = String::new();
-            flate2::read::GzDecoder::new(&bytes[..])
+            flate2::read::MultiGzDecoder::new(&bytes[..])
                 .read_to_string(&mut s)
                 .expect("gunzip");
             s
