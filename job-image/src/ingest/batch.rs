@@ -235,25 +235,24 @@ impl Batcher {
                         .entry((ChunkKind::Landing, checked.event_time.date_naive()))
                         .or_insert_with(|| {
                             let whole = landing_capacity(rotation, max_record_bytes);
-                            match compression {
-                                Compression::None => Chunk {
-                                    records: 0,
-                                    body: if first {
-                                        buffers.take(whole)
-                                    } else {
-                                        Vec::new()
-                                    },
-                                    pending: Vec::new(),
+                            let compressed = compression != Compression::None;
+                            // zstd's bound is above deflate's too.
+                            let body = if compressed {
+                                zstd::zstd_safe::compress_bound(whole)
+                            } else {
+                                whole
+                            };
+                            Chunk {
+                                records: 0,
+                                body: if first {
+                                    buffers.take(body)
+                                } else {
+                                    Vec::new()
                                 },
-                                Compression::Gzip | Compression::Zstd => Chunk {
-                                    records: 0,
-                                    // zstd's bound is above deflate's too.
-                                    body: if first {
-                                        buffers.take(zstd::zstd_safe::compress_bound(whole))
-                                    } else {
-                                        Vec::new()
-                                    },
-                                    pending: buffers.take(FRAME_BYTES + max_record_bytes + 1),
+                                pending: if compressed {
+                                    buffers.take(FRAME_BYTES + max_record_bytes + 1)
+                                } else {
+                                    Vec::new()
                                 },
                             }
                         });
@@ -581,6 +580,7 @@ mod tests {
         let plain = batch_with(Compression::None);
         let landed: usize = plain.chunks.values().map(|c| c.body.len()).sum();
         assert!(landed > 2 * FRAME_BYTES, "{landed} bytes: several frames");
+        let mut zstd_frames = 0;
         for compression in [Compression::Zstd, Compression::Gzip] {
             let compressed = batch_with(compression);
             assert_eq!(
@@ -600,6 +600,7 @@ mod tests {
                         assert!(frame.len() >= FRAME_BYTES || rest.is_empty(), "{key:?}");
                         assert_eq!(frame.last(), Some(&b'\n'));
                         decoded.extend(frame);
+                        zstd_frames += 1;
                     }
                 } else {
                     let mut members = flate2::bufread::MultiGzDecoder::new(&chunk.body[..]);
@@ -612,6 +613,8 @@ mod tests {
                 );
             }
         }
+        // Compressed as they fill, not once at the end: more frames than objects.
+        assert!(zstd_frames > plain.chunks.len(), "{zstd_frames} frames");
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub struct BufferPool {
 impl BufferPool {
     /// An empty buffer with room for at least `capacity` bytes: a returned one when there is
     /// one large enough, else a new one. Returned buffers too small for this request stay for
-    /// a later one (dropping them made the pool churn: a drain faulted in fresh pages for 5 %
-    /// of its CPU although buffers were returned).
+    /// a later one: dropping them made landing buffers and compression outputs of different
+    /// sizes replace each other, each new one faulted in afresh.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
         let reused = {
             let mut free = self.lock();

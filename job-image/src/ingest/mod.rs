@@ -722,17 +722,19 @@ fn check_and_cut(
     tx: &mpsc::Sender<Work>,
     cut_keeps: bool,
 ) {
-    // Ends the worker (and so the run) when compressing failed or the uploader is gone.
+    // Hands a closed batch on; false ends the worker (and so the run): compressing failed or
+    // the uploader is gone.
     let hand = |closed: std::io::Result<Option<Batch>>, partition: i32, work: fn(Batch) -> Work| {
-        let work = match closed {
-            Ok(None) => return true,
-            Ok(Some(batch)) => work(batch),
-            Err(e) => Work::Failed(IngestError::Internal(format!(
-                "cannot compress a landing object of partition {partition}: {e}"
-            ))),
-        };
-        let failed = matches!(work, Work::Failed(_));
-        tx.blocking_send(work).is_ok() && !failed
+        match closed {
+            Ok(None) => true,
+            Ok(Some(batch)) => tx.blocking_send(work(batch)).is_ok(),
+            Err(e) => {
+                let _ = tx.blocking_send(Work::Failed(IngestError::Internal(format!(
+                    "cannot compress a landing object of partition {partition}: {e}"
+                ))));
+                false
+            }
+        }
     };
     for step in steps {
         match step {
@@ -1033,7 +1035,6 @@ async fn put_with_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plan::Compression;
 
     #[tokio::test]
     async fn an_uploaded_batch_gives_its_buffer_back_to_the_pool() {
@@ -1042,35 +1043,33 @@ mod tests {
         let landing = Location::parse(dir.path().to_str().unwrap()).unwrap();
         let pool = BufferPool::default();
         let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
-        for (first, compression) in [(0, Compression::None), (10, Compression::Zstd)] {
-            let mut body = pool.take(2 << 20);
-            body.extend_from_slice(b"{\"event_id\":\"e1\"}\n");
-            let address = body.as_ptr();
-            let mut chunk = Chunk::default();
-            (chunk.records, chunk.body) = (1, body);
-            let batch = Batch {
-                topic: "user_events".to_owned(),
-                partition: 0,
-                first,
-                last: first,
-                next: first + 1,
-                chunks: BTreeMap::from([((ChunkKind::Landing, date), chunk)]),
-                good: 1,
-                quarantined: 0,
-                skipped: 0,
-                value_bytes: 18,
-                compression,
-            };
-            let name = batch.object_name(ChunkKind::Landing, date);
-            upload_batch(&landing, batch, false, &pool).await.unwrap();
-            assert!(dir.path().join(&name).is_file(), "{name} written");
-            assert_eq!(pool.pooled(), 1, "after the {compression:?} upload");
-            let reused = pool.take(2 << 20);
-            assert_eq!(
-                reused.as_ptr(),
-                address,
-                "the batch's buffer is back in the pool after {compression:?} upload"
-            );
-        }
+        let mut body = pool.take(2 << 20);
+        body.extend_from_slice(b"{\"event_id\":\"e1\"}\n");
+        let address = body.as_ptr();
+        let mut chunk = Chunk::default();
+        (chunk.records, chunk.body) = (1, body);
+        let batch = Batch {
+            topic: "user_events".to_owned(),
+            partition: 0,
+            first: 0,
+            last: 0,
+            next: 1,
+            chunks: BTreeMap::from([((ChunkKind::Landing, date), chunk)]),
+            good: 1,
+            quarantined: 0,
+            skipped: 0,
+            value_bytes: 18,
+            compression: plan::Compression::None,
+        };
+        let name = batch.object_name(ChunkKind::Landing, date);
+        upload_batch(&landing, batch, false, &pool).await.unwrap();
+        assert!(dir.path().join(&name).is_file(), "{name} written");
+        assert_eq!(pool.pooled(), 1);
+        let reused = pool.take(2 << 20);
+        assert_eq!(
+            reused.as_ptr(),
+            address,
+            "the batch's buffer is back in the pool"
+        );
     }
 }
