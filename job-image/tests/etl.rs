@@ -75,7 +75,7 @@ fn put(dir: &FsPath, rel: &str, lines: &[String]) {
 ///
 /// Users and sessions: u1 logs in five times (sessions s1, s1b, s1c, s1d, s1e) and has one page
 /// view; u2 has two events in s2; u3 logs in (s3) and has a page view at 23:59:59.999Z; u5 has
-/// one page view in s5. e2 is landed twice (the second copy in a gzipped object). e15 sits in
+/// one login in s5. e2 is landed twice (the second copy in a gzipped object). e15 sits in
 /// the 25th's folder but happened at 2026-11-26T00:00:00Z; e9 happened at
 /// 2026-11-25T23:30:00-01:00, which is the 26th in UTC, and sits in the 26th's folder.
 ///
@@ -106,7 +106,7 @@ fn write_fixture(landing: &FsPath) {
         &[
             user_event("e7", "u3", "s3", "login", "2026-11-25T08:00:00Z"),
             user_event("e8", "u3", "s3", "page_view", "2026-11-25T23:59:59.999Z"),
-            user_event("e11", "u5", "s5", "page_view", "2026-11-25T14:00:00Z"),
+            user_event("e11", "u5", "s5", "login", "2026-11-25T14:00:00Z"),
             user_event("e2", "u1", "s1", "page_view", "2026-11-25T10:05:00Z"),
         ],
     );
@@ -439,7 +439,7 @@ async fn gold_tables_match_the_hand_computed_rows() {
             "2026-11-25,u1,6,5,1,4,60.00,1,1",
             "2026-11-25,u2,2,1,1,2,30.00,2,2",
             "2026-11-25,u3,2,1,1,0,0.00,4,3",
-            "2026-11-25,u5,1,1,1,1,30.00,2,2",
+            "2026-11-25,u5,1,1,0,1,30.00,2,2",
         ])
     );
 
@@ -509,7 +509,8 @@ async fn gold_tables_match_the_hand_computed_rows() {
     );
 
     // Set operations. u1 logged in 5 times and bought 4 times: INTERSECT ALL keeps 4 copies
-    // (a semi join would keep 5), EXCEPT ALL keeps 1 (EXCEPT and an anti join keep none).
+    // (a semi join would keep 5), EXCEPT ALL keeps 1 (EXCEPT and an anti join keep none). u5
+    // logged in once and bought once: one copy in common, none left over.
     assert_eq!(
         data_rows(&gold, "user_sets", DAY).await,
         strs(&[
@@ -524,6 +525,7 @@ async fn gold_tables_match_the_hand_computed_rows() {
             "2026-11-25,active_not_buying,u3,1",
             "2026-11-25,buying_not_active,u4,1",
             "2026-11-25,logins_intersect_all_purchases,u1,4",
+            "2026-11-25,logins_intersect_all_purchases,u5,1",
             "2026-11-25,logins_except_all_purchases,u1,1",
             "2026-11-25,logins_except_all_purchases,u3,1",
         ])
