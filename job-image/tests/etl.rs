@@ -82,7 +82,7 @@ fn put(dir: &FsPath, rel: &str, lines: &[String]) {
 /// Transactions: u1 buys t1 10.00 (s1, 10:10), t2 20.00 (s1b, 11:10), t3 25.00 (s1c, 12:10),
 /// t8 5.00 (s1c, 12:30); u2 buys t4 30.00 without a session (09:30) and t6 5.00 that failed
 /// (s2); u4, who has no activity, has t5 7.50 pending in an unknown session; u5 buys t7 30.00
-/// (s5, 14:05). All in EUR, in a zstd-compressed object.
+/// (s5, 14:05; two lines of one category). All in EUR, in a zstd-compressed object.
 fn write_fixture(landing: &FsPath) {
     let d25 = "user_events/date=2026-11-25";
     put(
@@ -198,7 +198,7 @@ fn write_fixture(landing: &FsPath) {
                 "2026-11-25T14:05:00Z",
                 "30.00",
                 "completed",
-                &[("D", "fashion", 3, "10.00")],
+                &[("D", "fashion", 1, "10.00"), ("G", "fashion", 2, "10.00")],
             ),
         ],
     );
@@ -340,7 +340,11 @@ async fn flatten_types_deduplicates_and_excludes_records_outside_the_interval() 
         header,
         "event_date,transaction_id,event_time,user_id,currency,status,sku,item_name,item_category,quantity,unit_price"
     );
-    assert_eq!(items.len(), 9, "t3 has two item lines, the others one");
+    assert_eq!(
+        items.len(),
+        10,
+        "t3 and t7 have two item lines, the others one"
+    );
     assert!(
         items.contains(
             &"2026-11-25,t3,2026-11-25T12:10:00.000000Z,u1,EUR,completed,C,home C,home,2,10.00"
@@ -502,7 +506,7 @@ async fn gold_tables_match_the_hand_computed_rows() {
         strs(&[
             "2026-11-25,books,EUR,3,15.00,2,2",
             "2026-11-25,electronics,EUR,1,20.00,1,1",
-            "2026-11-25,fashion,EUR,6,60.00,2,2",
+            "2026-11-25,fashion,EUR,6,60.00,3,2",
             "2026-11-25,grocery,EUR,1,5.00,1,1",
             "2026-11-25,home,EUR,2,20.00,1,1",
         ])

@@ -26,7 +26,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions_aggregate::expr_fn::{count, min, sum};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::ExprFunctionExt as _;
+use datafusion::logical_expr::{ExprFunctionExt as _, JoinType};
 use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 use futures::TryStreamExt as _;
 use streamflow_core::Interval;
@@ -218,14 +218,17 @@ WHERE l.logins > COALESCE(b.transactions, 0)";
 /// Dynamic column manipulation with the DataFrame API, then aggregation: completed item lines
 /// get a computed `line_total` (add), `item_category` becomes `category` (rename), `quantity`
 /// is widened to BIGINT (cast) and the columns the aggregate does not need are dropped (drop);
-/// then units, revenue, lines and distinct transactions per (date, category, currency). The
-/// distinct count is two group-bys (per transaction, then per category) rather than
-/// COUNT(DISTINCT): a group-by spills, a distinct count's set of every transaction id does not.
+/// then units, revenue and lines per (date, category, currency), joined with the distinct
+/// transactions of each. Those are counted from the distinct (date, category, currency,
+/// transaction) rows rather than with COUNT(DISTINCT): that aggregate spills, a distinct
+/// count's set of every transaction id does not. The sums are a separate aggregate of a few
+/// groups, so the one with a group per transaction holds no accumulators and spills less (at
+/// 10M events the table took 20 s instead of 23 s, single runs).
 pub fn category_sales(flat: &Flattened) -> Result<DataFrame, DataFusionError> {
-    let keys = || vec![col("event_date"), col("category"), col("currency")];
-    let mut per_transaction = keys();
-    per_transaction.push(col("transaction_id"));
-    flat.transaction_items
+    const KEYS: [&str; 3] = ["event_date", "category", "currency"];
+    let keys = || KEYS.map(col).to_vec();
+    let lines = flat
+        .transaction_items
         .clone()
         .filter(col("status").eq(lit("completed")))?
         .with_column("line_total", col("quantity") * col("unit_price"))?
@@ -238,24 +241,38 @@ pub fn category_sales(flat: &Flattened) -> Result<DataFrame, DataFusionError> {
             "user_id",
             "status",
             "event_time",
-        ])?
-        .aggregate(
-            per_transaction,
-            vec![
-                sum(col("quantity")).alias("units"),
-                sum(col("line_total")).alias("revenue"),
-                count(lit(1)).alias("lines"),
-            ],
+        ])?;
+    let totals = lines.clone().aggregate(
+        keys(),
+        vec![
+            sum(col("quantity")).alias("units"),
+            sum(col("line_total")).alias("revenue"),
+            count(lit(1)).alias("lines"),
+        ],
+    )?;
+    let mut per_transaction = keys();
+    per_transaction.push(col("transaction_id"));
+    let transactions = lines
+        .aggregate(per_transaction, vec![])?
+        .aggregate(keys(), vec![count(lit(1)).alias("transactions")])?;
+    totals
+        .alias("sales")?
+        .join(
+            transactions.alias("bought")?,
+            JoinType::Inner,
+            &KEYS,
+            &KEYS,
+            None,
         )?
-        .aggregate(
-            keys(),
-            vec![
-                sum(col("units")).alias("units"),
-                sum(col("revenue")).alias("revenue"),
-                sum(col("lines")).alias("lines"),
-                count(lit(1)).alias("transactions"),
-            ],
-        )
+        .select(vec![
+            col("sales.event_date"),
+            col("sales.category"),
+            col("sales.currency"),
+            col("units"),
+            col("revenue"),
+            col("lines"),
+            col("transactions"),
+        ])
 }
 
 /// How a gold table is computed.
