@@ -317,18 +317,49 @@ fn first_next_day(day: &str) -> String {
     format!("{}T00:00:00Z", d.succ_opt().unwrap())
 }
 
+/// The event dates of every record now in the shared topics: the date folders of a drain of
+/// both into a landing zone of its own.
+fn dates_in_shared_topics() -> std::collections::BTreeSet<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let group = format!("test-dates-{}", uuid::Uuid::new_v4().simple());
+    run_ok(streamflow().current_dir(repo_root()).args([
+        "ingest",
+        "--group",
+        &group,
+        "--landing",
+        dir.path().to_str().unwrap(),
+    ]));
+    let mut dates = std::collections::BTreeSet::new();
+    for topic in [USER_EVENTS, TRANSACTION_EVENTS] {
+        let Ok(folders) = std::fs::read_dir(dir.path().join(topic)) else {
+            continue;
+        };
+        for folder in folders.flatten() {
+            let name = folder.file_name().to_string_lossy().into_owned();
+            if let Some(date) = name.strip_prefix("date=") {
+                dates.insert(date.to_owned());
+            }
+        }
+    }
+    dates
+}
+
 #[test]
 fn reprocess_failed_runs_only_failed_intervals_and_completed_runs_all_again() {
     // Days of their own on every run: a rerun of this test must find the last day without
     // transactions again, so it cannot reuse the days (and late records) of an earlier run.
     // The topics are shared and kept between runs, and each drain reads them whole, so the
-    // days are drawn from 1971-2014 (16,000 days no other test uses; the records' timestamps
-    // are their event times, and Kafka refuses timestamps before 1970): two runs collide only
-    // when their first days fall within three days of each other. Drawn from 2016-2023's 2,900
-    // days, as before, collisions grew likely as runs accumulated on one broker.
-    let offset = (uuid::Uuid::new_v4().as_u128() % 16_000) as u64;
-    let first_day =
-        chrono::NaiveDate::from_ymd_opt(1971, 1, 1).unwrap() + chrono::Days::new(offset);
+    // three days are drawn from 1971-2014 (no other test uses them; Kafka refuses timestamps
+    // before 1970, and the records' timestamps are their event times) among the days without
+    // records in the topics. Drawn at random alone, a run could meet an earlier run's days on
+    // the same broker (the likely cause of one failed CI run).
+    let used = dates_in_shared_topics();
+    let start = (uuid::Uuid::new_v4().as_u128() % 16_000) as u64;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1971, 1, 1).unwrap();
+    let first_day = (0..16_000)
+        .map(|k| epoch + chrono::Days::new((start + k) % 16_000))
+        .find(|day| (0..3).all(|i| !used.contains(&(*day + chrono::Days::new(i)).to_string())))
+        .expect("three days in a row without records in 1971-2014");
     let day_names: Vec<String> = (0..4)
         .map(|i| (first_day + chrono::Days::new(i)).to_string())
         .collect();
