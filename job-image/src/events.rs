@@ -9,10 +9,6 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Text that borrows from the record when it can: checking a record allocates nothing for
-/// strings without escapes.
-pub type Text<'a> = Cow<'a, str>;
-
 pub const USER_EVENTS: &str = "user_events";
 pub const TRANSACTION_EVENTS: &str = "transaction_events";
 pub const TOPICS: [&str; 2] = [USER_EVENTS, TRANSACTION_EVENTS];
@@ -47,17 +43,20 @@ pub enum UserEventType {
     AddToCart,
 }
 
+/// Text fields are `Cow<'a, str>` spelled out, with `#[serde(borrow)]`: serde's derive borrows a
+/// `Cow` from the record only when it sees that type by name (through an alias it always
+/// allocated a `String`). Checking a record then allocates nothing for strings without escapes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserEvent<'a> {
     #[serde(borrow)]
-    pub event_id: Text<'a>,
+    pub event_id: Cow<'a, str>,
     pub event_type: UserEventType,
     #[serde(deserialize_with = "rfc3339")]
     pub event_time: DateTime<Utc>,
     #[serde(borrow)]
-    pub user_id: Text<'a>,
+    pub user_id: Cow<'a, str>,
     #[serde(borrow)]
-    pub session_id: Text<'a>,
+    pub session_id: Cow<'a, str>,
     #[serde(borrow)]
     pub page: Page<'a>,
     #[serde(borrow)]
@@ -72,30 +71,31 @@ pub struct UserEvent<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<'a> {
     #[serde(borrow)]
-    pub url: Text<'a>,
+    pub url: Cow<'a, str>,
     #[serde(default, borrow)]
-    pub referrer: Option<Text<'a>>,
+    pub referrer: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    pub title: Text<'a>,
+    pub title: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Device<'a> {
     /// desktop, mobile or tablet.
-    pub r#type: Text<'a>,
     #[serde(borrow)]
-    pub os: Text<'a>,
+    pub r#type: Cow<'a, str>,
     #[serde(borrow)]
-    pub browser: Text<'a>,
+    pub os: Cow<'a, str>,
+    #[serde(borrow)]
+    pub browser: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Geo<'a> {
     /// ISO 3166-1 alpha-2.
     #[serde(borrow)]
-    pub country: Text<'a>,
+    pub country: Cow<'a, str>,
     #[serde(borrow)]
-    pub city: Text<'a>,
+    pub city: Cow<'a, str>,
     pub lat: f64,
     pub lon: f64,
 }
@@ -103,11 +103,11 @@ pub struct Geo<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Properties<'a> {
     #[serde(default, borrow)]
-    pub query: Option<Text<'a>>,
+    pub query: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    pub product_id: Option<Text<'a>>,
+    pub product_id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    pub element: Option<Text<'a>>,
+    pub element: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,20 +122,20 @@ pub enum TransactionStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransactionEvent<'a> {
     #[serde(borrow)]
-    pub event_id: Text<'a>,
+    pub event_id: Cow<'a, str>,
     #[serde(deserialize_with = "rfc3339")]
     pub event_time: DateTime<Utc>,
     #[serde(borrow)]
-    pub transaction_id: Text<'a>,
+    pub transaction_id: Cow<'a, str>,
     #[serde(borrow)]
-    pub user_id: Text<'a>,
+    pub user_id: Cow<'a, str>,
     #[serde(default, borrow)]
-    pub session_id: Option<Text<'a>>,
+    pub session_id: Option<Cow<'a, str>>,
     /// Total in major units with at most two decimals; the ETL reads it as a decimal.
     pub amount: f64,
     /// ISO 4217.
     #[serde(borrow)]
-    pub currency: Text<'a>,
+    pub currency: Cow<'a, str>,
     pub status: TransactionStatus,
     #[serde(borrow)]
     pub payment: Payment<'a>,
@@ -149,33 +149,33 @@ pub struct TransactionEvent<'a> {
 pub struct Payment<'a> {
     /// card, paypal, bank_transfer, wallet.
     #[serde(borrow)]
-    pub method: Text<'a>,
+    pub method: Cow<'a, str>,
     #[serde(default, borrow)]
-    pub card_brand: Option<Text<'a>>,
+    pub card_brand: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    pub card_last4: Option<Text<'a>>,
+    pub card_last4: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Merchant<'a> {
     #[serde(borrow)]
-    pub merchant_id: Text<'a>,
+    pub merchant_id: Cow<'a, str>,
     #[serde(borrow)]
-    pub name: Text<'a>,
+    pub name: Cow<'a, str>,
     #[serde(borrow)]
-    pub category: Text<'a>,
+    pub category: Cow<'a, str>,
     #[serde(borrow)]
-    pub country: Text<'a>,
+    pub country: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item<'a> {
     #[serde(borrow)]
-    pub sku: Text<'a>,
+    pub sku: Cow<'a, str>,
     #[serde(borrow)]
-    pub name: Text<'a>,
+    pub name: Cow<'a, str>,
     #[serde(borrow)]
-    pub category: Text<'a>,
+    pub category: Cow<'a, str>,
     pub quantity: u32,
     pub unit_price: f64,
 }
@@ -340,6 +340,64 @@ fn rejection_of(e: serde_json::Error) -> Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::produce::{EventGenerator, GeneratorConfig};
+
+    fn generated(kind: EventKind) -> Vec<u8> {
+        let config = GeneratorConfig {
+            seed: 3,
+            start: "2026-11-25T00:00:00Z".parse().unwrap(),
+            spacing: std::time::Duration::from_secs(1),
+            users: 5,
+            bad_ratio: 0.0,
+        };
+        EventGenerator::new(kind, config).next_record().value
+    }
+
+    fn assert_borrowed(texts: &[&Cow<str>], record: &[u8]) {
+        let owned: Vec<_> = texts
+            .iter()
+            .filter(|t| matches!(t, Cow::Owned(_)))
+            .collect();
+        assert!(
+            owned.is_empty(),
+            "owned: {owned:?} in {}",
+            String::from_utf8_lossy(record)
+        );
+    }
+
+    #[test]
+    fn checking_a_record_borrows_its_text_fields() {
+        let value = generated(EventKind::User);
+        let e: UserEvent = serde_json::from_slice(&value).unwrap();
+        let texts = [
+            &e.event_id,
+            &e.user_id,
+            &e.session_id,
+            &e.page.url,
+            &e.page.title,
+            &e.device.r#type,
+            &e.device.os,
+            &e.device.browser,
+            &e.geo.country,
+            &e.geo.city,
+        ];
+        assert_borrowed(&texts, &value);
+        let value = generated(EventKind::Transaction);
+        let t: TransactionEvent = serde_json::from_slice(&value).unwrap();
+        let mut texts = vec![
+            &t.event_id,
+            &t.transaction_id,
+            &t.user_id,
+            &t.currency,
+            &t.payment.method,
+            &t.merchant.merchant_id,
+            &t.merchant.name,
+            &t.merchant.category,
+            &t.merchant.country,
+        ];
+        texts.extend(t.items.iter().flat_map(|i| [&i.sku, &i.name, &i.category]));
+        assert_borrowed(&texts, &value);
+    }
 
     #[test]
     fn the_fast_event_time_path_agrees_with_chrono() {
