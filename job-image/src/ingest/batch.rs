@@ -305,18 +305,13 @@ impl Batcher {
         }
         let full = batch.good + batch.quarantined + batch.skipped >= self.rotation.max_records
             || batch.value_bytes >= self.rotation.max_bytes;
-        if full { self.finish(None) } else { Ok(None) }
+        if full { self.close(None) } else { Ok(None) }
     }
 
-    /// Closes the open batch, if any, at the end of the plan or when the run stops.
-    /// `next` is the offset to commit after it (the plan's end when the plan is done). Fails
-    /// only if compressing the last frames fails.
+    /// Takes the open batch, if any, with its last frames compressed: when it is full, at the
+    /// end of the plan or when the run stops. `next` is the offset to commit after it (the
+    /// plan's end when the plan is done). Fails only if compressing the last frames fails.
     pub fn close(&mut self, next: Option<i64>) -> std::io::Result<Option<Batch>> {
-        self.finish(next)
-    }
-
-    /// Takes the open batch with its last frames compressed.
-    fn finish(&mut self, next: Option<i64>) -> std::io::Result<Option<Batch>> {
         let Some(mut batch) = self.open.take() else {
             return Ok(None);
         };
