@@ -493,7 +493,12 @@ fn decode_object(
                 })),
         }
     };
-    for (number, line) in content.split(|b| *b == b'\n').enumerate() {
+    // memchr finds the line ends a word at a time; a byte-by-byte split showed in profiles.
+    let line_ends = memchr::memchr_iter(b'\n', &content).chain(std::iter::once(content.len()));
+    let mut line_start = 0;
+    for (number, line_end) in line_ends.enumerate() {
+        let line = &content[line_start..line_end];
+        line_start = line_end + 1;
         let line_no = number + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
