@@ -150,11 +150,14 @@ FROM user_day a
 LEFT JOIN buyer_day b ON a.user_id = b.user_id AND a.event_date = b.event_date";
 
 /// Anti-join: active users who bought nothing that day (no transaction of any status).
+/// `buyer_day` has a row for each (date, user) with any transaction, so the anti-join is of one
+/// row per user and day on both sides instead of every transaction (at 10M events the join
+/// with `transactions` sorted 5M rows for 106 results: 4.5-7.3 s).
 pub const ACTIVE_NON_BUYERS: &str = "
 SELECT a.event_date, a.user_id, a.events, a.last_event_time
 FROM user_day a
 WHERE NOT EXISTS (
-    SELECT 1 FROM transactions t WHERE t.user_id = a.user_id AND t.event_date = a.event_date)";
+    SELECT 1 FROM buyer_day b WHERE b.user_id = a.user_id AND b.event_date = a.event_date)";
 
 /// Running total and moving average per user in time order over completed transactions: the
 /// cumulative spend that day, and the average of the last three transactions (ROWS frame: the
