@@ -45,7 +45,9 @@ pub enum UserEventType {
 
 /// Text fields are `Cow<'a, str>` spelled out, with `#[serde(borrow)]`: serde's derive borrows a
 /// `Cow` from the record only when it sees that type by name (through an alias it always
-/// allocated a `String`). Checking a record then allocates nothing for strings without escapes.
+/// allocated a `String`). Checking a record then allocates nothing for required strings without
+/// escapes; an optional one (`Option<Cow>`) is still a `String` when present, as serde does not
+/// borrow through `Option`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserEvent<'a> {
     #[serde(borrow)]
