@@ -38,9 +38,9 @@ enum Shape {
     Decimal,
     /// A number of at most 9 digits, no sign, no fraction (always a u32).
     Count,
-    Object(&'static [Field]),
+    Object(&'static Schema),
     /// An array of objects.
-    Objects(&'static [Field]),
+    Objects(&'static Schema),
 }
 
 /// What the check needs from a field besides its shape.
@@ -51,6 +51,25 @@ enum Role {
     UserId,
     /// Negative amounts are rejected: any leading `-` goes to serde's path.
     Amount,
+}
+
+/// An object's fields, and which of them must be present (bit `i` for field `i`).
+#[derive(Debug)]
+struct Schema {
+    fields: &'static [Field],
+    required: u32,
+}
+
+const fn schema(fields: &'static [Field]) -> Schema {
+    assert!(fields.len() <= 32, "a field per bit of the masks");
+    let (mut required, mut i) = (0, 0);
+    while i < fields.len() {
+        if !fields[i].optional {
+            required |= 1 << i;
+        }
+        i += 1;
+    }
+    Schema { fields, required }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +110,7 @@ impl Field {
     }
 }
 
-const USER_EVENT: &[Field] = &[
+const USER_EVENT: Schema = schema(&[
     field(b"\"event_id\":", Shape::Text),
     field(
         b"\"event_type\":",
@@ -107,34 +126,34 @@ const USER_EVENT: &[Field] = &[
     with_role(field(b"\"event_time\":", Shape::Time), Role::EventTime),
     with_role(field(b"\"user_id\":", Shape::Text), Role::UserId),
     field(b"\"session_id\":", Shape::Text),
-    field(b"\"page\":", Shape::Object(PAGE)),
-    field(b"\"device\":", Shape::Object(DEVICE)),
-    field(b"\"geo\":", Shape::Object(GEO)),
-    optional(b"\"properties\":", Shape::Object(PROPERTIES)),
-];
-const PAGE: &[Field] = &[
+    field(b"\"page\":", Shape::Object(&PAGE)),
+    field(b"\"device\":", Shape::Object(&DEVICE)),
+    field(b"\"geo\":", Shape::Object(&GEO)),
+    optional(b"\"properties\":", Shape::Object(&PROPERTIES)),
+]);
+const PAGE: Schema = schema(&[
     field(b"\"url\":", Shape::Text),
     optional(b"\"referrer\":", Shape::Text),
     field(b"\"title\":", Shape::Text),
-];
-const DEVICE: &[Field] = &[
+]);
+const DEVICE: Schema = schema(&[
     field(b"\"type\":", Shape::Text),
     field(b"\"os\":", Shape::Text),
     field(b"\"browser\":", Shape::Text),
-];
-const GEO: &[Field] = &[
+]);
+const GEO: Schema = schema(&[
     field(b"\"country\":", Shape::Text),
     field(b"\"city\":", Shape::Text),
     field(b"\"lat\":", Shape::Decimal),
     field(b"\"lon\":", Shape::Decimal),
-];
-const PROPERTIES: &[Field] = &[
+]);
+const PROPERTIES: Schema = schema(&[
     optional(b"\"query\":", Shape::Text),
     optional(b"\"product_id\":", Shape::Text),
     optional(b"\"element\":", Shape::Text),
-];
+]);
 
-const TRANSACTION_EVENT: &[Field] = &[
+const TRANSACTION_EVENT: Schema = schema(&[
     field(b"\"event_id\":", Shape::Text),
     with_role(field(b"\"event_time\":", Shape::Time), Role::EventTime),
     field(b"\"transaction_id\":", Shape::Text),
@@ -146,33 +165,33 @@ const TRANSACTION_EVENT: &[Field] = &[
         b"\"status\":",
         Shape::OneOf(&["completed", "pending", "failed", "refunded"]),
     ),
-    field(b"\"payment\":", Shape::Object(PAYMENT)),
-    field(b"\"merchant\":", Shape::Object(MERCHANT)),
-    field(b"\"items\":", Shape::Objects(ITEM)),
-];
-const PAYMENT: &[Field] = &[
+    field(b"\"payment\":", Shape::Object(&PAYMENT)),
+    field(b"\"merchant\":", Shape::Object(&MERCHANT)),
+    field(b"\"items\":", Shape::Objects(&ITEM)),
+]);
+const PAYMENT: Schema = schema(&[
     field(b"\"method\":", Shape::Text),
     optional(b"\"card_brand\":", Shape::Text),
     optional(b"\"card_last4\":", Shape::Text),
-];
-const MERCHANT: &[Field] = &[
+]);
+const MERCHANT: Schema = schema(&[
     field(b"\"merchant_id\":", Shape::Text),
     field(b"\"name\":", Shape::Text),
     field(b"\"category\":", Shape::Text),
     field(b"\"country\":", Shape::Text),
-];
-const ITEM: &[Field] = &[
+]);
+const ITEM: Schema = schema(&[
     field(b"\"sku\":", Shape::Text),
     field(b"\"name\":", Shape::Text),
     field(b"\"category\":", Shape::Text),
     field(b"\"quantity\":", Shape::Count),
     field(b"\"unit_price\":", Shape::Decimal),
-];
+]);
 
-fn schema(kind: EventKind) -> &'static [Field] {
+fn schema_of(kind: EventKind) -> &'static Schema {
     match kind {
-        EventKind::User => USER_EVENT,
-        EventKind::Transaction => TRANSACTION_EVENT,
+        EventKind::User => &USER_EVENT,
+        EventKind::Transaction => &TRANSACTION_EVENT,
     }
 }
 
@@ -194,7 +213,7 @@ pub(super) fn check(kind: EventKind, text: &str) -> Option<Canonical<'_>> {
         event_time: None,
         user_id: None,
     };
-    scan.object(schema(kind))?;
+    scan.object(schema_of(kind))?;
     scan.skip_whitespace();
     if scan.at != scan.bytes.len() {
         return None;
@@ -203,6 +222,23 @@ pub(super) fn check(kind: EventKind, text: &str) -> Option<Canonical<'_>> {
         event_time: scan.event_time?,
         user_id: scan.user_id?,
     })
+}
+
+/// `bytes.starts_with(prefix)` for the short prefixes of the tables, in 8-byte words (the last
+/// one overlapping) instead of a call to `memcmp`, which was 4 % of a drain's samples.
+fn has_prefix(bytes: &[u8], prefix: &[u8]) -> bool {
+    let Some(bytes) = bytes.get(..prefix.len()) else {
+        return false;
+    };
+    if prefix.len() < 8 {
+        return bytes == prefix;
+    }
+    let word = |s: &[u8], at: usize| s.get(at..).and_then(<[u8]>::first_chunk::<8>).copied();
+    let last = prefix.len() - 8;
+    (0..last)
+        .step_by(8)
+        .all(|at| word(bytes, at) == word(prefix, at))
+        && word(bytes, last) == word(prefix, last)
 }
 
 struct Scan<'a> {
@@ -249,7 +285,8 @@ impl<'a> Scan<'a> {
 
     /// `{ "name": value, ... }` with each name of `fields` at most once, in any order, and
     /// every required one present.
-    fn object(&mut self, fields: &'static [Field]) -> Option<()> {
+    fn object(&mut self, schema: &'static Schema) -> Option<()> {
+        let fields = schema.fields;
         self.expect(b'{')?;
         let mut seen = 0u32;
         self.skip_whitespace();
@@ -275,18 +312,13 @@ impl<'a> Scan<'a> {
                 }
             }
         }
-        let required = fields
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| !f.optional)
-            .fold(0u32, |mask, (i, _)| mask | 1 << i);
-        (seen & required == required).then_some(())
+        (seen & schema.required == schema.required).then_some(())
     }
 
     /// A member's name and colon: which of `fields` it names.
     fn member(&mut self, fields: &'static [Field], expected: usize) -> Option<usize> {
         if let Some(field) = fields.get(expected)
-            && self.bytes[self.at..].starts_with(field.member)
+            && has_prefix(&self.bytes[self.at..], field.member)
         {
             self.at += field.member.len();
             return Some(expected);
@@ -628,8 +660,9 @@ mod tests {
         fields.0.unwrap_or_default().to_vec()
     }
 
-    fn table_fields(table: &[Field]) -> Vec<&str> {
+    fn table_fields(table: &Schema) -> Vec<&str> {
         table
+            .fields
             .iter()
             .map(|f| std::str::from_utf8(f.name()).unwrap())
             .collect()
@@ -637,17 +670,17 @@ mod tests {
 
     #[test]
     fn the_tables_name_the_fields_of_the_types_in_their_order() {
-        assert_eq!(table_fields(USER_EVENT), serde_fields::<UserEvent>());
-        assert_eq!(table_fields(PAGE), serde_fields::<Page>());
-        assert_eq!(table_fields(DEVICE), serde_fields::<Device>());
-        assert_eq!(table_fields(GEO), serde_fields::<Geo>());
-        assert_eq!(table_fields(PROPERTIES), serde_fields::<Properties>());
+        assert_eq!(table_fields(&USER_EVENT), serde_fields::<UserEvent>());
+        assert_eq!(table_fields(&PAGE), serde_fields::<Page>());
+        assert_eq!(table_fields(&DEVICE), serde_fields::<Device>());
+        assert_eq!(table_fields(&GEO), serde_fields::<Geo>());
+        assert_eq!(table_fields(&PROPERTIES), serde_fields::<Properties>());
         assert_eq!(
-            table_fields(TRANSACTION_EVENT),
+            table_fields(&TRANSACTION_EVENT),
             serde_fields::<TransactionEvent>()
         );
-        assert_eq!(table_fields(PAYMENT), serde_fields::<Payment>());
-        assert_eq!(table_fields(MERCHANT), serde_fields::<Merchant>());
-        assert_eq!(table_fields(ITEM), serde_fields::<Item>());
+        assert_eq!(table_fields(&PAYMENT), serde_fields::<Payment>());
+        assert_eq!(table_fields(&MERCHANT), serde_fields::<Merchant>());
+        assert_eq!(table_fields(&ITEM), serde_fields::<Item>());
     }
 }
