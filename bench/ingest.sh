@@ -77,8 +77,11 @@ log "producing $events events"
 cat "$work/produce.json" >&2
 
 # time_cmd NAME CMD... : runs CMD under /usr/bin/time, appends "NAME seconds peak_kib" to results.
+# Each measurement starts with no dirty pages left by the one before (2.8 GB of plain local
+# files, or the S3 server's volume files, otherwise written back while the next one runs).
 time_cmd() {
   local name="$1"; shift
+  sync
   /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || {
     cat "$work/err" >&2; die "$name failed"; }
   echo "$name $(cat "$work/time")" >>"$work/results"
@@ -123,12 +126,13 @@ mb = summary["bytes"] / 1e6
 perf = statistics.median(s for s, _ in rows["perf-tool"])
 print(f"{events:,} events, {mb:,.0f} MB of record values, {len(rows['perf-tool'])} runs each, medians.\n")
 print("Peak RSS of the perf tool is that of one of its two JVMs.\n")
-print("| consumer | wall s | records/s | MB/s | peak RSS MiB | records/s vs perf tool |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| consumer | wall s | each run, s | records/s | MB/s | peak RSS MiB | records/s vs perf tool |")
+print("|---|---:|---|---:|---:|---:|---:|")
 for name in ["perf-tool", "ingest-local", "ingest-s3", "ingest-local-zstd", "ingest-s3-zstd"]:
     secs = statistics.median(s for s, _ in rows[name])
+    each = ", ".join(f"{s:.1f}" for s, _ in rows[name])
     rss = statistics.median(k for _, k in rows[name]) / 1024
-    print(f"| {name} | {secs:.1f} | {events/secs:,.0f} | {mb/secs:,.0f} | {rss:,.0f} | {perf/secs:.2f}x |")
+    print(f"| {name} | {secs:.1f} | {each} | {events/secs:,.0f} | {mb/secs:,.0f} | {rss:,.0f} | {perf/secs:.2f}x |")
 print("\nThe perf tool's own report (one line per topic; excludes JVM start-up), last run:")
 print("```")
 print("\n".join(open(f"{work}/perf-reports").read().strip().splitlines()[-2:]))
