@@ -198,6 +198,31 @@ pub struct StorageSpec {
     /// `AWS_SESSION_TOKEN`), given to every stage as environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+    /// How ingest compresses the landing objects it writes; unset means the image's default
+    /// (none). The ETL reads all three, whatever each object was written with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landing_compression: Option<LandingCompression>,
+}
+
+/// `streamflow ingest --compression`: zstd (level 1) stores about a sixth of the bytes and was
+/// the faster drain to S3 and to local disk in the benchmarks (docs/benchmarks.md).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LandingCompression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl LandingCompression {
+    /// The value `streamflow ingest --compression` takes.
+    pub fn arg(self) -> &'static str {
+        match self {
+            LandingCompression::None => "none",
+            LandingCompression::Gzip => "gzip",
+            LandingCompression::Zstd => "zstd",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]

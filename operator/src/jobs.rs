@@ -74,6 +74,9 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
                 push("--topic", topic);
             }
             push("--landing", &spec.storage.landing);
+            if let Some(compression) = spec.storage.landing_compression {
+                push("--compression", compression.arg());
+            }
             match &spec.kafka.group {
                 Some(group) => push("--group", group),
                 None => push("--interval", &interval),
@@ -431,6 +434,35 @@ pub(crate) mod tests {
         let args = container(&job).args.unwrap();
         assert!(args.windows(2).any(|w| w == ["--group", "g"]));
         assert!(!args.contains(&"--interval".to_owned()));
+    }
+
+    #[test]
+    fn ingest_compresses_landing_objects_as_the_spec_says() {
+        let with = |compression: &str| {
+            run(
+                serde_json::json!({"storage": {"landing": "s3://l/raw", "gold": "s3://g/t",
+                "landingCompression": compression}}),
+            )
+        };
+        for value in ["none", "gzip", "zstd"] {
+            let args = container(&build_job(&with(value), Stage::Ingest, 1).unwrap())
+                .args
+                .unwrap();
+            assert!(
+                args.windows(2).any(|w| w == ["--compression", value]),
+                "{args:?}"
+            );
+        }
+        // Unset: the image's default, so no flag.
+        let args = container(&build_job(&run(serde_json::json!({})), Stage::Ingest, 1).unwrap())
+            .args
+            .unwrap();
+        assert!(!args.contains(&"--compression".to_owned()), "{args:?}");
+        // The ETL reads whatever each object was written with: no flag there.
+        let etl = container(&build_job(&with("zstd"), Stage::Etl, 1).unwrap())
+            .args
+            .unwrap();
+        assert!(!etl.contains(&"--compression".to_owned()), "{etl:?}");
     }
 
     #[test]

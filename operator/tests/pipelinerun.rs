@@ -104,6 +104,7 @@ async fn run_succeeds_across_an_operator_restart_without_duplicate_jobs() -> Res
                 "region": "us-east-1",
                 "allowHttp": true,
                 "credentialsSecretRef": {"name": "s3"},
+                "landingCompression": "zstd",
             },
             "etl": {"buckets": 2},
             "runDeadline": "1h",
@@ -165,6 +166,12 @@ async fn run_succeeds_across_an_operator_restart_without_duplicate_jobs() -> Res
         .and_then(|s| s.summary.clone())
         .context("validate summary")?;
     assert_eq!(validate.ok, Some(true), "validate summary {validate:?}");
+    // The spec's landingCompression reached the drain: every landing object is zstd.
+    let landing = landing_objects(&s3, &format!("{ns}/raw")).await?;
+    ensure!(
+        !landing.is_empty() && landing.iter().all(|name| name.ends_with(".ndjson.zst")),
+        "landing objects: {landing:?}"
+    );
     assert_eq!(validate.checks_failed, Some(0));
     for s in &st.stages {
         assert_eq!((s.phase, s.attempts), (StagePhase::Succeeded, 1), "{s:?}");
@@ -204,6 +211,32 @@ async fn run_succeeds_across_an_operator_restart_without_duplicate_jobs() -> Res
         );
     }
     Ok(())
+}
+
+/// The names of the objects under `prefix` in the S3 server's landing bucket.
+async fn landing_objects(
+    s3: &std::collections::BTreeMap<String, String>,
+    prefix: &str,
+) -> Result<Vec<String>> {
+    use futures::TryStreamExt as _;
+    use object_store::ObjectStore as _;
+    let var = |name: &str| s3.get(name).cloned().context(name.to_owned());
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(var("AWS_ENDPOINT_URL")?)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name("landing")
+        .with_access_key_id(var("AWS_ACCESS_KEY_ID")?)
+        .with_secret_access_key(var("AWS_SECRET_ACCESS_KEY")?)
+        .build()?;
+    let objects: Vec<_> = store
+        .list(Some(&object_store::path::Path::from(prefix)))
+        .try_collect()
+        .await?;
+    Ok(objects
+        .into_iter()
+        .map(|o| o.location.to_string())
+        .collect())
 }
 
 /// A stage that fails is retried after 1 s, then 2 s, and the run fails after three attempts
@@ -339,6 +372,11 @@ async fn invalid_runs_are_refused_with_a_reason() -> Result<()> {
         (
             json!({"retry": {"maxAttempts": 0}}),
             "spec.retry.maxAttempts",
+        ),
+        (
+            json!({"storage": {"landing": "s3://l/raw", "gold": "s3://g/t",
+                "landingCompression": "lz4"}}),
+            "Unsupported value: \"lz4\"",
         ),
     ];
     for (i, (spec, expected)) in cases.into_iter().enumerate() {
