@@ -54,11 +54,12 @@ for s in kafka s3; do
 done
 eval "$(scripts/s3.sh env)"
 
-# The S3 drains land in a bucket of their own, deleted at the end: SeaweedFS keeps the space of
-# deleted objects until a vacuum but frees a deleted bucket's at once (240 MB put, deleted
-# object by object: still held; the bucket deleted: freed), and a benchmark lands about 9 GB.
+# Each S3 drain lands in a bucket of its own, deleted right after it, as each local drain's
+# directory is: SeaweedFS keeps the space of deleted objects until a vacuum but frees a deleted
+# bucket's at once (240 MB put, deleted object by object: still held; the bucket deleted:
+# freed). Kept to the end, the buckets of five runs held about 16 GB of volume files on the
+# machine that also holds the broker's log.
 bucket=bench-ingest
-scripts/s3.sh mkbucket "$bucket" >/dev/null
 work="$(mktemp -d)"
 trap 'scripts/s3.sh rmbucket "$bucket" >/dev/null || true; cleanup; rm -rf "$work"' EXIT
 
@@ -104,9 +105,11 @@ for i in $(seq 1 "$runs"); do
     time_cmd "ingest-local$suffix" "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
       --landing "$work/landing" --group "bench-local-$i-$RANDOM" --compression "$compression"
     tail -n 1 "$work/out" >"$work/summary-local$suffix.json"
+    scripts/s3.sh mkbucket "$bucket" >/dev/null
     time_cmd "ingest-s3$suffix" "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
       --landing "s3://$bucket/bench-$i-$RANDOM" --group "bench-s3-$i-$RANDOM" --compression "$compression"
     tail -n 1 "$work/out" >"$work/summary-s3$suffix.json"
+    scripts/s3.sh rmbucket "$bucket" >/dev/null
   done
   rm -rf "$work/landing"
 done
