@@ -230,9 +230,9 @@ impl Rejection {
 
 /// Checks one Kafka record against its topic's schema.
 ///
-/// Records in the form the producers write take a fast path (`canonical`); any other text is
-/// parsed by serde into the event types, which accepts exactly the same records (a test holds
-/// the two to the same answers) and says what is wrong with the others.
+/// Records in the form the producers write take a fast path (`canonical`), which answers only
+/// where serde would give the same answer (tests hold the two to it); any other text is parsed
+/// by serde into the event types, which accepts it or says what is wrong with it.
 pub fn check_record(
     kind: EventKind,
     key: Option<&[u8]>,

@@ -204,8 +204,9 @@ pub struct StorageSpec {
     pub landing_compression: Option<LandingCompression>,
 }
 
-/// `streamflow ingest --compression`: zstd (level 1) stores about a sixth of the bytes and was
-/// the faster drain to S3 and to local disk in the benchmarks (docs/benchmarks.md).
+/// `streamflow ingest --compression`: zstd (level 1) stores about a sixth of the bytes, and its
+/// drains to S3 took about a third of the plain drains' time in the benchmarks
+/// (docs/benchmarks.md).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LandingCompression {

@@ -198,8 +198,8 @@ fn schema_of(kind: EventKind) -> &'static Schema {
 /// Checks `text` on the fast path; `None` means "ask serde", not "bad".
 pub(super) fn check(kind: EventKind, text: &str) -> Option<Canonical<'_>> {
     // Escapes and raw control characters (serde rejects the latter inside strings) are left to
-    // serde; one pass over the record, which the compiler vectorizes, finds them, so strings
-    // are then scanned for their closing quote alone.
+    // serde; one pass over the whole record finds them, so strings are then scanned for their
+    // closing quote alone.
     let special = text
         .bytes()
         .fold(false, |found, b| found | (b < 0x20) | (b == b'\\'));
