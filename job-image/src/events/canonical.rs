@@ -11,8 +11,8 @@
 //! escaped names, escapes or control characters in strings, numbers with exponents or leading
 //! signs where a sign matters, anything serde would reject. `None` is not a rejection: the
 //! record then takes serde's path, which accepts it or says why not. The tables mirror the
-//! types in `events.rs`; a test compares their field names with the names serde's derive
-//! sees, and a differential test feeds both paths mutated records.
+//! types in `events.rs`; a test compares their field and enum names with the names serde's
+//! derive sees, and a differential test feeds both paths mutated records.
 
 use chrono::{DateTime, Utc};
 
@@ -110,19 +110,20 @@ impl Field {
     }
 }
 
+/// `UserEventType`'s and `TransactionStatus`'s names, as serde reads them.
+const EVENT_TYPES: &[&str] = &[
+    "login",
+    "logout",
+    "page_view",
+    "click",
+    "search",
+    "add_to_cart",
+];
+const STATUSES: &[&str] = &["completed", "pending", "failed", "refunded"];
+
 const USER_EVENT: Schema = schema(&[
     field(b"\"event_id\":", Shape::Text),
-    field(
-        b"\"event_type\":",
-        Shape::OneOf(&[
-            "login",
-            "logout",
-            "page_view",
-            "click",
-            "search",
-            "add_to_cart",
-        ]),
-    ),
+    field(b"\"event_type\":", Shape::OneOf(EVENT_TYPES)),
     with_role(field(b"\"event_time\":", Shape::Time), Role::EventTime),
     with_role(field(b"\"user_id\":", Shape::Text), Role::UserId),
     field(b"\"session_id\":", Shape::Text),
@@ -161,10 +162,7 @@ const TRANSACTION_EVENT: Schema = schema(&[
     optional(b"\"session_id\":", Shape::Text),
     with_role(field(b"\"amount\":", Shape::Decimal), Role::Amount),
     field(b"\"currency\":", Shape::Text),
-    field(
-        b"\"status\":",
-        Shape::OneOf(&["completed", "pending", "failed", "refunded"]),
-    ),
+    field(b"\"status\":", Shape::OneOf(STATUSES)),
     field(b"\"payment\":", Shape::Object(&PAYMENT)),
     field(b"\"merchant\":", Shape::Object(&MERCHANT)),
     field(b"\"items\":", Shape::Objects(&ITEM)),
@@ -433,8 +431,8 @@ mod tests {
 
     use super::*;
     use crate::events::{
-        Device, Geo, Item, Merchant, Page, Payment, Properties, TransactionEvent, UserEvent,
-        check_record, check_with_serde, record_text,
+        Device, Geo, Item, Merchant, Page, Payment, Properties, TransactionEvent,
+        TransactionStatus, UserEvent, UserEventType, check_record, check_with_serde, record_text,
     };
     use crate::produce::{EventGenerator, GeneratorConfig};
 
@@ -624,7 +622,8 @@ mod tests {
         value.pointer_mut(&pointer)
     }
 
-    /// Captures the field names serde's derive passes to `deserialize_struct`.
+    /// Captures the names serde's derive passes to `deserialize_struct` (fields) or
+    /// `deserialize_enum` (variants).
     struct FieldsOf(Option<&'static [&'static str]>);
 
     impl<'de> serde::Deserializer<'de> for &mut FieldsOf {
@@ -647,9 +646,19 @@ mod tests {
             Err(serde::de::Error::custom("captured"))
         }
 
+        fn deserialize_enum<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(variants);
+            Err(serde::de::Error::custom("captured"))
+        }
+
         serde::forward_to_deserialize_any! {
             bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
             identifier ignored_any
         }
     }
@@ -669,7 +678,7 @@ mod tests {
     }
 
     #[test]
-    fn the_tables_name_the_fields_of_the_types_in_their_order() {
+    fn the_tables_name_the_fields_and_variants_serde_sees_in_its_order() {
         assert_eq!(table_fields(&USER_EVENT), serde_fields::<UserEvent>());
         assert_eq!(table_fields(&PAGE), serde_fields::<Page>());
         assert_eq!(table_fields(&DEVICE), serde_fields::<Device>());
@@ -682,5 +691,7 @@ mod tests {
         assert_eq!(table_fields(&PAYMENT), serde_fields::<Payment>());
         assert_eq!(table_fields(&MERCHANT), serde_fields::<Merchant>());
         assert_eq!(table_fields(&ITEM), serde_fields::<Item>());
+        assert_eq!(EVENT_TYPES, serde_fields::<UserEventType>());
+        assert_eq!(STATUSES, serde_fields::<TransactionStatus>());
     }
 }
