@@ -57,6 +57,28 @@ fn with_drain_frozen(child: &mut std::process::Child, outage: impl FnOnce()) {
     signal(child, "CONT");
 }
 
+/// Starts the drain with its output in `log`, so a drain that ends early can say why.
+fn spawn_logged(mut cmd: Command, log: &std::path::Path) -> std::process::Child {
+    let out = std::fs::File::create(log).expect("create the drain's log");
+    let err = out.try_clone().expect("clone the log's handle");
+    cmd.stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start the drain")
+}
+
+/// Fails the test at once, with the drain's output, if the drain has already ended: the
+/// fault is to meet a drain at work, and a drain that failed before it would otherwise be
+/// waited for until the timeout.
+fn assert_still_draining(child: &mut std::process::Child, log: &std::path::Path) {
+    if let Some(status) = child.try_wait().expect("try_wait") {
+        panic!(
+            "the drain ended ({status}) before the fault was injected; its output:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
 fn ingest(landing: &str, topic: &str, group: &str) -> Command {
     let mut cmd = streamflow();
     cmd.args([
@@ -99,14 +121,13 @@ async fn drains_survive_a_stopped_broker_and_a_stopped_s3_server() {
     let recs: Vec<_> = (0..150_000).map(|_| g.next_record()).collect();
     send_all(&topic, &recs);
     let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
     let landing = dir.path().to_str().unwrap().to_owned();
     let group = format!("g-{}", uuid::Uuid::new_v4().simple());
-    let mut child = ingest(&landing, &topic, &group)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let log = logs.path().join("broker-fault.log");
+    let mut child = spawn_logged(ingest(&landing, &topic, &group), &log);
     wait_for("the drain to write files", Duration::from_secs(120), || {
+        assert_still_draining(&mut child, &log);
         (count_files(dir.path()) >= 2).then_some(())
     });
     with_drain_frozen(&mut child, || script("kafka.sh", "stop"));
@@ -140,11 +161,8 @@ async fn drains_survive_a_stopped_broker_and_a_stopped_s3_server() {
         s3_env(&mut cmd);
         cmd
     };
-    let mut child = s3_ingest()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let log = logs.path().join("s3-fault.log");
+    let mut child = spawn_logged(s3_ingest(), &log);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let n = location
@@ -157,6 +175,7 @@ async fn drains_survive_a_stopped_broker_and_a_stopped_s3_server() {
         if n >= 3 {
             break;
         }
+        assert_still_draining(&mut child, &log);
         assert!(Instant::now() < deadline, "no objects reached S3");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
