@@ -4,13 +4,18 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 
 use object_store::ObjectStoreExt as _;
-use streamflow::etl::session::{Profile, SessionSettings};
+use streamflow::etl::session::{self, Profile, SessionSettings};
 use streamflow::etl::write::{self, bucket_of};
 use streamflow::etl::{self, EtlConfig};
+use streamflow::etl::{read, steps};
 use streamflow::events::EventKind;
 use streamflow::store::Location;
 use streamflow_core::EtlSummary;
@@ -742,6 +747,108 @@ async fn a_memory_limit_far_below_the_input_spills_and_gives_the_same_tables() {
         snapshot(&dir.path().join("roomy")),
         "same files, same bytes"
     );
+}
+
+/// The first hash join in a plan, depth first.
+fn hash_join_in(plan: &Arc<dyn ExecutionPlan>) -> Option<&HashJoinExec> {
+    plan.downcast_ref::<HashJoinExec>()
+        .or_else(|| plan.children().into_iter().find_map(hash_join_in))
+}
+
+/// The event ids of one landing folder in landing order: objects by name, lines in order.
+fn landing_order(folder: &FsPath) -> HashMap<String, usize> {
+    let mut objects: Vec<_> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    objects.sort();
+    let mut order = HashMap::new();
+    for object in objects {
+        for line in std::fs::read_to_string(object).unwrap().lines() {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = event["event_id"].as_str().unwrap().to_owned();
+            order.insert(id, order.len());
+        }
+    }
+    order
+}
+
+#[tokio::test]
+async fn flat_tables_are_merged_into_landing_order_without_a_sort() {
+    let dir = tempfile::tempdir().unwrap();
+    let (landing_dir, gold_dir) = (dir.path().join("landing"), dir.path().join("gold"));
+    write_generated(&landing_dir, 5_000);
+    let config = config(local(&landing_dir), local(&gold_dir), DAY);
+    assert_eq!(config.session.target_partitions, 2, "two streams to merge");
+
+    // The plans: each flat table's cache files are merged by source order, not sorted.
+    let ctx = session::build_session(&config.session, &[&config.landing]).unwrap();
+    for (topic, raw) in [
+        ("user_events", steps::RAW_USER_EVENTS),
+        ("transaction_events", steps::RAW_TRANSACTION_EVENTS),
+    ] {
+        read::register_landing(&ctx, raw, &config.landing, topic, &config.interval, 2)
+            .await
+            .unwrap();
+    }
+    let cache = session::cache_dir(&config.session).unwrap();
+    let flat = steps::flatten(&ctx, &config.interval, cache.path(), 10)
+        .await
+        .unwrap();
+    for table in steps::GOLD_TABLES {
+        if !matches!(table.order, steps::Order::Landing) {
+            continue;
+        }
+        let frame = steps::gold_frame(&ctx, &flat, table).await.unwrap();
+        let plan = frame.create_physical_plan().await.unwrap();
+        let plan = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(
+            plan.contains("SortPreservingMergeExec") && !plan.contains("SortExec"),
+            "{} is merged, not sorted:\n{plan}",
+            table.name
+        );
+    }
+
+    // The joins of transactions with sessions hold sessions, one row per session, in memory.
+    for name in ["transactions_enriched", "orphan_transactions"] {
+        let table = steps::GOLD_TABLES.iter().find(|t| t.name == name).unwrap();
+        let frame = steps::gold_frame(&ctx, &flat, table).await.unwrap();
+        let plan = frame.create_physical_plan().await.unwrap();
+        let join = hash_join_in(&plan).unwrap_or_else(|| panic!("{name} is a hash join"));
+        let build = displayable(join.left().as_ref()).indent(true).to_string();
+        assert!(
+            build.contains("/sessions/") && !build.contains("transactions"),
+            "{name} builds its hash table from sessions:\n{build}"
+        );
+    }
+
+    // The files: each bucket file's rows are in landing order.
+    let order = landing_order(&landing_dir.join("user_events/date=2026-11-25"));
+    etl::run(&config).await.unwrap();
+    let gold = local(&gold_dir);
+    let manifest = write::read_manifest(&gold, "user_activity", DAY.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = write::partition_dir(&gold, "user_activity", manifest.date);
+    let mut seen = 0;
+    for file in &manifest.files {
+        let path = object_store::path::Path::from(format!("{dir}/{}", file.path));
+        let bytes = gold.store.get(&path).await.unwrap().bytes().await.unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let places: Vec<usize> = text
+            .lines()
+            .skip(1)
+            .map(|row| order[row.split(',').next().unwrap()])
+            .collect();
+        assert!(
+            places.is_sorted(),
+            "{} holds its rows in landing order",
+            file.path
+        );
+        seen += places.len();
+    }
+    assert_eq!(seen, 5_000);
 }
 
 #[tokio::test]

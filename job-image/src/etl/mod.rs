@@ -2,10 +2,11 @@
 //!
 //! [`run`] streams each topic's landing objects for the interval once ([`read`]) through
 //! flattening and typing into an Arrow IPC cache on the spill volume ([`steps::flatten`]),
-//! computes every gold table from the cache ([`steps::GOLD_TABLES`]) and streams each, sorted,
-//! into date partitions of bucketed CSV files committed atomically with a `_SUCCESS` manifest
-//! ([`write`]). No table is held in memory whole: DataFusion's memory pool bounds what sorts,
-//! joins and aggregates hold, and they spill beyond it. docs/etl.md describes the tables.
+//! computes every gold table from the cache ([`steps::GOLD_TABLES`]) and streams each, in its
+//! order, into date partitions of bucketed CSV files committed atomically with a `_SUCCESS`
+//! manifest ([`write`]). No table is held in memory whole: DataFusion's memory pool bounds what
+//! sorts and aggregates hold, and they spill beyond it; joins hold only their small side, one
+//! row per session or per user and day. docs/etl.md describes the tables.
 
 pub mod read;
 pub mod session;
@@ -109,7 +110,9 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
             let written = write_gold_table(&ctx, &flat, table, config, &dates).await?;
             Ok::<_, EtlError>((table.name, written))
         })
-        .buffered(session::GOLD_TABLES_AT_ONCE)
+        // Unordered: a table that finishes early makes room for the next at once, where
+        // `buffered` would hold its slot until every table before it had finished.
+        .buffer_unordered(session::GOLD_TABLES_AT_ONCE)
         .try_collect()
         .await?;
     for (name, written) in written {
@@ -129,7 +132,7 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
     Ok(summary)
 }
 
-/// Computes one gold table and streams it, sorted, into its partitions.
+/// Computes one gold table and streams it, in its order ([`steps::Order`]), into its partitions.
 async fn write_gold_table(
     ctx: &datafusion::prelude::SessionContext,
     flat: &steps::Flattened,

@@ -22,7 +22,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionContext, col};
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
@@ -294,10 +294,15 @@ pub async fn register_landing(
             }) as Arc<dyn PartitionStream>
         })
         .collect();
-    let table = StreamingTable::try_new(out_schema, streams).map_err(|e| ReadError::Decode {
-        object: name.to_owned(),
-        problem: e.to_string(),
-    })?;
+    // Each stream yields its objects in index order and their lines in order: rows ascend by
+    // SOURCE_ORDER. Declared, it lets the flat tables be merged back into landing order
+    // without a sort (steps::Order::Landing).
+    let table = StreamingTable::try_new(out_schema, streams)
+        .map_err(|e| ReadError::Decode {
+            object: name.to_owned(),
+            problem: e.to_string(),
+        })?
+        .with_sort_order(vec![col(SOURCE_ORDER).sort(true, false)]);
     ctx.register_table(name, Arc::new(table))
         .map_err(|e| ReadError::Decode {
             object: name.to_owned(),

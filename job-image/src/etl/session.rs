@@ -237,9 +237,6 @@ pub fn build_session(
     // than the pool, so with the pool as the threshold every sort is one concatenated batch,
     // counted in the sort's own reservation.
     config.options_mut().execution.sort_in_place_threshold_bytes = settings.pool_size();
-    // Sort-merge joins spill; hash joins hold their whole build side in memory and fail when it
-    // outgrows the pool (transactions joined with sessions are as large as the input).
-    config.options_mut().optimizer.prefer_hash_join = false;
     // The cache holds one Arrow IPC file per partition, so its scans are parallel already; a
     // file split into byte ranges is read range by range whole into memory (DataFusion 55's
     // Arrow source), outside the pool, where a file read whole streams batch by batch.

@@ -17,6 +17,8 @@
 //! directory the next run removes. The same input gives the same bytes, hence the same version
 //! name and manifest: a rerun rewrites identical objects.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -44,6 +46,9 @@ pub const MANIFEST: &str = "_SUCCESS";
 /// How timestamps are written: UTC, microseconds, `Z`; the same in every file of every table.
 pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 pub const DATE_COLUMN: &str = "event_date";
+/// Bytes a bucket file buffers before it uploads them as a part: S3's smallest part size,
+/// since every date of a run has its bucket files open at once.
+const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -340,7 +345,11 @@ impl PartitionWriter {
                 .join(format!("part-{bucket:05}.csv").as_str());
             let mut file = StagedFile {
                 bucket,
-                upload: BufWriter::new(gold.store.clone(), path.clone()),
+                upload: BufWriter::with_capacity(
+                    gold.store.clone(),
+                    path.clone(),
+                    UPLOAD_PART_BYTES,
+                ),
                 staging: path,
                 rows: 0,
                 bytes: 0,
@@ -424,25 +433,27 @@ impl PartitionWriter {
     }
 }
 
-/// Step 3: writes one table's rows, streamed in date order, as a partition per date of the
+/// Step 3: writes one table's rows, streamed in any date order, as a partition per date of the
 /// run; a date or bucket without rows still gets its file (a header only), so every partition
-/// has the same files. Each partition is committed as soon as its last row is written.
+/// has the same files. Every date's partition stays open, its bucket files streaming, until
+/// [`TableWriter::finish`] commits them all: a run holds an upload buffer per bucket file of
+/// each of its dates ([`UPLOAD_PART_BYTES`]).
 pub struct TableWriter<'a> {
     gold: &'a Location,
     table: &'a str,
     schema: SchemaRef,
     header: Vec<u8>,
     dates: &'a [NaiveDate],
-    next_date: usize,
     interval: &'a Interval,
     bucket_by: Option<&'a str>,
     file_count: u32,
-    current: Option<PartitionWriter>,
+    /// The partitions with rows so far, by date: rows may come in any date order.
+    open: BTreeMap<NaiveDate, PartitionWriter>,
     written: TableWrite,
 }
 
 impl<'a> TableWriter<'a> {
-    /// `dates` ascending: the rows must come sorted by [`DATE_COLUMN`].
+    /// `dates` ascending: the dates rows may have.
     pub fn new(
         gold: &'a Location,
         table: &'a str,
@@ -467,11 +478,10 @@ impl<'a> TableWriter<'a> {
             schema,
             header,
             dates,
-            next_date: 0,
             interval,
             bucket_by: bucketing.column,
             file_count,
-            current: None,
+            open: BTreeMap::new(),
             written: TableWrite::default(),
         })
     }
@@ -499,63 +509,52 @@ impl<'a> TableWriter<'a> {
             let end = (start..batch.num_rows())
                 .find(|&row| dates.value(row) != day)
                 .unwrap_or(batch.num_rows());
-            self.advance_to(date_of(day)).await?;
-            self.append(&batch.slice(start, end - start)).await?;
+            self.append(date_of(day), &batch.slice(start, end - start))
+                .await?;
             start = end;
         }
         Ok(())
     }
 
-    /// Commits the partitions up to `date` and opens `date`'s.
-    async fn advance_to(&mut self, date: NaiveDate) -> Result<(), WriteError> {
-        loop {
-            if self.current.as_ref().is_some_and(|p| p.date == date) {
-                return Ok(());
-            }
-            self.commit_current().await?;
-            match self.dates.get(self.next_date) {
-                Some(next) if *next <= date => {
-                    self.current = Some(
-                        PartitionWriter::open(
-                            self.gold,
-                            self.table,
-                            *next,
-                            &self.header,
-                            self.file_count,
-                        )
-                        .await?,
-                    );
-                    self.next_date += 1;
-                }
-                _ => {
-                    return Err(self.shape(format!(
-                        "a row dated {date} is outside the run's dates or out of date order"
-                    )));
-                }
+    /// `date`'s partition, opened when its first row comes.
+    async fn partition(&mut self, date: NaiveDate) -> Result<&mut PartitionWriter, WriteError> {
+        if !self.dates.contains(&date) {
+            return Err(self.shape(format!("a row dated {date} is outside the run's dates")));
+        }
+        match self.open.entry(date) {
+            Entry::Occupied(open) => Ok(open.into_mut()),
+            Entry::Vacant(vacant) => {
+                let partition = PartitionWriter::open(
+                    self.gold,
+                    self.table,
+                    date,
+                    &self.header,
+                    self.file_count,
+                )
+                .await?;
+                Ok(vacant.insert(partition))
             }
         }
     }
 
-    async fn commit_current(&mut self) -> Result<(), WriteError> {
-        if let Some(partition) = self.current.take() {
-            let manifest = partition
-                .commit(
-                    self.gold,
-                    self.table,
-                    &self.schema,
-                    self.interval,
-                    self.bucket_by,
-                )
-                .await?;
-            self.written.rows += manifest.rows;
-            self.written.files += manifest.files.len() as u64;
-            self.written.bytes += manifest.files.iter().map(|f| f.bytes).sum::<u64>();
-        }
+    async fn commit(&mut self, partition: PartitionWriter) -> Result<(), WriteError> {
+        let manifest = partition
+            .commit(
+                self.gold,
+                self.table,
+                &self.schema,
+                self.interval,
+                self.bucket_by,
+            )
+            .await?;
+        self.written.rows += manifest.rows;
+        self.written.files += manifest.files.len() as u64;
+        self.written.bytes += manifest.files.iter().map(|f| f.bytes).sum::<u64>();
         Ok(())
     }
 
-    /// Appends rows of the current partition, each to its bucket's file in the order given.
-    async fn append(&mut self, rows: &RecordBatch) -> Result<(), WriteError> {
+    /// Appends rows of one date, each to its bucket's file in the order given.
+    async fn append(&mut self, date: NaiveDate, rows: &RecordBatch) -> Result<(), WriteError> {
         let csv_error = |table: &str, date: NaiveDate| {
             let table = table.to_owned();
             move |source| WriteError::Csv {
@@ -583,17 +582,15 @@ impl<'a> TableWriter<'a> {
             }
             None => None,
         };
-        let Some(partition) = self.current.as_mut() else {
-            return Err(self.shape("rows before any partition was opened".to_owned()));
-        };
-        let date = partition.date;
-        let rows = &utc_timestamps_as_text(rows).map_err(csv_error(self.table, date))?;
+        let (gold, table) = (self.gold, self.table);
+        let partition = self.partition(date).await?;
+        let rows = &utc_timestamps_as_text(rows).map_err(csv_error(table, date))?;
         match buckets {
             None => {
-                let chunk = csv_rows(rows).map_err(csv_error(self.table, date))?;
+                let chunk = csv_rows(rows).map_err(csv_error(table, date))?;
                 let file = &mut partition.files[0];
                 file.rows += rows.num_rows() as u64;
-                file.append(self.gold, chunk).await?;
+                file.append(gold, chunk).await?;
             }
             Some(indices) => {
                 for (file, indices) in partition.files.iter_mut().zip(indices) {
@@ -602,21 +599,22 @@ impl<'a> TableWriter<'a> {
                     }
                     let taken = take_record_batch(rows, &UInt32Array::from(indices))
                         .and_then(|b| csv_rows(&b).map(|chunk| (b.num_rows(), chunk)))
-                        .map_err(csv_error(self.table, date))?;
+                        .map_err(csv_error(table, date))?;
                     file.rows += taken.0 as u64;
-                    file.append(self.gold, taken.1).await?;
+                    file.append(gold, taken.1).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Commits the last partition with rows and every later date's (empty) partition.
+    /// Commits every date's partition, those without rows too.
     pub async fn finish(mut self) -> Result<TableWrite, WriteError> {
-        self.commit_current().await?;
-        while let Some(date) = self.dates.get(self.next_date).copied() {
-            self.advance_to(date).await?;
-            self.commit_current().await?;
+        for &date in self.dates {
+            self.partition(date).await?;
+            if let Some(partition) = self.open.remove(&date) {
+                self.commit(partition).await?;
+            }
         }
         Ok(self.written)
     }
