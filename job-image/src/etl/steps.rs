@@ -344,7 +344,16 @@ impl std::fmt::Debug for GoldTable {
     }
 }
 
+/// The gold tables, in the order they are computed (two at a time): longest first, as measured
+/// at 10M events, so the last two finish close together.
 pub const GOLD_TABLES: &[GoldTable] = &[
+    GoldTable {
+        name: "transaction_items",
+        grain: "one row per item line of a transaction",
+        query: Query::Flattened(|f| f.transaction_items.clone()),
+        order: Order::Landing,
+        bucket_by: Some("user_id"),
+    },
     GoldTable {
         name: "user_activity",
         grain: "one row per user event (deduplicated by event_id)",
@@ -360,38 +369,10 @@ pub const GOLD_TABLES: &[GoldTable] = &[
         bucket_by: Some("user_id"),
     },
     GoldTable {
-        name: "transaction_items",
-        grain: "one row per item line of a transaction",
-        query: Query::Flattened(|f| f.transaction_items.clone()),
-        order: Order::Landing,
-        bucket_by: Some("user_id"),
-    },
-    GoldTable {
         name: "transactions_enriched",
         grain: "one row per transaction whose session has activity that day",
         query: Query::Sql(TRANSACTIONS_ENRICHED),
         order: Order::Key(&["transaction_id"]),
-        bucket_by: Some("user_id"),
-    },
-    GoldTable {
-        name: "orphan_transactions",
-        grain: "one row per transaction with no activity in its session that day",
-        query: Query::Sql(ORPHAN_TRANSACTIONS),
-        order: Order::Key(&["transaction_id"]),
-        bucket_by: Some("user_id"),
-    },
-    GoldTable {
-        name: "user_daily_spend",
-        grain: "one row per (date, user) with any activity",
-        query: Query::Sql(USER_DAILY_SPEND),
-        order: Order::Key(&["user_id"]),
-        bucket_by: Some("user_id"),
-    },
-    GoldTable {
-        name: "active_non_buyers",
-        grain: "one row per (date, user) with activity and no transaction",
-        query: Query::Sql(ACTIVE_NON_BUYERS),
-        order: Order::Key(&["user_id"]),
         bucket_by: Some("user_id"),
     },
     GoldTable {
@@ -402,11 +383,18 @@ pub const GOLD_TABLES: &[GoldTable] = &[
         bucket_by: Some("user_id"),
     },
     GoldTable {
-        name: "hourly_revenue",
-        grain: "one row per (date, currency, hour) with completed sales",
-        query: Query::Sql(HOURLY_REVENUE),
-        order: Order::Key(&["currency", "hour"]),
-        bucket_by: None,
+        name: "orphan_transactions",
+        grain: "one row per transaction with no activity in its session that day",
+        query: Query::Sql(ORPHAN_TRANSACTIONS),
+        order: Order::Key(&["transaction_id"]),
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "user_sets",
+        grain: "one row per (date, set, user) in the set",
+        query: Query::Sql(USER_SETS),
+        order: Order::Key(&["set_name", "user_id"]),
+        bucket_by: Some("user_id"),
     },
     GoldTable {
         name: "category_sales",
@@ -416,10 +404,24 @@ pub const GOLD_TABLES: &[GoldTable] = &[
         bucket_by: None,
     },
     GoldTable {
-        name: "user_sets",
-        grain: "one row per (date, set, user) in the set",
-        query: Query::Sql(USER_SETS),
-        order: Order::Key(&["set_name", "user_id"]),
+        name: "user_daily_spend",
+        grain: "one row per (date, user) with any activity",
+        query: Query::Sql(USER_DAILY_SPEND),
+        order: Order::Key(&["user_id"]),
+        bucket_by: Some("user_id"),
+    },
+    GoldTable {
+        name: "hourly_revenue",
+        grain: "one row per (date, currency, hour) with completed sales",
+        query: Query::Sql(HOURLY_REVENUE),
+        order: Order::Key(&["currency", "hour"]),
+        bucket_by: None,
+    },
+    GoldTable {
+        name: "active_non_buyers",
+        grain: "one row per (date, user) with activity and no transaction",
+        query: Query::Sql(ACTIVE_NON_BUYERS),
+        order: Order::Key(&["user_id"]),
         bucket_by: Some("user_id"),
     },
 ];

@@ -22,16 +22,8 @@ use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
-};
-use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::csv::WriterBuilder;
-use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-};
-use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
 use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
 use object_store::buffered::BufWriter;
@@ -40,11 +32,10 @@ use serde::{Deserialize, Serialize};
 use streamflow_core::Interval;
 use tokio::io::AsyncWriteExt as _;
 
+use super::csv_text::{csv_header, date_of, encode_rows};
 use crate::store::Location;
 
 pub const MANIFEST: &str = "_SUCCESS";
-/// How timestamps are written: UTC, microseconds, `Z`; the same in every file of every table.
-pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 pub const DATE_COLUMN: &str = "event_date";
 /// Bytes a bucket file buffers before it uploads them as a part: S3's smallest part size,
 /// since every date of a run has its bucket files open at once.
@@ -176,113 +167,6 @@ fn store_err(
         store,
         source: Box::new(source),
     }
-}
-
-fn csv_writer(header: bool) -> WriterBuilder {
-    WriterBuilder::new()
-        .with_header(header)
-        .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_owned())
-}
-
-/// The header line of a table's CSV files.
-fn csv_header(schema: &SchemaRef) -> Result<Vec<u8>, datafusion::arrow::error::ArrowError> {
-    let mut writer = csv_writer(true).build(Vec::new());
-    writer.write(&RecordBatch::new_empty(schema.clone()))?;
-    Ok(writer.into_inner())
-}
-
-/// `batch` with its UTC timestamp columns as text in [`TIMESTAMP_FORMAT`]. The CSV writer
-/// would format each value with chrono's strftime, which parses the format string again for
-/// every value: 7-9 % of the samples of a 10M-event run's gold tables.
-fn utc_timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let is_utc_micros = |t: &DataType| matches!(t, DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC");
-    if !batch
-        .schema()
-        .fields()
-        .iter()
-        .any(|f| is_utc_micros(f.data_type()))
-    {
-        return Ok(batch.clone());
-    }
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        match column.as_primitive_opt::<TimestampMicrosecondType>() {
-            Some(times) if is_utc_micros(field.data_type()) => {
-                fields.push(Field::new(
-                    field.name(),
-                    DataType::Utf8,
-                    field.is_nullable(),
-                ));
-                columns.push(Arc::new(utc_micros_as_text(times)?) as ArrayRef);
-            }
-            _ => {
-                fields.push(field.as_ref().clone());
-                columns.push(column.clone());
-            }
-        }
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-}
-
-fn utc_micros_as_text(times: &TimestampMicrosecondArray) -> Result<StringArray, ArrowError> {
-    const LEN: usize = "YYYY-MM-DDTHH:MM:SS.ffffffZ".len();
-    let mut text = Vec::with_capacity(times.len() * LEN);
-    let mut offsets = Vec::with_capacity(times.len() + 1);
-    offsets.push(0i32);
-    for (row, &micros) in times.values().iter().enumerate() {
-        if times.is_valid(row) {
-            push_utc_micros(&mut text, micros)?;
-        }
-        let end = i32::try_from(text.len())
-            .map_err(|_| ArrowError::ComputeError("timestamp text over 2 GiB".to_owned()))?;
-        offsets.push(end);
-    }
-    StringArray::try_new(
-        OffsetBuffer::new(offsets.into()),
-        text.into(),
-        times.nulls().cloned(),
-    )
-}
-
-/// Appends `micros` (since the epoch, UTC) as [`TIMESTAMP_FORMAT`] does: chrono splits the
-/// calendar, the fixed-width digits are written here; years beyond four digits take chrono's
-/// formatting.
-fn push_utc_micros(out: &mut Vec<u8>, micros: i64) -> Result<(), ArrowError> {
-    use chrono::{Datelike as _, Timelike as _};
-    let time = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(|| {
-        ArrowError::ComputeError(format!("timestamp {micros} µs is out of range"))
-    })?;
-    if !(0..=9999).contains(&time.year()) {
-        out.extend_from_slice(time.format(TIMESTAMP_FORMAT).to_string().as_bytes());
-        return Ok(());
-    }
-    let mut digits = |value: u32, width: u32, then: u8| {
-        for place in (0..width).rev() {
-            out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
-        }
-        out.push(then);
-    };
-    digits(time.year() as u32, 4, b'-');
-    digits(time.month(), 2, b'-');
-    digits(time.day(), 2, b'T');
-    digits(time.hour(), 2, b':');
-    digits(time.minute(), 2, b':');
-    digits(time.second(), 2, b'.');
-    digits(time.nanosecond() / 1000, 6, b'Z');
-    Ok(())
-}
-
-/// CSV lines of `batch`, without a header.
-fn csv_rows(batch: &RecordBatch) -> Result<Vec<u8>, datafusion::arrow::error::ArrowError> {
-    let mut writer = csv_writer(false).build(Vec::with_capacity(batch.num_rows() * 128));
-    writer.write(batch)?;
-    Ok(writer.into_inner())
-}
-
-/// Arrow's DATE is days since 1970-01-01, which is `NaiveDate::default()`.
-fn date_of(days: i32) -> NaiveDate {
-    NaiveDate::default() + chrono::Duration::days(i64::from(days))
 }
 
 /// One bucket file of a partition, streamed to a staging object while its hash is computed.
@@ -563,7 +447,7 @@ impl<'a> TableWriter<'a> {
                 source,
             }
         };
-        let buckets: Option<Vec<Vec<u32>>> = match self.bucket_by {
+        let buckets: Option<Vec<Vec<usize>>> = match self.bucket_by {
             Some(name) => {
                 let users = rows
                     .column_by_name(name)
@@ -576,7 +460,7 @@ impl<'a> TableWriter<'a> {
                     } else {
                         0
                     };
-                    indices[bucket as usize].push(row as u32);
+                    indices[bucket as usize].push(row);
                 }
                 Some(indices)
             }
@@ -584,26 +468,20 @@ impl<'a> TableWriter<'a> {
         };
         let (gold, table) = (self.gold, self.table);
         let partition = self.partition(date).await?;
-        let rows = &utc_timestamps_as_text(rows).map_err(csv_error(table, date))?;
-        match buckets {
-            None => {
-                let chunk = csv_rows(rows).map_err(csv_error(table, date))?;
-                let file = &mut partition.files[0];
-                file.rows += rows.num_rows() as u64;
-                file.append(gold, chunk).await?;
+        let all_rows = [(0..rows.num_rows()).collect::<Vec<_>>()];
+        let by_file = match &buckets {
+            Some(indices) => indices.as_slice(),
+            None => all_rows.as_slice(),
+        };
+        for (file, indices) in partition.files.iter_mut().zip(by_file) {
+            if indices.is_empty() {
+                continue;
             }
-            Some(indices) => {
-                for (file, indices) in partition.files.iter_mut().zip(indices) {
-                    if indices.is_empty() {
-                        continue;
-                    }
-                    let taken = take_record_batch(rows, &UInt32Array::from(indices))
-                        .and_then(|b| csv_rows(&b).map(|chunk| (b.num_rows(), chunk)))
-                        .map_err(csv_error(table, date))?;
-                    file.rows += taken.0 as u64;
-                    file.append(gold, taken.1).await?;
-                }
-            }
+            let mut chunk = Vec::with_capacity(indices.len() * 128);
+            encode_rows(rows, indices.iter().copied(), &mut chunk)
+                .map_err(csv_error(table, date))?;
+            file.rows += indices.len() as u64;
+            file.append(gold, chunk).await?;
         }
         Ok(())
     }
@@ -687,75 +565,5 @@ mod tests {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
-
-    /// What the CSV writer itself writes for a timestamp column: the reference.
-    fn csv_by_the_writer(micros: &[Option<i64>]) -> String {
-        let times = TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("UTC");
-        let batch = RecordBatch::try_from_iter([("t", Arc::new(times) as ArrayRef)]).unwrap();
-        String::from_utf8(csv_rows(&batch).unwrap()).unwrap()
-    }
-
-    fn csv_as_text(micros: &[Option<i64>]) -> String {
-        let times = TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("UTC");
-        let batch = RecordBatch::try_from_iter([("t", Arc::new(times) as ArrayRef)]).unwrap();
-        let text = utc_timestamps_as_text(&batch).unwrap();
-        assert_eq!(text.schema().field(0).data_type(), &DataType::Utf8);
-        String::from_utf8(csv_rows(&text).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn timestamps_as_text_are_written_as_the_csv_writer_formats_them() {
-        let day = 86_400_000_000i64;
-        let mut micros = vec![
-            Some(0),
-            Some(-1),
-            Some(1),
-            None,
-            Some(1_764_633_600_000_000),   // 2025-12-02T00:00:00Z
-            Some(1_764_719_999_999_999),   // its last microsecond
-            Some(951_782_400_000_000),     // 2000-02-29T00:00:00Z
-            Some(-62_167_219_200_000_000), // 0000-01-01T00:00:00Z
-            Some(253_402_300_799_999_999), // 9999-12-31T23:59:59.999999Z
-            Some(253_402_300_800_000_000), // year 10000: chrono's own formatting
-            Some(-62_167_219_200_000_001), // year -1
-        ];
-        // A spread over four centuries, at odd offsets within the day.
-        let mut value = -2_208_988_800_000_000i64; // 1900-01-01
-        while value < 4_102_444_800_000_000 {
-            micros.push(Some(value));
-            value += 97 * day + 3_723_000_123;
-        }
-        assert_eq!(csv_as_text(&micros), csv_by_the_writer(&micros));
-    }
-
-    #[test]
-    fn only_utc_microsecond_timestamps_become_text() {
-        let utc = TimestampMicrosecondArray::from(vec![Some(0)]).with_timezone("UTC");
-        let local = TimestampMicrosecondArray::from(vec![Some(0)]).with_timezone("+01:00");
-        let batch = RecordBatch::try_from_iter([
-            ("utc", Arc::new(utc) as ArrayRef),
-            ("local", Arc::new(local) as ArrayRef),
-        ])
-        .unwrap();
-        let text = utc_timestamps_as_text(&batch).unwrap();
-        assert_eq!(text.schema().field(0).data_type(), &DataType::Utf8);
-        assert_eq!(
-            text.schema().field(1).data_type(),
-            batch.schema().field(1).data_type()
-        );
-        assert_eq!(
-            text.column(0).as_string::<i32>().value(0),
-            "1970-01-01T00:00:00.000000Z"
-        );
-    }
-
-    #[test]
-    fn arrow_days_are_dates() {
-        assert_eq!(date_of(0), NaiveDate::from_ymd_opt(1970, 1, 1).unwrap());
-        assert_eq!(
-            date_of(20_417),
-            NaiveDate::from_ymd_opt(2025, 11, 25).unwrap()
-        );
     }
 }
