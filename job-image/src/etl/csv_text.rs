@@ -184,17 +184,16 @@ fn push_decimal(out: &mut Vec<u8>, value: i128, scale: u32) {
 }
 
 /// Arrow's DATE is days since 1970-01-01, which is `NaiveDate::default()`.
-pub fn date_of(days: i32) -> NaiveDate {
-    NaiveDate::default() + chrono::Duration::days(i64::from(days))
+/// `None` beyond chrono's calendar.
+pub fn date_of(days: i32) -> Option<NaiveDate> {
+    NaiveDate::default().checked_add_signed(chrono::Duration::days(i64::from(days)))
 }
 
 /// Appends a date as `YYYY-MM-DD`; years beyond four digits take chrono's formatting.
 fn push_date(out: &mut Vec<u8>, days: i32) -> Result<(), ArrowError> {
-    let date = NaiveDate::default()
-        .checked_add_signed(chrono::Duration::days(i64::from(days)))
-        .ok_or_else(|| {
-            ArrowError::CsvError(format!("date {days} days from 1970 is out of range"))
-        })?;
+    let date = date_of(days).ok_or_else(|| {
+        ArrowError::CsvError(format!("date {days} days from 1970 is out of range"))
+    })?;
     if !(0..=9999).contains(&date.year()) {
         out.extend_from_slice(date.to_string().as_bytes());
         return Ok(());
@@ -407,10 +406,8 @@ mod tests {
 
     #[test]
     fn arrow_days_are_dates() {
-        assert_eq!(date_of(0), NaiveDate::from_ymd_opt(1970, 1, 1).unwrap());
-        assert_eq!(
-            date_of(20_417),
-            NaiveDate::from_ymd_opt(2025, 11, 25).unwrap()
-        );
+        assert_eq!(date_of(0), NaiveDate::from_ymd_opt(1970, 1, 1));
+        assert_eq!(date_of(i32::MAX), None);
+        assert_eq!(date_of(20_417), NaiveDate::from_ymd_opt(2025, 11, 25));
     }
 }

@@ -478,9 +478,11 @@ async fn cache_as(
         .map_err(step(name))?
         .into_iter()
         .sum();
-    let options = ArrowReadOptions::default()
-        .to_listing_options(&ctx.copied_config(), ctx.copied_table_options())
-        .with_file_sort_order(vec![file_order]);
+    let mut options = ArrowReadOptions::default()
+        .to_listing_options(&ctx.copied_config(), ctx.copied_table_options());
+    if !file_order.is_empty() {
+        options = options.with_file_sort_order(vec![file_order]);
+    }
     ctx.register_listing_table(name, format!("{}/", dir.display()), options, schema, None)
         .await
         .map_err(step(name))?;

@@ -393,8 +393,10 @@ impl<'a> TableWriter<'a> {
             let end = (start..batch.num_rows())
                 .find(|&row| dates.value(row) != day)
                 .unwrap_or(batch.num_rows());
-            self.append(date_of(day), &batch.slice(start, end - start))
-                .await?;
+            let date = date_of(day).ok_or_else(|| {
+                self.shape(format!("a row's {DATE_COLUMN} is {day} days from 1970"))
+            })?;
+            self.append(date, &batch.slice(start, end - start)).await?;
             start = end;
         }
         Ok(())
