@@ -77,15 +77,29 @@ log "producing $events events"
   --start 2026-11-01T00:00:00Z --spacing 10ms --users 100000 >"$work/produce.json"
 cat "$work/produce.json" >&2
 
-# time_cmd NAME CMD... : runs CMD under /usr/bin/time, appends "NAME seconds peak_kib" to results.
+# The servers share the two cores with the consumer being measured, so each measurement also
+# records the CPU time they spent meanwhile: the broker serves every consumer alike, the S3
+# server only the S3 drains.
+server_pid() { scripts/"$1".sh status 2>/dev/null | sed -n 's/^running: pid \([0-9]*\).*/\1/p'; }
+kafka_pid="$(server_pid kafka)"; s3_pid="$(server_pid s3)"
+[[ -n "$kafka_pid" && -n "$s3_pid" ]] || die "cannot find the pids of the Kafka broker and the S3 server"
+# cpu_ticks PID: user + system time of a running process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# time_cmd NAME CMD... : runs CMD under /usr/bin/time, appends "NAME seconds peak_kib cpu_s
+# broker_cpu_s s3_cpu_s" to results (cpu_s: user + system of CMD and its children).
 # Each measurement starts with no dirty pages left by the one before (2.8 GB of plain local
 # files, or the S3 server's volume files, otherwise written back while the next one runs).
 time_cmd() {
   local name="$1"; shift
   sync
-  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || {
+  local k0 s0; k0="$(cpu_ticks "$kafka_pid")"; s0="$(cpu_ticks "$s3_pid")"
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || {
     cat "$work/err" >&2; die "$name failed"; }
-  echo "$name $(cat "$work/time")" >>"$work/results"
+  local k1 s1 hz; k1="$(cpu_ticks "$kafka_pid")"; s1="$(cpu_ticks "$s3_pid")"; hz="$(getconf CLK_TCK)"
+  read -r secs kib user sys <"$work/time"
+  echo "$name $secs $kib $(awk -v u="$user" -v s="$sys" -v k=$((k1 - k0)) -v o=$((s1 - s0)) -v hz="$hz" \
+    'BEGIN { printf "%.2f %.2f %.2f", u + s, k / hz, o / hz }')" >>"$work/results"
 }
 
 for i in $(seq 1 "$runs"); do
@@ -117,10 +131,11 @@ done
 python3 - "$work" "$events" <<'EOF'
 import json, statistics, sys
 work, events = sys.argv[1], int(sys.argv[2])
-rows = {}
+rows, cpu = {}, {}
 for line in open(f"{work}/results"):
-    name, secs, kib = line.split()
+    name, secs, kib, own, broker, s3 = line.split()
     rows.setdefault(name, []).append((float(secs), int(kib)))
+    cpu.setdefault(name, []).append((float(own), float(broker), float(s3)))
 for variant in ["local", "s3", "local-zstd", "s3-zstd"]:
     drained = json.load(open(f"{work}/summary-{variant}.json"))["records"]
     assert drained == events, f"ingest-{variant} drained {drained} of {events}"
@@ -136,6 +151,14 @@ for name in ["perf-tool", "ingest-local", "ingest-s3", "ingest-local-zstd", "ing
     each = ", ".join(f"{s:.1f}" for s, _ in rows[name])
     rss = statistics.median(k for _, k in rows[name]) / 1024
     print(f"| {name} | {secs:.1f} | {each} | {events/secs:,.0f} | {mb/secs:,.0f} | {rss:,.0f} | {perf/secs:.2f}x |")
+print("\nCPU seconds (user + system) during each measurement, medians: the consumer's own (the")
+print("perf tool's two JVMs together), the broker's and the S3 server's. The servers run on the")
+print("same two cores, so a consumer's wall time is bounded below by the sum over two.\n")
+print("| consumer | own CPU s | broker CPU s | S3 server CPU s | sum / 2 cores, s |")
+print("|---|---:|---:|---:|---:|")
+for name in ["perf-tool", "ingest-local", "ingest-s3", "ingest-local-zstd", "ingest-s3-zstd"]:
+    own, broker, s3 = (statistics.median(c[i] for c in cpu[name]) for i in range(3))
+    print(f"| {name} | {own:.1f} | {broker:.1f} | {s3:.1f} | {(own + broker + s3) / 2:.1f} |")
 print("\nThe perf tool's own report (one line per topic; excludes JVM start-up), last run:")
 print("```")
 print("\n".join(open(f"{work}/perf-reports").read().strip().splitlines()[-2:]))

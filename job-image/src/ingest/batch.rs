@@ -75,7 +75,7 @@ fn append_frame(compression: Compression, raw: &[u8], out: &mut Vec<u8>) -> std:
             let mut slot = slot.borrow_mut();
             let compressor = match &mut *slot {
                 Some(compressor) => compressor,
-                None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+                None => slot.insert(zstd_compressor()?),
             };
             out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
             // zstd writes at the cursor, after the frames already there.
@@ -91,6 +91,18 @@ fn append_frame(compression: Compression, raw: &[u8], out: &mut Vec<u8>) -> std:
 /// (`zstd -1` on 100 MB of landing NDJSON); its "fast" levels saved up to 30 % of that time
 /// for 3.4-3.9x.
 const ZSTD_LEVEL: i32 = 1;
+
+/// Level 1's match table has 2^13 entries for inputs of 1 MiB; 2^12 fits the core's cache
+/// better and finds as many matches in these records: `zstd -b1 -B1M --zstd=hlog=12` on
+/// 118 MB of landing NDJSON compressed 10 % faster (671-683 MB/s against 613) for 5.885x
+/// against 5.890x.
+const ZSTD_HASH_LOG: u32 = 12;
+
+fn zstd_compressor() -> std::io::Result<zstd::bulk::Compressor<'static>> {
+    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+    compressor.set_parameter(zstd::zstd_safe::CParameter::HashLog(ZSTD_HASH_LOG))?;
+    Ok(compressor)
+}
 
 thread_local! {
     /// One zstd context per compressing thread, kept: a streaming encoder per object allocated
