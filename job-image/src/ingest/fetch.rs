@@ -24,9 +24,6 @@ pub struct BatchQueue<'c> {
     _consumer: PhantomData<&'c BaseConsumer>,
 }
 
-// The queue handle is a reference-counted librdkafka object; librdkafka locks the queue itself.
-unsafe impl Send for BatchQueue<'_> {}
-
 /// What one read of the queue gave.
 pub enum Polled<'c> {
     Record(KafkaRecord<'c>),
