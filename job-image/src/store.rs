@@ -142,7 +142,8 @@ impl Location {
 
     /// Makes a written object survive a machine crash, not only a process crash. object_store's
     /// local store renames a temporary file into place without fsync; an S3 PUT that returned
-    /// is durable already, so this is a no-op there.
+    /// is durable already, so this is a no-op there. A local file's pages then leave the page
+    /// cache ([`drop_cached_pages`]): the writer (the drain) is done with them.
     pub async fn make_durable(&self, object: &Path) -> std::io::Result<()> {
         let Some(file) = self.local_path(object) else {
             return Ok(());
