@@ -22,6 +22,9 @@
 #   KAFKA_TOPICS ("user_events transaction_events")   KAFKA_TOPIC_PARTITIONS (6)
 #   KAFKA_START_TIMEOUT (60 s)   KAFKA_STOP_TIMEOUT (60 s)
 #   KAFKA_HEAP_OPTS ("-Xms256m -Xmx1g")   KAFKA_OPTS (extra broker JVM options)
+#   KAFKA_POD_LISTENER (none): ADDRESS:PORT=HOST:PORT adds a listener on ADDRESS:PORT that
+#     advertises HOST:PORT, for clients in pods that know the broker by a Service's DNS name
+#     (scripts/cluster-test: 10.244.0.1:9092=streamflow-kafka-bootstrap.streamflow.svc:9092)
 #   KAFKA_TOOL_HEAP_OPTS ("-Xmx512m")   KAFKA_TOOL_OPTS (extra tool JVM options)
 #   STREAMFLOW_CACHE (~/.cache/streamflow): jars in $STREAMFLOW_CACHE/kafka/<version>/lib
 #   STREAMFLOW_RUN_DIR ($STREAMFLOW_CACHE/run): state in $STREAMFLOW_RUN_DIR/kafka
@@ -58,6 +61,17 @@ LOG_FILE="$LOG_DIR/server.log"
 PID_FILE="$RUN_DIR/kafka.pid"
 SERVER_PROPS="$CONF_DIR/server.properties"
 BOOTSTRAP="$KAFKA_HOST:$KAFKA_PORT"
+KAFKA_POD_LISTENER="${KAFKA_POD_LISTENER:-}"
+LISTENERS="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
+ADVERTISED="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT"
+PROTOCOLS="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+if [[ -n "$KAFKA_POD_LISTENER" ]]; then
+  [[ "$KAFKA_POD_LISTENER" =~ ^([0-9.]+:[0-9]+)=([A-Za-z0-9.-]+:[0-9]+)$ ]] ||
+    die "KAFKA_POD_LISTENER must look like 10.244.0.1:9092=kafka.ns.svc:9092, got '$KAFKA_POD_LISTENER'"
+  LISTENERS+=",PODS://${BASH_REMATCH[1]}"
+  ADVERTISED+=",PODS://${BASH_REMATCH[2]}"
+  PROTOCOLS+=",PODS:PLAINTEXT"
+fi
 
 [[ "$KAFKA_PORT" =~ ^[0-9]+$ ]] || die "KAFKA_PORT must be a number, got '$KAFKA_PORT'"
 [[ "$KAFKA_CONTROLLER_PORT" =~ ^[0-9]+$ ]] || die "KAFKA_CONTROLLER_PORT must be a number"
@@ -191,11 +205,11 @@ write_configs() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+listeners=$LISTENERS
+advertised.listeners=$ADVERTISED
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$PROTOCOLS
 log.dirs=$DATA_DIR
 
 # single node

@@ -108,3 +108,10 @@ wait_for_tcp() {
   done
   tcp_open "$host" "$port"
 }
+
+# sf_usage [EXIT_CODE=2] : print the calling script's header comment (line 2 up to `set -euo`)
+# as its usage, and exit.
+sf_usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+  exit "${1:-2}"
+}

@@ -2,6 +2,7 @@
 # scripts/s3.sh — a real S3-compatible server on 127.0.0.1 for tests and the local demo.
 #
 #   scripts/s3.sh install   build/cache the server binary (idempotent)
+#   scripts/s3.sh binary    install if needed, print the server binary's path
 #   scripts/s3.sh start     install if needed, start in the background, wait until S3
 #                           answers, create buckets `landing` and `gold` (no-op if running)
 #   scripts/s3.sh stop      stop the process started by this script (pid file), wait for exit
@@ -344,6 +345,7 @@ main() {
   local sub="${1:-}"
   case "$sub" in
     install) cmd_install ;;
+    binary) cmd_install >&2 && echo "$BIN" ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
     restart) cmd_stop; cmd_start ;;

@@ -10,6 +10,9 @@ Subcommands:
                        vacuum, and frees a deleted bucket's at once
   ready NAME...        mkbucket, then a write probe (conditional PUT + DELETE of a
                        temporary key) in each bucket, so writes are known to work
+  download BUCKET PREFIX DIR
+                       copy every object under PREFIX to DIR/<key without PREFIX>
+                       (scripts/cluster-test compares a cluster run's gold with a local one)
   smoke [BUCKET]       exercise what the Rust object_store crate needs: PUT/GET/HEAD/range,
                        ListObjectsV2 (prefix, delimiter, pagination), conditional PUT
                        (If-None-Match: * and If-Match, also with 8 racing writers),
@@ -195,6 +198,36 @@ def rmbucket(names):
         else:
             print("bucket %s: FAILED HTTP %d %s" % (name, status, _err_code(body)), file=sys.stderr)
             return False
+    return True
+
+
+def download(bucket, prefix, directory):
+    token = None
+    count = 0
+    while True:
+        query = {"list-type": "2", "prefix": prefix}
+        if token:
+            query["continuation-token"] = token
+        status, _, body = request("GET", bucket, query=query)
+        if status != 200:
+            print("listing %s/%s FAILED HTTP %d %s" % (bucket, prefix, status, _err_code(body)),
+                  file=sys.stderr)
+            return False
+        for key in _xml_find_all(body, "Key"):
+            status, _, data = request("GET", bucket, key)
+            if status != 200:
+                print("GET %s/%s FAILED HTTP %d" % (bucket, key, status), file=sys.stderr)
+                return False
+            path = os.path.join(directory, key[len(prefix):].lstrip("/"))
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+            count += 1
+        tokens = _xml_find_all(body, "NextContinuationToken")
+        if not tokens:
+            break
+        token = tokens[0]
+    print("downloaded %d objects from %s/%s" % (count, bucket, prefix))
     return True
 
 
@@ -416,6 +449,8 @@ def main(argv):
         return 0 if rmbucket(args) else 1
     if cmd == "ready":
         return 0 if mkbucket(args) and probe(args) else 1
+    if cmd == "download" and len(args) == 3:
+        return 0 if download(*args) else 1
     if cmd == "smoke":
         return 0 if smoke(args[0] if args else "landing") else 1
     print(__doc__, file=sys.stderr)
