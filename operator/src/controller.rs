@@ -16,6 +16,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -136,12 +137,17 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         ready.clone(),
     ));
 
-    let (runs, jobs): (Api<PipelineRun>, Api<Job>) = match &opts.namespace {
+    let (runs, jobs, pods): (Api<PipelineRun>, Api<Job>, Api<Pod>) = match &opts.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     if let Err(e) = runs.list(&ListParams::default().limit(1)).await {
         return Err(Error::InvalidSpec {
@@ -155,11 +161,14 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let ctx = Arc::new(Context::new(client, metrics));
     ready.store(true, Ordering::Relaxed);
     info!(namespace = ?opts.namespace, "watching PipelineRuns and their Jobs");
+    let ours = || watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     let runs = Controller::new(runs, watcher::Config::default())
-        .owns(
-            jobs,
-            watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}")),
-        )
+        .owns(jobs, ours())
+        // A Pod that cannot start changes nothing in its Job: its own changes wake the run.
+        .watches(pods, ours(), |pod| {
+            let run = pod.labels().get(jobs::LABEL_RUN).cloned();
+            run.map(|name| ObjectRef::new(&name).within(&pod.namespace().unwrap_or_default()))
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -225,8 +234,15 @@ pub fn error_policy(run: Arc<PipelineRun>, error: &Error, ctx: Arc<Context>) -> 
     Action::requeue(wait)
 }
 
-/// The run's Jobs (owned by this very object, not a deleted namesake) and what they say.
+/// The run's Jobs (owned by this very object, not a deleted namesake) and what they and their
+/// Pods say: a finished Pod's termination message and how its container ended, a waiting
+/// Pod's reason for not starting.
 async fn observe(run: &PipelineRun, ctx: &Context, ns: &str) -> Result<Vec<ObservedJob>> {
+    // A finished run decides nothing more: nothing to read (and no burst of lists of every
+    // finished run's Jobs and Pods when the operator starts).
+    if run.status.as_ref().is_some_and(|s| s.phase.is_finished()) {
+        return Ok(Vec::new());
+    }
     let lp = ListParams::default().labels(&jobs::run_selector(&run.name_any()));
     let uid = run.uid();
     let owned: Vec<Job> = Api::<Job>::namespaced(ctx.client.clone(), ns)
@@ -240,13 +256,7 @@ async fn observe(run: &PipelineRun, ctx: &Context, ns: &str) -> Result<Vec<Obser
                 .any(|o| Some(&o.uid) == uid.as_ref())
         })
         .collect();
-    let finished = owned.iter().any(|j| {
-        j.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.status == "True"))
-    });
-    let pods = if finished {
+    let pods = if !owned.is_empty() {
         Api::<Pod>::namespaced(ctx.client.clone(), ns)
             .list(&lp)
             .await?
@@ -363,6 +373,20 @@ async fn step(
     // Written right after the Job is created: a restarted operator sees the attempt.
     if decision.status != *current {
         write_status(ctx, ns, name, &decision.status).await?;
+    }
+    // Only now that the status records their attempts as failed: a Job deleted earlier would
+    // look like an attempt to create again.
+    for job in &decision.delete_jobs {
+        match Api::<Job>::namespaced(ctx.client.clone(), ns)
+            .delete(job, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                info!(job = %job, "deleted the Job of a failed attempt whose Pod cannot start")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     for t in &decision.transitions {
         info!(run = %format!("{ns}/{name}"), reason = t.reason, "{}", t.message);

@@ -183,7 +183,10 @@ pub struct StorageSpec {
     /// Landing zone: `s3://bucket/prefix`, `file:///dir` or a directory.
     #[schemars(length(min = 1))]
     pub landing: String,
-    /// Gold tables: `s3://bucket/prefix`, `file:///dir` or a directory.
+    /// Gold tables: `s3://bucket/prefix`, `file:///dir` or a directory. `{start}`, `{end}`
+    /// (`20261124T130000Z`) and `{date}` (`2026-11-24`) are replaced by the run's interval's: a
+    /// run replaces the gold partitions of its dates, so runs shorter than a day each need a
+    /// location of their own (`s3://gold/hourly/{start}`).
     #[schemars(length(min = 1))]
     pub gold: String,
     /// S3 endpoint (`AWS_ENDPOINT_URL`); unset means AWS.

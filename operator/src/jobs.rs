@@ -34,6 +34,19 @@ pub fn job_name(run: &str, stage: Stage, attempt: u32) -> String {
     format!("{run}-{stage}-{attempt}")
 }
 
+/// A run's gold location: `storage.gold` with `{start}`, `{end}` (UTC, `20261124T130000Z`)
+/// and `{date}` (the start's, `2026-11-24`) replaced by its interval's. A gold partition is a
+/// date, and a run replaces its dates' partitions with what its interval holds: runs of less
+/// than a day (an hourly Pipeline or Backfill) need a location each, or each would replace its
+/// day's partition with its own hour.
+pub fn gold_location(template: &str, interval: &crate::crd::IntervalSpec) -> String {
+    const STAMP: &str = "%Y%m%dT%H%M%SZ";
+    template
+        .replace("{start}", &interval.start.format(STAMP).to_string())
+        .replace("{end}", &interval.end.format(STAMP).to_string())
+        .replace("{date}", &interval.start.format("%Y-%m-%d").to_string())
+}
+
 /// The label selector of every Job (and Pod) of a run.
 pub fn run_selector(run: &str) -> String {
     format!("{LABEL_RUN}={run}")
@@ -85,7 +98,10 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         Stage::Etl => {
             push("--interval", &interval);
             push("--landing", &spec.storage.landing);
-            push("--gold", &spec.storage.gold);
+            push(
+                "--gold",
+                &gold_location(&spec.storage.gold, &run.spec.interval),
+            );
             if let Some(profile) = &spec.etl.profile {
                 push("--profile", profile);
             }
@@ -98,7 +114,10 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         }
         Stage::Validate => {
             push("--interval", &interval);
-            push("--gold", &spec.storage.gold);
+            push(
+                "--gold",
+                &gold_location(&spec.storage.gold, &run.spec.interval),
+            );
             push("--landing", &spec.storage.landing);
             if let Some(cm) = &spec.validation.checks_config_map {
                 push("--checks", &format!("{CHECKS_DIR}/{}", cm.key));
@@ -195,6 +214,10 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
+                    // A stage reaches its servers by name; the variables Kubernetes would set
+                    // for every Service of the namespace could only collide with its own
+                    // (Strimzi's `streamflow-kafka-bootstrap` gives STREAMFLOW_KAFKA_BOOTSTRAP_*).
+                    enable_service_links: Some(false),
                     service_account_name: spec.service_account_name.clone(),
                     containers: vec![container],
                     volumes: (!volumes.is_empty()).then_some(volumes),
@@ -257,8 +280,33 @@ pub struct ObservedJob {
 pub enum JobState {
     Active,
     Succeeded,
-    Failed { reason: String, message: String },
+    /// `container`: how its container ended, when that says more than the exit code (the
+    /// kubelet's reason and the exit code: "OOMKilled (exit code 137, memory limit 20Mi)").
+    Failed {
+        reason: String,
+        message: String,
+        container: Option<String>,
+    },
+    /// Active, but its Pod's container cannot start and will not without a change: the
+    /// kubelet's waiting reason (one of [`STUCK_REASONS`]) and message.
+    Stuck {
+        reason: String,
+        message: String,
+    },
 }
+
+/// Waiting reasons of a container that the kubelet keeps retrying while nothing can change
+/// but the spec or the cluster: the image cannot be pulled (after a failed pull, the kubelet
+/// backs off), may not be pulled, has an invalid name, or the container cannot be created (a
+/// missing Secret or ConfigMap key). An attempt in one of these fails at once, like Tekton's
+/// default for ImagePullBackOff, and the retry policy decides what comes next.
+pub const STUCK_REASONS: [&str; 5] = [
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
 
 pub fn to_chrono(t: &Time) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(t.0.as_millisecond())
@@ -283,7 +331,7 @@ pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
             .iter()
             .find(|c| c.type_ == t && c.status == "True")
     };
-    let termination_message = pods
+    let job_pods: Vec<&Pod> = pods
         .iter()
         .filter(|p| {
             p.metadata.labels.as_ref().and_then(|l| {
@@ -291,8 +339,14 @@ pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
                     .or_else(|| l.get("batch.kubernetes.io/job-name"))
             }) == Some(&name)
         })
-        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
-        .flatten()
+        .collect();
+    let statuses = || {
+        job_pods
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+            .flatten()
+    };
+    let termination_message = statuses()
         .filter_map(|cs| cs.state.as_ref()?.terminated.as_ref()?.message.clone())
         .find(|m| !m.trim().is_empty());
     let state = if is_true("Complete").is_some() || is_true("SuccessCriteriaMet").is_some() {
@@ -301,6 +355,19 @@ pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
         JobState::Failed {
             reason: c.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
             message: c.message.clone().unwrap_or_default(),
+            container: job_pods.iter().find_map(|p| container_end(p)),
+        }
+    } else if let Some(waiting) = statuses()
+        .filter_map(|cs| cs.state.as_ref()?.waiting.as_ref())
+        .find(|w| {
+            w.reason
+                .as_deref()
+                .is_some_and(|r| STUCK_REASONS.contains(&r))
+        })
+    {
+        JobState::Stuck {
+            reason: waiting.reason.clone().unwrap_or_default(),
+            message: waiting.message.clone().unwrap_or_default(),
         }
     } else {
         JobState::Active
@@ -323,6 +390,36 @@ pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
         start_time: status.start_time.as_ref().and_then(to_chrono),
         finish_time,
         termination_message,
+    })
+}
+
+/// How a Pod's container ended, when the kubelet gave a reason other than a plain non-zero
+/// exit ("Error"): "OOMKilled (exit code 137, memory limit 20Mi)".
+fn container_end(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?;
+    status.iter().find_map(|cs| {
+        let t = cs.state.as_ref()?.terminated.as_ref()?;
+        let reason = t
+            .reason
+            .as_deref()
+            .filter(|r| *r != "Error" && *r != "Completed")?;
+        let limit = pod
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .find(|c| c.name == cs.name)
+            .and_then(|c| c.resources.as_ref()?.limits.as_ref()?.get("memory"))
+            .map(|q| format!(", memory limit {}", q.0));
+        Some(format!(
+            "{reason} (exit code {}{})",
+            t.exit_code,
+            if reason == "OOMKilled" {
+                limit.unwrap_or_default()
+            } else {
+                String::new()
+            }
+        ))
     })
 }
 
@@ -385,6 +482,12 @@ pub(crate) mod tests {
         assert_eq!(
             (spec.backoff_limit, spec.active_deadline_seconds),
             (Some(0), Some(600))
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(
+            pod.enable_service_links,
+            Some(false),
+            "no STREAMFLOW_KAFKA_BOOTSTRAP_* from a Service beside the run"
         );
         let c = container(&job);
         assert_eq!(c.command, Some(vec!["streamflow".to_owned()]));
@@ -496,6 +599,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_gold_location_can_name_the_interval() {
+        let r = run(serde_json::json!({
+            "interval": {"start": "2026-11-24T13:00:00Z", "end": "2026-11-24T14:00:00Z"},
+            "storage": {"landing": "s3://l/raw", "gold": "s3://g/hourly/{date}/{start}-{end}"},
+        }));
+        for stage in [Stage::Etl, Stage::Validate] {
+            let args = container(&build_job(&r, stage, 1).unwrap()).args.unwrap();
+            assert!(
+                args.windows(2).any(|w| w
+                    == [
+                        "--gold",
+                        "s3://g/hourly/2026-11-24/20261124T130000Z-20261124T140000Z"
+                    ]),
+                "{stage}: {args:?}"
+            );
+        }
+        let plain = run(serde_json::json!({}));
+        assert_eq!(
+            gold_location(&plain.spec.template.storage.gold, &plain.spec.interval),
+            "s3://gold/tables"
+        );
+    }
+
+    #[test]
     fn too_long_names_are_refused() {
         let mut r = run(serde_json::json!({}));
         r.metadata.name = Some("x".repeat(MAX_RUN_NAME + 1));
@@ -530,7 +657,8 @@ pub(crate) mod tests {
             o.state,
             JobState::Failed {
                 reason: "DeadlineExceeded".into(),
-                message: "too slow".into()
+                message: "too slow".into(),
+                container: None,
             }
         );
         assert_eq!(o.termination_message.as_deref(), Some("error: boom"));
@@ -539,5 +667,96 @@ pub(crate) mod tests {
             "2026-11-25T10:05:00+00:00"
         );
         assert_eq!(observe(&job, &[]).unwrap().state, JobState::Active);
+    }
+}
+
+#[cfg(test)]
+mod pod_tests {
+    use super::tests::run;
+    use super::*;
+
+    fn pod(job: &str, spec: serde_json::Value, status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"batch.kubernetes.io/job-name": job}},
+            "spec": spec,
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_oom_killed_container_is_named_with_its_memory_limit() {
+        let mut job = build_job(&run(serde_json::json!({})), Stage::Etl, 1).unwrap();
+        job.status = serde_json::from_value(serde_json::json!({
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit"}]
+        }))
+        .unwrap();
+        let killed = pod(
+            "daily-etl-1",
+            serde_json::json!({"containers": [{"name": "etl",
+                "resources": {"limits": {"memory": "20Mi"}}}]}),
+            serde_json::json!({"containerStatuses": [{"name": "etl", "image": "i", "imageID": "",
+                "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 137,
+                "reason": "OOMKilled", "message": "WARN harmless line"}}}]}),
+        );
+        let JobState::Failed { container, .. } = observe(&job, &[killed]).unwrap().state else {
+            panic!("not failed");
+        };
+        assert_eq!(
+            container.as_deref(),
+            Some("OOMKilled (exit code 137, memory limit 20Mi)")
+        );
+
+        let plain = pod(
+            "daily-etl-1",
+            serde_json::json!({"containers": [{"name": "etl"}]}),
+            serde_json::json!({"containerStatuses": [{"name": "etl", "image": "i", "imageID": "",
+                "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 1,
+                "reason": "Error"}}}]}),
+        );
+        let JobState::Failed { container, .. } = observe(&job, &[plain]).unwrap().state else {
+            panic!("not failed");
+        };
+        assert_eq!(container, None, "a plain non-zero exit says nothing more");
+    }
+
+    #[test]
+    fn a_pod_that_cannot_pull_its_image_makes_the_job_stuck() {
+        let job = build_job(&run(serde_json::json!({})), Stage::Ingest, 2).unwrap();
+        let waiting = |reason: &str| {
+            pod(
+                "daily-ingest-2",
+                serde_json::json!({"containers": [{"name": "ingest"}]}),
+                serde_json::json!({"containerStatuses": [{"name": "ingest", "image": "i",
+                    "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {
+                    "reason": reason, "message": "Back-off pulling image \"x:1\""}}}]}),
+            )
+        };
+        assert_eq!(
+            observe(&job, &[waiting("ImagePullBackOff")]).unwrap().state,
+            JobState::Stuck {
+                reason: "ImagePullBackOff".into(),
+                message: "Back-off pulling image \"x:1\"".into()
+            }
+        );
+        // The first failed pull may be a registry's hiccup: the kubelet retries it.
+        assert_eq!(
+            observe(&job, &[waiting("ErrImagePull")]).unwrap().state,
+            JobState::Active
+        );
+        assert_eq!(
+            observe(&job, &[waiting("ContainerCreating")])
+                .unwrap()
+                .state,
+            JobState::Active
+        );
+        // Another Job's Pod says nothing about this one.
+        let mut other = waiting("ImagePullBackOff");
+        other.metadata.labels = Some(BTreeMap::from([(
+            "batch.kubernetes.io/job-name".to_owned(),
+            "daily-ingest-1".to_owned(),
+        )]));
+        assert_eq!(observe(&job, &[other]).unwrap().state, JobState::Active);
     }
 }

@@ -50,6 +50,9 @@ pub struct Decision {
     pub status: PipelineRunStatus,
     pub action: Action,
     pub transitions: Vec<Transition>,
+    /// Jobs of attempts that failed while still active (their Pod cannot start): deleted once
+    /// the status recording the failure is written, so the kubelet stops retrying them.
+    pub delete_jobs: Vec<String>,
 }
 
 fn transition(reason: &'static str, stage: Option<Stage>, message: String) -> Transition {
@@ -151,11 +154,13 @@ pub fn decide(
 ) -> Result<Decision, Error> {
     let mut st = current.clone();
     let mut transitions = Vec::new();
+    let mut delete_jobs = Vec::new();
     if st.phase.is_finished() {
         return Ok(Decision {
             status: st,
             action: Action::Done,
             transitions,
+            delete_jobs,
         });
     }
     if spec.template.stages.is_empty() {
@@ -282,9 +287,29 @@ pub fn decide(
                     transitions.push(with_job(t, &job.name));
                     stop = false;
                 }
-                JobState::Failed { reason, message } => {
-                    let finish = job.finish_time.unwrap_or(now);
-                    let why = failure_message(reason, message, job.termination_message.as_deref());
+                state @ (JobState::Failed { .. } | JobState::Stuck { .. }) => {
+                    // A stuck Job has no finish time: the failure's, once recorded, holds (so
+                    // the backoff does not slide while the Job is being deleted).
+                    let recorded = matches!(ss.phase, StagePhase::BackingOff | StagePhase::Failed)
+                        .then_some(ss.finish_time)
+                        .flatten();
+                    let finish = job.finish_time.or(recorded).unwrap_or(now);
+                    let why = match state {
+                        JobState::Failed {
+                            reason,
+                            message,
+                            container,
+                        } => failure_message(
+                            reason,
+                            message,
+                            container.as_deref(),
+                            job.termination_message.as_deref(),
+                        ),
+                        _ => {
+                            delete_jobs.push(job.name.clone());
+                            stuck_message(state)
+                        }
+                    };
                     if !matches!(ss.phase, StagePhase::BackingOff | StagePhase::Failed) {
                         ss.finish_time = Some(finish);
                         ss.message = Some(why.clone());
@@ -483,12 +508,25 @@ pub fn decide(
         status: st,
         action,
         transitions,
+        delete_jobs,
     })
 }
 
-/// Why a Job failed, from its condition and its termination message (the last log lines).
-fn failure_message(reason: &str, message: &str, termination: Option<&str>) -> String {
-    let mut out = reason.to_owned();
+/// Why a Job failed: how its container ended when the kubelet said (OOMKilled first: the log
+/// lines of a killed process say nothing of why), the Job's condition, and the termination
+/// message (the last log lines).
+fn failure_message(
+    reason: &str,
+    message: &str,
+    container: Option<&str>,
+    termination: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    if let Some(c) = container {
+        out.push_str(c);
+        out.push_str("; ");
+    }
+    out.push_str(reason);
     if !message.is_empty() {
         out.push_str(": ");
         out.push_str(message);
@@ -497,10 +535,31 @@ fn failure_message(reason: &str, message: &str, termination: Option<&str>) -> St
         let tail: Vec<&str> = t.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
         if !tail.is_empty() {
-            out.push_str(": ");
+            out.push_str(if container.is_some() {
+                "; last log lines: "
+            } else {
+                ": "
+            });
             out.push_str(&tail);
         }
     }
+    cut_message(out)
+}
+
+/// Why an attempt whose Pod cannot start failed: the kubelet's reason and message.
+fn stuck_message(state: &JobState) -> String {
+    match state {
+        JobState::Stuck { reason, message } if message.is_empty() => {
+            format!("{reason}: the stage's container cannot start")
+        }
+        JobState::Stuck { reason, message } => cut_message(format!(
+            "{reason}: the stage's container cannot start: {message}"
+        )),
+        _ => String::new(),
+    }
+}
+
+fn cut_message(mut out: String) -> String {
     if out.len() > 1024 {
         let mut cut = 1024;
         while !out.is_char_boundary(cut) {
@@ -543,7 +602,104 @@ mod tests {
         JobState::Failed {
             reason: "BackoffLimitExceeded".into(),
             message: "Job has reached the specified backoff limit".into(),
+            container: None,
         }
+    }
+
+    #[test]
+    fn an_oom_kill_is_the_first_thing_the_failure_says() {
+        let r = run(serde_json::json!({"stages": ["etl"], "retry": {"maxAttempts": 1}}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        let killed = JobState::Failed {
+            reason: "BackoffLimitExceeded".into(),
+            message: "Job has reached the specified backoff limit".into(),
+            container: Some("OOMKilled (exit code 137, memory limit 20Mi)".into()),
+        };
+        let jobs = [job(
+            Stage::Etl,
+            1,
+            killed,
+            Some("2026-11-25T01:01:00Z"),
+            Some("WARN streamflow::ingest: no record after the interval's end yet"),
+        )];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T01:01:01Z");
+        assert_eq!(d.status.phase, Phase::Failed);
+        let message = d.status.stage(Stage::Etl).unwrap().message.clone().unwrap();
+        assert!(
+            message
+                .starts_with("OOMKilled (exit code 137, memory limit 20Mi); BackoffLimitExceeded"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(
+                "; last log lines: WARN streamflow::ingest: no record after the interval's end yet"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_attempt_whose_pod_cannot_start_fails_is_deleted_and_is_retried() {
+        let r = run(serde_json::json!({"stages": ["ingest"],
+            "retry": {"maxAttempts": 2, "initialBackoff": "10s"}}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        let stuck = JobState::Stuck {
+            reason: "ImagePullBackOff".into(),
+            message: "Back-off pulling image \"streamflow:nope\"".into(),
+        };
+        let jobs = vec![job(Stage::Ingest, 1, stuck.clone(), None, None)];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T01:00:30Z");
+        let ingest = d.status.stage(Stage::Ingest).unwrap();
+        assert_eq!(ingest.phase, StagePhase::BackingOff);
+        assert_eq!(
+            ingest.message.as_deref(),
+            Some(
+                "ImagePullBackOff: the stage's container cannot start: Back-off pulling image \"streamflow:nope\""
+            )
+        );
+        assert_eq!(d.delete_jobs, ["daily-ingest-1"]);
+        assert_eq!(d.status.next_attempt_time, Some(t("2026-11-25T01:00:40Z")));
+        assert_eq!(d.transitions[0].reason, "StageFailed");
+        // Seen again before its deletion lands: the backoff does not move, nothing is told twice.
+        let again = decide_at(&r, &d.status, &jobs, "2026-11-25T01:00:35Z");
+        assert_eq!(
+            (again.status == d.status, again.transitions.len()),
+            (true, 0)
+        );
+        assert_eq!(again.delete_jobs, ["daily-ingest-1"]);
+        // Deleted: the next attempt once the backoff is over; then the last one fails the run.
+        let d = decide_at(&r, &d.status, &[], "2026-11-25T01:00:40Z");
+        assert_eq!(
+            d.action,
+            Action::CreateJob {
+                stage: Stage::Ingest,
+                attempt: 2
+            }
+        );
+        let jobs = vec![job(Stage::Ingest, 2, stuck, None, None)];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T01:01:00Z");
+        assert_eq!(
+            (d.status.phase, d.action.clone()),
+            (Phase::Failed, Action::Done)
+        );
+        assert_eq!(d.delete_jobs, ["daily-ingest-2"]);
+        assert!(
+            d.status
+                .condition(COND_SUCCEEDED)
+                .unwrap()
+                .message
+                .starts_with("ingest failed after 2 attempt(s): ImagePullBackOff"),
+        );
     }
 
     fn decide_at(
