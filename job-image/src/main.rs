@@ -214,12 +214,13 @@ fn parse_cli() -> anyhow::Result<Cli> {
 
 /// librdkafka settings from `STREAMFLOW_KAFKA_<KEY>` variables, then from `-X` flags (later
 /// settings win). librdkafka's property names are dotted lower case without underscores, so
-/// the variable name maps back to one property.
+/// the variable name maps back to one property. Kubernetes' service links are not settings.
 fn kafka_settings(
     env: impl Iterator<Item = (String, String)>,
     flags: Vec<(String, String)>,
 ) -> Vec<(String, String)> {
     let mut settings: Vec<(String, String)> = env
+        .filter(|(k, _)| !is_service_link(k))
         .filter_map(|(k, v)| {
             let key = k.strip_prefix("STREAMFLOW_KAFKA_")?;
             Some((key.to_ascii_lowercase().replace('_', "."), v))
@@ -228,6 +229,30 @@ fn kafka_settings(
     settings.sort();
     settings.extend(flags);
     settings
+}
+
+/// Whether `name` is one of the variables Kubernetes sets in a pod for every Service of its
+/// namespace (unless the pod says `enableServiceLinks: false`): `<SVC>_SERVICE_HOST`,
+/// `<SVC>_SERVICE_PORT[_<PORT NAME>]`, `<SVC>_PORT` and `<SVC>_PORT_<N>_<PROTO>[_PROTO|_PORT|_ADDR]`.
+/// Strimzi's Service of a Kafka named `streamflow`, `streamflow-kafka-bootstrap`, gives every pod
+/// beside it `STREAMFLOW_KAFKA_BOOTSTRAP_PORT=tcp://...`, which is no librdkafka property.
+fn is_service_link(name: &str) -> bool {
+    if name.ends_with("_SERVICE_HOST") || name.ends_with("_PORT") {
+        return true;
+    }
+    if let Some((_, rest)) = name.rsplit_once("_SERVICE_PORT")
+        && (rest.is_empty() || rest.starts_with('_'))
+    {
+        return true;
+    }
+    name.split("_PORT_").skip(1).any(|rest| {
+        let mut parts = rest.split('_');
+        let number = parts.next().unwrap_or_default();
+        let protocol = parts.next().unwrap_or_default();
+        !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit())
+            && matches!(protocol, "TCP" | "UDP" | "SCTP")
+    })
 }
 
 async fn run(mut cli: Cli, ui: Ui) -> anyhow::Result<()> {
@@ -405,5 +430,40 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
         // librdkafka applies settings in order, so the flag's value is the one in force.
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_kafka_settings() {
+        // What a pod gets beside Strimzi's bootstrap Service of a Kafka named `streamflow`.
+        let links = [
+            ("STREAMFLOW_KAFKA_BOOTSTRAP_SERVICE_HOST", "10.96.0.7"),
+            ("STREAMFLOW_KAFKA_BOOTSTRAP_SERVICE_PORT", "9092"),
+            (
+                "STREAMFLOW_KAFKA_BOOTSTRAP_SERVICE_PORT_TCP_CLIENTS",
+                "9092",
+            ),
+            ("STREAMFLOW_KAFKA_BOOTSTRAP_PORT", "tcp://10.96.0.7:9092"),
+            (
+                "STREAMFLOW_KAFKA_BOOTSTRAP_PORT_9092_TCP",
+                "tcp://10.96.0.7:9092",
+            ),
+            ("STREAMFLOW_KAFKA_BOOTSTRAP_PORT_9092_TCP_PROTO", "tcp"),
+            ("STREAMFLOW_KAFKA_BOOTSTRAP_PORT_9092_TCP_PORT", "9092"),
+            ("STREAMFLOW_KAFKA_BOOTSTRAP_PORT_9092_TCP_ADDR", "10.96.0.7"),
+        ];
+        let env = links
+            .iter()
+            .chain(&[("STREAMFLOW_KAFKA_SOCKET_TIMEOUT_MS", "5000")])
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(
+            kafka_settings(env, Vec::new()),
+            [("socket.timeout.ms".to_owned(), "5000".to_owned())]
+        );
+        for property in [
+            "STREAMFLOW_KAFKA_SSL_CA_LOCATION",
+            "STREAMFLOW_KAFKA_SASL_MECHANISM",
+        ] {
+            assert!(!is_service_link(property), "{property}");
+        }
     }
 }
