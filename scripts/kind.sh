@@ -10,9 +10,12 @@
 # Needs: a running Docker engine; kind and kubectl on PATH (kind is built with `go install`
 # into the cache if missing); Helm comes from scripts/helm.sh. Strimzi's operator is installed
 # from its Helm chart on quay.io, so this needs internet access.
-# This script has NOT been run on the project's development machines: they have no container
-# engine (docker is only a client there). What is checked there is every manifest it applies:
-# scripts/check-manifests submits the rendered chart and examples/ to a real API server.
+# kind and Docker do not run on the project's development machines, so this script itself is
+# not run there; what it shares is: the test command runs the same install steps
+# (scripts/install.sh), the same chart values, examples and kind-config.yaml node, and images
+# built from the same Dockerfiles, on scripts/cluster.sh's one-node cluster (scripts/cluster-test).
+# Only Strimzi differs there (its images cannot be pulled): a broker on the node stands behind
+# the Service name examples/kafka-strimzi.yaml gives Kafka.
 #
 # Environment: KIND_CLUSTER (streamflow)   KIND_VERSION (v0.33.0, when kind must be built)
 #   STRIMZI_VERSION (1.2.0)   NAMESPACE (streamflow)   IMAGE_TAG (0.1.0, the chart's appVersion)
@@ -61,26 +64,25 @@ up() {
   docker build -f job-image/Dockerfile -t "streamflow:$IMAGE_TAG" .
   "$kind" load docker-image --name "$KIND_CLUSTER" "streamflow-operator:$IMAGE_TAG" "streamflow:$IMAGE_TAG"
 
-  kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
+  # The install steps scripts/cluster-test runs on scripts/cluster.sh's cluster (scripts/install.sh).
+  export NAMESPACE IMAGE_TAG HELM="$helm"
+  scripts/install.sh namespace
 
   log "installing Strimzi $STRIMZI_VERSION (it watches its own namespace, $NAMESPACE)"
   "$helm" upgrade --install strimzi oci://quay.io/strimzi-helm/strimzi-kafka-operator \
     --version "$STRIMZI_VERSION" --namespace "$NAMESPACE" --wait --timeout 10m
 
-  log "installing the streamflow-operator chart"
-  "$helm" upgrade --install streamflow-operator charts/streamflow-operator --namespace "$NAMESPACE" \
-    --set "image.tag=$IMAGE_TAG" --wait --timeout 5m
+  scripts/install.sh operator
 
-  log "Kafka (Strimzi, KRaft) and the S3 server (SeaweedFS)"
-  kubectl -n "$NAMESPACE" apply -f examples/kafka-strimzi.yaml -f examples/s3-seaweedfs.yaml
+  log "Kafka (Strimzi, KRaft)"
+  kubectl -n "$NAMESPACE" apply -f examples/kafka-strimzi.yaml
   kubectl -n "$NAMESPACE" wait kafka/streamflow --for=condition=Ready --timeout=15m
   kubectl -n "$NAMESPACE" wait kafkatopic/user-events kafkatopic/transaction-events --for=condition=Ready --timeout=5m
-  kubectl -n "$NAMESPACE" wait job/s3-buckets --for=condition=Complete --timeout=5m
 
-  log "the producers, the validation checks and the example runs"
-  kubectl -n "$NAMESPACE" create configmap streamflow-checks --from-file=checks.yaml=examples/checks.yaml \
-    --dry-run=client -o yaml | kubectl -n "$NAMESPACE" apply -f -
-  kubectl -n "$NAMESPACE" apply -f examples/producers.yaml
+  scripts/install.sh s3
+  scripts/install.sh checks
+  scripts/install.sh producers
+  log "the example runs"
   local f
   for f in examples/*.yaml; do
     case "$f" in
@@ -105,5 +107,5 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sf_usage ;;
 esac
