@@ -127,7 +127,8 @@ ensure_packages() {
   # command or file → Debian package
   local -A wanted=([runc]=runc [nft]=nftables [buildah]=buildah [ip]=iproute2 [flock]=util-linux
     [openssl]=openssl [curl]=curl ["$CNI_BIN_DIR/bridge"]=containernetworking-plugins
-    [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev [gcc]=gcc [mount]=mount [nsenter]=util-linux)
+    [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev [gcc]=gcc [mount]=mount [nsenter]=util-linux
+    [sysctl]=procps [pgrep]=procps [python3]=python3)
   local missing=() c
   for c in "${!wanted[@]}"; do
     if [[ "$c" == /* ]]; then [[ -e "$c" ]] && continue
@@ -385,6 +386,9 @@ table inet $NFT_TABLE {
   }
 }
 EOF
+  # Bridged pod traffic must pass the netfilter hooks (kube-proxy's rules); a module on kernels
+  # that do not build it in.
+  [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true
   sysctl -q -w net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 >/dev/null ||
     die "cannot turn on IPv4 forwarding"
 }
@@ -657,6 +661,13 @@ cmd_up() {
   fi
   cmd_install
   local started=$SECONDS cgroot
+  # What a cluster that did not go down cleanly left behind goes first, so `up` starts an empty
+  # cluster; one whose processes all run is only waited for.
+  if ! all_running && { [[ -f "$SAVED_SYSCTLS" || -f "$CGROUP_FILE" ]] ||
+    ls "$RUN_DIR"/*.pid >/dev/null 2>&1 || kube_sh status >/dev/null 2>&1; }; then
+    log "clearing what an earlier cluster left"
+    teardown
+  fi
   save_host_state
   cgroot="$(cat "$CGROUP_FILE" 2>/dev/null || cgroup_root)"
   printf '%s\n' "$cgroot" >"$CGROUP_FILE"
@@ -707,6 +718,13 @@ kill_shims() {
 cmd_down() {
   exec 9>"$RUN_DIR/.lock"
   flock -w 600 9 || die "another up/down is in progress (lock $RUN_DIR/.lock)"
+  teardown
+  log "down"
+}
+
+# Stops whatever of the cluster runs and removes what it left, whether it went down cleanly or
+# not (a killed session leaves mounts, cgroups, the bridge, changed sysctls).
+teardown() {
   # Controllers first (nothing recreates a pod), then the pods, then the node, then the rest.
   stop_pidfile "$(pidfile kube-controller-manager)" 30 "$(match_of kube-controller-manager)" || true
   stop_pidfile "$(pidfile kube-scheduler)" 30 "$(match_of kube-scheduler)" || true
@@ -733,7 +751,6 @@ cmd_down() {
   # Pods and their network state are gone with the node; images and the control plane's
   # PKI stay (the next `up` reuses them).
   rm -rf -- "$CTR_DIR/state" "$KUBELET_DIR" "$RUN_DIR/cni/ipam" "$RUN_DIR/kube/etcd"
-  log "down"
 }
 
 cmd_status() {
