@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""The chart's monitoring objects in the form Prometheus itself reads, from the rendered chart
+(`helm template ... | monitoring.py ...`), so what is tested is what the chart installs.
+
+  monitoring.py rules
+      the PrometheusRule's groups as a Prometheus rule file (scripts/check-alerts,
+      scripts/cluster-test)
+  monitoring.py scrape-config KUBECONFIG RULE_FILE
+      a prometheus.yml that scrapes what the ServiceMonitor selects the way prometheus-operator
+      configures it (endpoint slices of the Services matching its selector in its namespaces,
+      the endpoint's port name, path and interval; labels job=<service>, namespace, service,
+      pod), discovering through the API server of KUBECONFIG, with RULE_FILE loaded
+      (scripts/cluster-test)
+"""
+
+import re
+import sys
+
+import yaml
+
+
+def objects(kind):
+    return [d for d in yaml.safe_load_all(sys.stdin) if d and d.get("kind") == kind]
+
+
+def rules():
+    groups = [g for rule in objects("PrometheusRule") for g in rule["spec"]["groups"]]
+    if not groups:
+        sys.exit("no PrometheusRule in the input (render with prometheusRule.enabled=true)")
+    yaml.safe_dump({"groups": groups}, sys.stdout, sort_keys=False)
+
+
+def label_name(name):
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def scrape_config(kubeconfig, rule_file):
+    monitors = objects("ServiceMonitor")
+    if not monitors:
+        sys.exit("no ServiceMonitor in the input (render with serviceMonitor.enabled=true)")
+    jobs = []
+    interval = "30s"
+    for sm in monitors:
+        spec, meta = sm["spec"], sm["metadata"]
+        namespaces = spec.get("namespaceSelector", {}).get("matchNames") or [meta["namespace"]]
+        keep = [
+            {"action": "keep", "source_labels": ["__meta_kubernetes_service_label_" + label_name(k)],
+             "regex": str(v)}
+            for k, v in spec["selector"].get("matchLabels", {}).items()
+        ]
+        for i, ep in enumerate(spec["endpoints"]):
+            interval = ep.get("interval", interval)
+            jobs.append({
+                "job_name": "serviceMonitor/%s/%s/%d" % (meta["namespace"], meta["name"], i),
+                "scrape_interval": ep.get("interval", "30s"),
+                "scrape_timeout": ep.get("scrapeTimeout", "10s"),
+                "metrics_path": ep.get("path", "/metrics"),
+                "kubernetes_sd_configs": [{
+                    "role": "endpointslice",
+                    "kubeconfig_file": kubeconfig,
+                    "namespaces": {"names": namespaces},
+                }],
+                "relabel_configs": keep + [
+                    {"action": "keep", "source_labels": ["__meta_kubernetes_endpointslice_port_name"],
+                     "regex": ep["port"]},
+                    {"target_label": "namespace", "source_labels": ["__meta_kubernetes_namespace"]},
+                    {"target_label": "service", "source_labels": ["__meta_kubernetes_service_name"]},
+                    {"target_label": "pod", "source_labels": ["__meta_kubernetes_pod_name"]},
+                    {"target_label": "job", "source_labels": ["__meta_kubernetes_service_name"]},
+                ],
+            })
+    yaml.safe_dump({
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [rule_file],
+        "scrape_configs": jobs,
+    }, sys.stdout, sort_keys=False)
+
+
+def main(argv):
+    if argv[1:2] == ["rules"]:
+        rules()
+    elif argv[1:2] == ["scrape-config"] and len(argv) == 4:
+        scrape_config(argv[2], argv[3])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
