@@ -11,10 +11,21 @@
       the endpoint's port name, path and interval; labels job=<service>, namespace, service,
       pod), discovering through the API server of KUBECONFIG, with RULE_FILE loaded
       (scripts/cluster-test)
+  monitoring.py dashboard-check DASHBOARD_JSON PROMETHEUS_URL START_EPOCH
+      every query of every panel of the Grafana dashboard, its variables substituted as Grafana
+      would ($job from its label_values query, $__range the time since START_EPOCH,
+      $__rate_interval 1m), evaluated over [START_EPOCH, now] by that Prometheus: each must
+      return a sample that is a number; prints the panels, exits 1 naming those without data
+      (scripts/cluster-test)
 """
 
+import json
+import math
 import re
 import sys
+import time
+import urllib.parse
+import urllib.request
 
 import yaml
 
@@ -76,11 +87,57 @@ def scrape_config(kubeconfig, rule_file):
     }, sys.stdout, sort_keys=False)
 
 
+def prometheus_get(url, path, params):
+    query = urllib.parse.urlencode(params, doseq=True)
+    with urllib.request.urlopen("%s%s?%s" % (url, path, query), timeout=10) as resp:
+        body = json.load(resp)
+    if body.get("status") != "success":
+        raise RuntimeError("%s: %s" % (path, body))
+    return body["data"]
+
+
+def dashboard_check(dashboard_file, url, start):
+    dashboard = json.load(open(dashboard_file))
+    now = time.time()
+    start = float(start)
+    values = {"__range": "%ds" % max(60, int(now - start)), "__rate_interval": "1m"}
+    for var in dashboard.get("templating", {}).get("list", []):
+        query = var.get("query")
+        if var.get("type") != "query":
+            continue
+        text = query.get("query", "") if isinstance(query, dict) else query
+        m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", text.strip())
+        if not m:
+            sys.exit("variable %s: cannot evaluate %r" % (var.get("name"), text))
+        found = prometheus_get(url, "/api/v1/label/%s/values" % m.group(2), {"match[]": m.group(1)})
+        if not found:
+            sys.exit("variable %s: %s has no values" % (var.get("name"), text))
+        values[var["name"]] = "|".join(found)
+    empty = []
+    count = 0
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = re.sub(r"\$(\w+)", lambda m: values.get(m.group(1), m.group(0)), target["expr"])
+            count += 1
+            result = prometheus_get(url, "/api/v1/query_range",
+                                    {"query": expr, "start": start, "end": now, "step": 15})["result"]
+            numbers = [float(v) for series in result for _, v in series["values"]
+                       if not math.isnan(float(v))]
+            print("%-28s %4d series %5d samples  %s" % (panel["title"][:28], len(result), len(numbers), expr))
+            if not numbers:
+                empty.append("%s: %s" % (panel["title"], expr))
+    if empty:
+        sys.exit("dashboard panels without data:\n  " + "\n  ".join(empty))
+    print("all %d queries of %d panels returned data" % (count, len(dashboard["panels"])))
+
+
 def main(argv):
     if argv[1:2] == ["rules"]:
         rules()
     elif argv[1:2] == ["scrape-config"] and len(argv) == 4:
         scrape_config(argv[2], argv[3])
+    elif argv[1:2] == ["dashboard-check"] and len(argv) == 5:
+        dashboard_check(argv[2], argv[3], argv[4])
     else:
         sys.exit(__doc__)
 

@@ -47,6 +47,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value of [`Error::metric_label`]: the operator exports each error count from 0, so
+    /// a dashboard shows 0 errors rather than no data.
+    pub const METRIC_LABELS: [&'static str; 7] = [
+        "kube",
+        "invalid_spec",
+        "missing_field",
+        "finalizer",
+        "serialize",
+        "metrics",
+        "io",
+    ];
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",

@@ -197,6 +197,9 @@ impl Metrics {
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(rows.clone()))?;
         registry.register(Box::new(jobs_created.clone()))?;
+        for kind in crate::Error::METRIC_LABELS {
+            errors.with_label_values(&[kind]).reset();
+        }
         for phase in [
             Phase::Pending,
             Phase::Running,
@@ -310,6 +313,20 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, ready: Arc<AtomicBoo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_kind_is_exported_from_zero() {
+        let text = String::from_utf8(Metrics::new().unwrap().render()).unwrap();
+        for kind in crate::Error::METRIC_LABELS {
+            let line = format!("streamflow_operator_reconcile_errors_total{{kind=\"{kind}\"}} 0");
+            assert!(text.contains(&line), "{line} missing");
+        }
+        let invalid = crate::Error::InvalidSpec {
+            field: "f",
+            message: String::new(),
+        };
+        assert!(crate::Error::METRIC_LABELS.contains(&invalid.metric_label()));
+    }
 
     #[test]
     fn requests_are_classified_by_verb_and_resource() {
