@@ -192,21 +192,16 @@ EOF
   log "built CoreDNS in $((SECONDS - started))s"
 }
 
-# buildah with storage of its own in the cache (vfs: works on any filesystem, as root).
-buildah_() {
-  buildah --root "$CACHE/buildah/storage" --runroot "$RUN_DIR/buildah" --storage-driver vfs "$@"
-}
-
 # build_image ARCHIVE NAME CONTEXT [buildah bud args...] : builds NAME and saves it as a
 # docker-archive (what `load` imports).
 build_image() {
   local archive="$1" name="$2" context="$3"
   shift 3
   mkdir -p "$IMAGE_DIR"
-  buildah_ bud --quiet --layers=false -t "$name" "$@" "$context" >/dev/null ||
+  sf_buildah bud --quiet --layers=false -t "$name" "$@" "$context" >/dev/null ||
     die "building the image $name failed"
   rm -f "$archive.tmp"
-  buildah_ push --quiet "$name" "docker-archive:$archive.tmp:$name" >/dev/null ||
+  sf_buildah push --quiet "$name" "docker-archive:$archive.tmp:$name" >/dev/null ||
     die "saving the image $name failed"
   mv -f "$archive.tmp" "$archive"
   log "image $name: $archive ($(du -h "$archive" | cut -f1))"

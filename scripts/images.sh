@@ -31,16 +31,12 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 CARGO_PROFILE="${CARGO_PROFILE:-debug}"
 IMAGE_DIR="$CACHE/images"
 WORK="$CACHE/images/build"
-RUN_DIR="$(sf_run_dir images)"
 RUNTIME_IMAGE="streamflow.local/distroless/cc-debian12:nonroot"
 SEAWEEDFS_IMAGE="docker.io/chrislusf/seaweedfs:4.53"
 # The Debian packages of distroless's cc-debian12 (its base/config.bzl, cc/config.bzl and
 # static image), in that image's order.
 RUNTIME_PACKAGES=(base-files netbase tzdata libc6 libssl3 libgomp1 libstdc++6 libgcc-s1 gcc-12-base)
 
-buildah_() {
-  buildah --root "$CACHE/buildah/storage" --runroot "$RUN_DIR/buildah" --storage-driver vfs "$@"
-}
 
 ensure_tools() {
   local missing=()
@@ -57,7 +53,7 @@ ensure_tools() {
 # save NAME ARCHIVE : the image NAME as a docker-archive that keeps its name.
 save() {
   rm -f "$2.tmp"
-  buildah_ push --quiet "$1" "docker-archive:$2.tmp:$1" >/dev/null || die "saving $1 failed"
+  sf_buildah push --quiet "$1" "docker-archive:$2.tmp:$1" >/dev/null || die "saving $1 failed"
   mv -f "$2.tmp" "$2"
   log "$1 → $2 ($(du -h "$2" | cut -f1))"
 }
@@ -73,7 +69,7 @@ stale() {
 
 runtime_base() {
   local dir="$WORK/runtime-base" root archive="$IMAGE_DIR/runtime-base.stamp" pkg deb
-  if ! stale "$archive" "$0" && buildah_ inspect --type image "$RUNTIME_IMAGE" >/dev/null 2>&1; then return 0; fi
+  if ! stale "$archive" "$0" && sf_buildah inspect --type image "$RUNTIME_IMAGE" >/dev/null 2>&1; then return 0; fi
   log "making $RUNTIME_IMAGE from Debian packages: ${RUNTIME_PACKAGES[*]}"
   rm -rf "$dir"
   mkdir -p "$dir/debs" "$dir/rootfs"
@@ -115,7 +111,7 @@ ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 USER 65532
 WORKDIR /home/nonroot
 EOF
-  buildah_ bud --quiet --layers=false -t "$RUNTIME_IMAGE" -f "$dir/Containerfile" "$dir" >/dev/null ||
+  sf_buildah bud --quiet --layers=false -t "$RUNTIME_IMAGE" -f "$dir/Containerfile" "$dir" >/dev/null ||
     die "building $RUNTIME_IMAGE failed"
   touch "$archive"
 }
@@ -129,7 +125,7 @@ binary_image() {
   mkdir -p "$dir/out"
   objcopy --strip-debug "$bin" "$dir/out/$name"
   printf 'FROM scratch\nCOPY out/ /out/\n' >"$dir/Containerfile"
-  buildah_ bud --quiet --layers=false -t "streamflow.local/binary/$name:$IMAGE_TAG" -f "$dir/Containerfile" "$dir" >/dev/null ||
+  sf_buildah bud --quiet --layers=false -t "streamflow.local/binary/$name:$IMAGE_TAG" -f "$dir/Containerfile" "$dir" >/dev/null ||
     die "building the binary image of $name failed"
 }
 
@@ -143,7 +139,7 @@ project_image() {
     return 0
   fi
   binary_image "$name" "$bin"
-  buildah_ bud --quiet --layers=false -t "$ref" -f "$dockerfile" \
+  sf_buildah bud --quiet --layers=false -t "$ref" -f "$dockerfile" \
     --build-arg RUNTIME_IMAGE="$RUNTIME_IMAGE" \
     --build-arg BINARY_FROM="streamflow.local/binary/$name:$IMAGE_TAG" . >/dev/null ||
     die "building $ref from $dockerfile failed"
@@ -172,7 +168,7 @@ COPY rootfs/ /
 ENV PATH=/usr/bin:/bin
 ENTRYPOINT ["/usr/bin/weed"]
 EOF
-  buildah_ bud --quiet --layers=false -t "$SEAWEEDFS_IMAGE" -f "$dir/Containerfile" "$dir" >/dev/null ||
+  sf_buildah bud --quiet --layers=false -t "$SEAWEEDFS_IMAGE" -f "$dir/Containerfile" "$dir" >/dev/null ||
     die "building $SEAWEEDFS_IMAGE failed"
   save "$SEAWEEDFS_IMAGE" "$archive"
   echo "$archive"

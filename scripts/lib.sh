@@ -115,3 +115,10 @@ sf_usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
   exit "${1:-2}"
 }
+
+# sf_buildah ARGS... : buildah (Debian's, as root) with the project's image storage: in the
+# cache, vfs (works on any filesystem), one run root; shared by scripts/images.sh and
+# scripts/cluster.sh.
+sf_buildah() {
+  buildah --root "$(sf_cache_dir)/buildah/storage" --runroot "$(sf_run_dir buildah)" --storage-driver vfs "$@"
+}
