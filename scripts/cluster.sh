@@ -746,6 +746,9 @@ teardown() {
   # Pods and their network state are gone with the node; images and the control plane's
   # PKI stay (the next `up` reuses them).
   rm -rf -- "$CTR_DIR/state" "$KUBELET_DIR" "$RUN_DIR/cni/ipam" "$RUN_DIR/kube/etcd"
+  # The kubeconfigs name the bridge's address, which without the bridge routes off the machine:
+  # a kubectl left pointing at them fails here instead (kube.sh writes them on every start).
+  rm -f -- "$ADMIN_KUBECONFIG" "$RUN_DIR"/kube/*.kubeconfig
 }
 
 cmd_status() {
