@@ -200,11 +200,7 @@ build_image() {
   mkdir -p "$IMAGE_DIR"
   sf_buildah bud --quiet --layers=false -t "$name" "$@" "$context" >/dev/null ||
     die "building the image $name failed"
-  rm -f "$archive.tmp"
-  sf_buildah push --quiet "$name" "docker-archive:$archive.tmp:$name" >/dev/null ||
-    die "saving the image $name failed"
-  mv -f "$archive.tmp" "$archive"
-  log "image $name: $archive ($(du -h "$archive" | cut -f1))"
+  sf_image_save "$name" "$archive"
 }
 
 # The sandbox image, from the pause.c and Dockerfile of the same Kubernetes release.
@@ -539,22 +535,11 @@ proc_pid() { pidfile_pid "$(pidfile "$1")" "$(match_of "$1")"; }
 
 # launch NAME CMD... : starts CMD in a session of its own, output to logs/NAME.log.
 launch() {
-  local name="$1" pf log_file pid="" i
+  local name="$1" pid
   shift
-  pf="$(pidfile "$name")"
-  log_file="$LOG_DIR/$name.log"
   if proc_pid "$name" >/dev/null; then return 0; fi
-  [[ -f "$log_file" ]] && mv -f "$log_file" "$log_file.prev"
-  rm -f "$pf"
-  # shellcheck disable=SC2016
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pf" "$@" </dev/null >>"$log_file" 2>&1 7>&- 8>&- 9>&- &
-  for ((i = 0; i < 50; i++)); do
-    pid="$(head -n1 "$pf" 2>/dev/null | tr -dc '0-9')" || true
-    [[ -n "$pid" ]] && break
-    sleep 0.1
-  done
-  [[ -n "$pid" ]] || die "$name did not start"
-  log "started $name (pid $pid, log $log_file)"
+  pid="$(sf_launch "$(pidfile "$name")" "$LOG_DIR/$name.log" "$@")" || die "$name did not start"
+  log "started $name (pid $pid, log $LOG_DIR/$name.log)"
 }
 
 # wait_until WHAT TIMEOUT NAME CMD... : runs CMD until it succeeds; fails when process NAME dies

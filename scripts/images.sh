@@ -50,14 +50,6 @@ ensure_tools() {
     "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
 }
 
-# save NAME ARCHIVE : the image NAME as a docker-archive that keeps its name.
-save() {
-  rm -f "$2.tmp"
-  sf_buildah push --quiet "$1" "docker-archive:$2.tmp:$1" >/dev/null || die "saving $1 failed"
-  mv -f "$2.tmp" "$2"
-  log "$1 → $2 ($(du -h "$2" | cut -f1))"
-}
-
 # newer TARGET INPUT... : true when TARGET is missing or older than any INPUT.
 stale() {
   local target="$1" f
@@ -143,7 +135,7 @@ project_image() {
     --build-arg RUNTIME_IMAGE="$RUNTIME_IMAGE" \
     --build-arg BINARY_FROM="streamflow.local/binary/$name:$IMAGE_TAG" . >/dev/null ||
     die "building $ref from $dockerfile failed"
-  save "$ref" "$archive"
+  sf_image_save "$ref" "$archive"
   echo "$archive"
 }
 
@@ -170,7 +162,7 @@ ENTRYPOINT ["/usr/bin/weed"]
 EOF
   sf_buildah bud --quiet --layers=false -t "$SEAWEEDFS_IMAGE" -f "$dir/Containerfile" "$dir" >/dev/null ||
     die "building $SEAWEEDFS_IMAGE failed"
-  save "$SEAWEEDFS_IMAGE" "$archive"
+  sf_image_save "$SEAWEEDFS_IMAGE" "$archive"
   echo "$archive"
 }
 

@@ -432,25 +432,6 @@ print_log_tail() {
   fi
 }
 
-# launch PIDFILE LOGFILE CMD... : starts CMD in its own session (Ctrl-C and the caller's
-# process group do not reach it), output to LOGFILE; prints its pid. The inner bash
-# records its pid and then execs CMD, so the pid file holds CMD's pid.
-launch() {
-  local pidfile="$1" logfile="$2" pid="" i
-  shift 2
-  rm -f "$pidfile"
-  if [[ -f "$logfile" ]]; then mv -f "$logfile" "$logfile.prev"; fi
-  # shellcheck disable=SC2016
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&- 8>&- &
-  for ((i = 0; i < 50; i++)); do
-    pid="$(head -n1 "$pidfile" 2>/dev/null | tr -dc '0-9')" || true
-    [[ -n "$pid" ]] && break
-    sleep 0.1
-  done
-  [[ -n "$pid" ]] || die "$pidfile was not written"
-  printf '%s\n' "$pid"
-}
-
 # ensure_port_free PORT WHAT [HOST] : dies when something listens on HOST (KUBE_HOST):PORT.
 ensure_port_free() {
   local port="$1" what="$2" host="${3:-$KUBE_HOST}"
@@ -482,7 +463,7 @@ start_etcd() {
     )
     [[ "$KUBE_ETCD_UNSAFE_NO_FSYNC" == true ]] && args+=(--unsafe-no-fsync)
     log "starting etcd $ETCD_VERSION on $ETCD_URL (data $ETCD_DATA, log $ETCD_LOG)"
-    pid="$(launch "$ETCD_PID_FILE" "$ETCD_LOG" "$ETCD_BIN" "${args[@]}")"
+    pid="$(sf_launch "$ETCD_PID_FILE" "$ETCD_LOG" "$ETCD_BIN" "${args[@]}")"
   fi
   deadline=$((SECONDS + KUBE_START_TIMEOUT))
   until etcd_healthy; do
@@ -550,7 +531,7 @@ start_apiserver() {
   # shellcheck disable=SC2206
   [[ -n "$KUBE_APISERVER_EXTRA_ARGS" ]] && args+=($KUBE_APISERVER_EXTRA_ARGS)
   log "starting kube-apiserver $KUBE_VERSION on $API_URL (log $APISERVER_LOG)"
-  launch "$APISERVER_PID_FILE" "$APISERVER_LOG" "$APISERVER_BIN" "${args[@]}" >/dev/null
+  sf_launch "$APISERVER_PID_FILE" "$APISERVER_LOG" "$APISERVER_BIN" "${args[@]}" >/dev/null
 }
 
 wait_apiserver_ready() {

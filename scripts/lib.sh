@@ -122,3 +122,32 @@ sf_usage() {
 sf_buildah() {
   buildah --root "$(sf_cache_dir)/buildah/storage" --runroot "$(sf_run_dir buildah)" --storage-driver vfs "$@"
 }
+
+# sf_launch PIDFILE LOGFILE CMD... : starts CMD in its own session (Ctrl-C and the caller's
+# process group do not reach it), output to LOGFILE (the last one kept as LOGFILE.prev), the
+# caller's lock descriptors 7-9 closed; prints its pid. The inner bash records its pid and
+# then execs CMD, so the pid file holds CMD's pid.
+sf_launch() {
+  local pidfile="$1" logfile="$2" pid="" i
+  shift 2
+  rm -f "$pidfile"
+  if [[ -f "$logfile" ]]; then mv -f "$logfile" "$logfile.prev"; fi
+  # shellcheck disable=SC2016
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 7>&- 8>&- 9>&- &
+  for ((i = 0; i < 50; i++)); do
+    pid="$(head -n1 "$pidfile" 2>/dev/null | tr -dc '0-9')" || true
+    [[ -n "$pid" ]] && break
+    sleep 0.1
+  done
+  [[ -n "$pid" ]] || die "$pidfile was not written"
+  printf '%s\n' "$pid"
+}
+
+# sf_image_save NAME ARCHIVE : the image NAME of sf_buildah's storage as a docker-archive that
+# keeps its name (what `scripts/cluster.sh load` imports).
+sf_image_save() {
+  rm -f "$2.tmp"
+  sf_buildah push --quiet "$1" "docker-archive:$2.tmp:$1" >/dev/null || die "saving the image $1 failed"
+  mv -f "$2.tmp" "$2"
+  log "image $1: $2 ($(du -h "$2" | cut -f1))"
+}

@@ -298,8 +298,9 @@ pub enum JobState {
 /// Waiting reasons of a container that the kubelet keeps retrying while nothing can change
 /// but the spec or the cluster: the image cannot be pulled (after a failed pull, the kubelet
 /// backs off), may not be pulled, has an invalid name, or the container cannot be created (a
-/// missing Secret or ConfigMap key). An attempt in one of these fails at once, like Tekton's
-/// default for ImagePullBackOff, and the retry policy decides what comes next.
+/// missing Secret or ConfigMap key). An attempt in one of these fails at once (as a Tekton
+/// TaskRun does on ImagePullBackOff unless `default-imagepullbackoff-timeout` grants a wait), and
+/// the retry policy decides what comes next.
 pub const STUCK_REASONS: [&str; 5] = [
     "ImagePullBackOff",
     "ErrImageNeverPull",

@@ -295,6 +295,10 @@ pub fn decide(
                         .flatten();
                     let finish = job.finish_time.or(recorded).unwrap_or(now);
                     let why = match state {
+                        JobState::Stuck { reason, message } => {
+                            delete_jobs.push(job.name.clone());
+                            stuck_message(reason, message)
+                        }
                         JobState::Failed {
                             reason,
                             message,
@@ -305,10 +309,8 @@ pub fn decide(
                             container.as_deref(),
                             job.termination_message.as_deref(),
                         ),
-                        _ => {
-                            delete_jobs.push(job.name.clone());
-                            stuck_message(state)
-                        }
+                        // Not in this arm's pattern.
+                        JobState::Active | JobState::Succeeded => String::new(),
                     };
                     if !matches!(ss.phase, StagePhase::BackingOff | StagePhase::Failed) {
                         ss.finish_time = Some(finish);
@@ -546,17 +548,14 @@ fn failure_message(
     cut_message(out)
 }
 
-/// Why an attempt whose Pod cannot start failed: the kubelet's reason and message.
-fn stuck_message(state: &JobState) -> String {
-    match state {
-        JobState::Stuck { reason, message } if message.is_empty() => {
-            format!("{reason}: the stage's container cannot start")
-        }
-        JobState::Stuck { reason, message } => cut_message(format!(
-            "{reason}: the stage's container cannot start: {message}"
-        )),
-        _ => String::new(),
+/// Why an attempt whose Pod cannot start failed: the kubelet's waiting reason and message.
+fn stuck_message(reason: &str, message: &str) -> String {
+    let mut out = format!("{reason}: the stage's container cannot start");
+    if !message.is_empty() {
+        out.push_str(": ");
+        out.push_str(message);
     }
+    cut_message(out)
 }
 
 fn cut_message(mut out: String) -> String {
