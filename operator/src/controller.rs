@@ -21,9 +21,9 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::crd::{Phase, PipelineRun, PipelineRunStatus, Stage};
+use crate::crd::{Phase, PipelineRun, PipelineRunStatus, Stage, StagePhase};
 use crate::jobs::{self, LABEL_MANAGED_BY, MANAGER, ObservedJob};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RunOwner};
 use crate::status::{self, Transition, set_condition};
 use crate::{Error, Result};
 
@@ -301,6 +301,15 @@ async fn step(
     name: &str,
     current: &PipelineRunStatus,
 ) -> Result<Action> {
+    let (owner_kind, owner_name) = owner_of(run);
+    let owner = RunOwner {
+        namespace: ns,
+        kind: owner_kind,
+        name: owner_name,
+    };
+    if !current.phase.is_finished() {
+        ctx.metrics.run_seen(owner);
+    }
     let observed = observe(run, ctx, ns).await?;
     let now = Utc::now();
     let mut decision = match status::decide(
@@ -332,6 +341,7 @@ async fn step(
             );
             if st != *current {
                 write_status(ctx, ns, name, &st).await?;
+                ctx.metrics.run_finished(owner, false);
                 ctx.publish(
                     run,
                     &Transition {
@@ -401,13 +411,33 @@ async fn step(
                     );
                 }
             }
-            "DeadlineMissed" => ctx.metrics.deadline_misses.inc(),
+            "DeadlineMissed" => ctx.metrics.deadline_missed(owner),
+            "Succeeded" | "Failed" => ctx.metrics.run_finished(owner, t.reason == "Succeeded"),
             _ => {}
         }
         ctx.publish(run, t).await;
     }
     ctx.record_phase(run, Some(decision.status.phase));
+    ctx.metrics
+        .running_stage(ns, name, running_attempt(&decision.status));
     Ok(action)
+}
+
+/// The kind and name of the Pipeline or Backfill that made the run (its controller), empty
+/// for a run made by hand.
+fn owner_of(run: &PipelineRun) -> (&str, &str) {
+    run.owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map_or(("", ""), |o| (o.kind.as_str(), o.name.as_str()))
+}
+
+/// The stage whose attempt is running and when it started (not while backing off).
+fn running_attempt(st: &PipelineRunStatus) -> Option<(Stage, chrono::DateTime<Utc>)> {
+    st.stages
+        .iter()
+        .find(|s| s.phase == StagePhase::Running)
+        .and_then(|s| Some((s.stage, s.start_time?)))
 }
 
 async fn create_job(
@@ -464,5 +494,6 @@ async fn cleanup(run: &PipelineRun, ctx: &Context) -> Result<Action> {
     )
     .await;
     ctx.record_phase(run, None);
+    ctx.metrics.running_stage(&ns, &run.name_any(), None);
     Ok(Action::await_change())
 }

@@ -12,8 +12,24 @@ use prometheus::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use chrono::{DateTime, Utc};
+
 use crate::Error;
 use crate::crd::{Phase, Stage, StageSummary};
+
+/// The label naming the namespace of the object a series is about. Not `namespace`: that is
+/// the label Prometheus gives every series of the operator's scrape target (the operator's own
+/// namespace, which the alerts select by), and one label says one thing.
+pub const LABEL_OBJECT_NAMESPACE: &str = "object_namespace";
+
+/// Who made a PipelineRun: its controller's kind and name (`Pipeline`/`Backfill` and its
+/// name), both empty for a run made by hand. Labels of the per-owner series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOwner<'a> {
+    pub namespace: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+}
 
 /// Requests this process sent to the API server, by verb and resource (counted by a layer of
 /// the Kubernetes client, see [`count_api_request`]), so the cost of a run can be measured.
@@ -79,7 +95,7 @@ pub struct Metrics {
     pub runs: IntGaugeVec,
     pub stage_duration: HistogramVec,
     pub stage_attempts: IntCounterVec,
-    pub deadline_misses: IntCounter,
+    pub deadline_misses: IntCounterVec,
     pub records: IntCounterVec,
     pub rows: IntCounterVec,
     pub jobs_created: IntCounterVec,
@@ -87,6 +103,10 @@ pub struct Metrics {
     pub runs_created: IntCounterVec,
     pub backfill_intervals: IntGaugeVec,
     pub backfill_last_progress: GaugeVec,
+    pub runs_finished: IntCounterVec,
+    pub stage_attempt_started: GaugeVec,
+    pub pipeline_last_success: GaugeVec,
+    pub pipeline_interval: GaugeVec,
 }
 
 impl Metrics {
@@ -129,9 +149,12 @@ impl Metrics {
             ),
             &["stage"],
         )?;
-        let deadline_misses = IntCounter::new(
-            "streamflow_operator_deadline_misses_total",
-            "PipelineRuns that missed their runDeadline.",
+        let deadline_misses = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_deadline_misses_total",
+                "PipelineRuns that missed their runDeadline, by owner (the Pipeline or Backfill that made them).",
+            ),
+            &[LABEL_OBJECT_NAMESPACE, "owner_kind", "owner"],
         )?;
         let records = IntCounterVec::new(
             Opts::new(
@@ -173,15 +196,47 @@ impl Metrics {
                 "streamflow_operator_backfill_intervals",
                 "Intervals of a Backfill by phase (Pending: not started yet, Running, Succeeded, Failed, Skipped).",
             ),
-            &["backfill", "phase"],
+            &[LABEL_OBJECT_NAMESPACE, "backfill", "phase"],
         )?;
         let backfill_last_progress = GaugeVec::new(
             Opts::new(
                 "streamflow_operator_backfill_last_progress_timestamp_seconds",
                 "Unix time at which an interval of the Backfill last finished (its creation, before any did).",
             ),
-            &["backfill"],
+            &[LABEL_OBJECT_NAMESPACE, "backfill"],
         )?;
+        let runs_finished = IntCounterVec::new(
+            Opts::new(
+                "streamflow_operator_runs_finished_total",
+                "PipelineRuns that finished, by owner (the Pipeline or Backfill that made them) and result (succeeded, failed).",
+            ),
+            &[LABEL_OBJECT_NAMESPACE, "owner_kind", "owner", "result"],
+        )?;
+        let stage_attempt_started = GaugeVec::new(
+            Opts::new(
+                "streamflow_operator_stage_attempt_started_timestamp_seconds",
+                "Unix time at which the running attempt of a PipelineRun's current stage started (only while it runs).",
+            ),
+            &[LABEL_OBJECT_NAMESPACE, "pipelinerun", "stage"],
+        )?;
+        let pipeline_last_success = GaugeVec::new(
+            Opts::new(
+                "streamflow_operator_pipeline_last_success_interval_end_timestamp_seconds",
+                "Unix time of the end of the latest interval a Pipeline's run succeeded for (the Pipeline's creation before any did): how fresh its gold tables are.",
+            ),
+            &[LABEL_OBJECT_NAMESPACE, "pipeline"],
+        )?;
+        let pipeline_interval = GaugeVec::new(
+            Opts::new(
+                "streamflow_operator_pipeline_interval_seconds",
+                "Length of the latest interval a Pipeline scheduled: how often its gold tables should be refreshed.",
+            ),
+            &[LABEL_OBJECT_NAMESPACE, "pipeline"],
+        )?;
+        registry.register(Box::new(runs_finished.clone()))?;
+        registry.register(Box::new(stage_attempt_started.clone()))?;
+        registry.register(Box::new(pipeline_last_success.clone()))?;
+        registry.register(Box::new(pipeline_interval.clone()))?;
         registry.register(Box::new(backfill_intervals.clone()))?;
         registry.register(Box::new(backfill_last_progress.clone()))?;
         registry.register(Box::new(API_REQUESTS.clone()))?;
@@ -224,7 +279,82 @@ impl Metrics {
             runs_created,
             backfill_intervals,
             backfill_last_progress,
+            runs_finished,
+            stage_attempt_started,
+            pipeline_last_success,
+            pipeline_interval,
         })
+    }
+
+    /// A run not finished yet: its owner's finished-run counters are exported from 0, so that
+    /// its first failure is an increase Prometheus sees (a counter born at 1 shows none).
+    pub fn run_seen(&self, owner: RunOwner<'_>) {
+        for result in ["succeeded", "failed"] {
+            self.runs_finished
+                .with_label_values(&[owner.namespace, owner.kind, owner.name, result])
+                .inc_by(0);
+        }
+        self.deadline_misses
+            .with_label_values(&[owner.namespace, owner.kind, owner.name])
+            .inc_by(0);
+    }
+
+    /// A run missed its deadline (once per run).
+    pub fn deadline_missed(&self, owner: RunOwner<'_>) {
+        self.deadline_misses
+            .with_label_values(&[owner.namespace, owner.kind, owner.name])
+            .inc();
+    }
+
+    /// A run reached a final phase (once per run: see the PipelineRun controller).
+    pub fn run_finished(&self, owner: RunOwner<'_>, succeeded: bool) {
+        let result = if succeeded { "succeeded" } else { "failed" };
+        self.runs_finished
+            .with_label_values(&[owner.namespace, owner.kind, owner.name, result])
+            .inc();
+    }
+
+    /// The stage a run is running now and when its attempt started; `None` once it runs none
+    /// (finished, backing off, deleted): the run's series go.
+    pub fn running_stage(&self, ns: &str, run: &str, running: Option<(Stage, DateTime<Utc>)>) {
+        for stage in Stage::ALL {
+            let labels = [ns, run, stage.as_str()];
+            match running {
+                Some((s, started)) if s == stage => self
+                    .stage_attempt_started
+                    .with_label_values(&labels)
+                    .set(unix_seconds(started)),
+                _ => {
+                    let _ = self.stage_attempt_started.remove_label_values(&labels);
+                }
+            }
+        }
+    }
+
+    /// A Pipeline's freshness gauges; `None` forgets a deleted Pipeline's.
+    pub fn pipeline_freshness(
+        &self,
+        ns: &str,
+        pipeline: &str,
+        freshness: Option<(DateTime<Utc>, Option<chrono::Duration>)>,
+    ) {
+        let labels = [ns, pipeline];
+        match freshness {
+            Some((last_success_end, interval)) => {
+                self.pipeline_last_success
+                    .with_label_values(&labels)
+                    .set(unix_seconds(last_success_end));
+                if let Some(i) = interval {
+                    self.pipeline_interval
+                        .with_label_values(&labels)
+                        .set(i.num_milliseconds() as f64 / 1000.0);
+                }
+            }
+            None => {
+                let _ = self.pipeline_last_success.remove_label_values(&labels);
+                let _ = self.pipeline_interval.remove_label_values(&labels);
+            }
+        }
     }
 
     pub fn stage_finished(
@@ -258,6 +388,10 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+pub fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
 }
 
 /// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (the controller's watches

@@ -196,6 +196,7 @@ async fn reconcile_pipeline(pl: Arc<Pipeline>, ctx: Arc<ParentContext>) -> Resul
         match event {
             FinalizerEvent::Apply(pl) => apply_pipeline(&pl, &ctx, &ns).await,
             FinalizerEvent::Cleanup(pl) => {
+                ctx.metrics.pipeline_freshness(&ns, &pl.name_any(), None);
                 let selector = pipeline_selector(&pl.name_any());
                 cleanup(pl.as_ref(), &selector, &ctx, &ns).await
             }
@@ -442,7 +443,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
 
 /// The Backfill's gauges (docs/operations.md, alert StreamflowBackfillStalled).
 fn record_backfill(ctx: &ParentContext, bf: &Backfill, ns: &str, st: &backfill::BackfillStatus) {
-    let key = format!("{ns}/{}", bf.name_any());
+    let name = bf.name_any();
     for (phase, n) in [
         ("Pending", st.pending + st.waiting),
         ("Running", st.active),
@@ -452,7 +453,7 @@ fn record_backfill(ctx: &ParentContext, bf: &Backfill, ns: &str, st: &backfill::
     ] {
         ctx.metrics
             .backfill_intervals
-            .with_label_values(&[key.as_str(), phase])
+            .with_label_values(&[ns, name.as_str(), phase])
             .set(i64::from(n));
     }
     let since = st
@@ -461,24 +462,41 @@ fn record_backfill(ctx: &ParentContext, bf: &Backfill, ns: &str, st: &backfill::
     if let Some(t) = since {
         ctx.metrics
             .backfill_last_progress
-            .with_label_values(&[key.as_str()])
-            .set(t.timestamp_millis() as f64 / 1000.0);
+            .with_label_values(&[ns, name.as_str()])
+            .set(crate::metrics::unix_seconds(t));
     }
 }
 
 /// Forgets a deleted Backfill's gauges.
 fn forget_backfill(ctx: &ParentContext, ns: &str, name: &str) {
-    let key = format!("{ns}/{name}");
     for phase in ["Pending", "Running", "Succeeded", "Failed", "Skipped"] {
         let _ = ctx
             .metrics
             .backfill_intervals
-            .remove_label_values(&[key.as_str(), phase]);
+            .remove_label_values(&[ns, name, phase]);
     }
     let _ = ctx
         .metrics
         .backfill_last_progress
-        .remove_label_values(&[key.as_str()]);
+        .remove_label_values(&[ns, name]);
+}
+
+/// The Pipeline's freshness gauges (docs/operations.md, alert StreamflowPipelineStale): the
+/// end of the latest interval that succeeded, its creation before any did.
+fn record_pipeline(
+    ctx: &ParentContext,
+    ns: &str,
+    name: &str,
+    created: chrono::DateTime<Utc>,
+    st: &PipelineStatus,
+) {
+    let fresh_until = st
+        .last_succeeded_interval
+        .as_ref()
+        .map_or(created, |i| i.end);
+    let interval = st.last_scheduled_interval.as_ref().map(|i| i.end - i.start);
+    ctx.metrics
+        .pipeline_freshness(ns, name, Some((fresh_until, interval)));
 }
 
 async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<Action> {
@@ -557,6 +575,7 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
     if decision.status != current {
         write_status::<Pipeline, _>(ctx, ns, &name, &decision.status).await?;
     }
+    record_pipeline(ctx, ns, &name, created, &decision.status);
     for (reason, message, warning) in decision.events {
         info!(pipeline = %format!("{ns}/{name}"), reason, "{message}");
         ctx.publish(pl, reason, message, warning).await;

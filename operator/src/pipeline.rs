@@ -35,6 +35,7 @@ pub const COND_READY: &str = "Ready";
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Last", type_ = "string", json_path = ".status.lastScheduledInterval.end"),
+    printcolumn(name = "Fresh", type_ = "string", json_path = ".status.lastSucceededInterval.end"),
     printcolumn(name = "Next", type_ = "string", json_path = ".status.nextRunTime"),
     printcolumn(name = "Active", type_ = "integer", json_path = ".status.activeCount"),
     printcolumn(
@@ -108,6 +109,10 @@ pub struct PipelineStatus {
     /// The interval of the latest tick a run was created for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scheduled_interval: Option<IntervalSpec>,
+    /// The latest interval one of its runs succeeded for: how fresh its gold tables are
+    /// (kept here, so pruned runs and restarts do not lose it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_succeeded_interval: Option<IntervalSpec>,
     /// When the operator created that run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<DateTime<Utc>>,
@@ -273,6 +278,21 @@ pub fn decide(
         st.last_scheduled_interval = Some(IntervalSpec {
             start: l.start,
             end: l.end,
+        });
+    }
+    if let Some(newest) = own
+        .iter()
+        .filter(|r| r.phase == Phase::Succeeded)
+        .map(|r| r.interval)
+        .max_by_key(|i| i.end)
+        && st
+            .last_succeeded_interval
+            .as_ref()
+            .is_none_or(|s| newest.end > s.end)
+    {
+        st.last_succeeded_interval = Some(IntervalSpec {
+            start: newest.start,
+            end: newest.end,
         });
     }
     let after = last.map(|l| l.end).unwrap_or(created);

@@ -175,14 +175,14 @@ async fn thirty_intervals_never_more_than_three_active_and_all_succeed() -> Resu
     }));
     wait_backfill_event(&client, &ns, "month", "Completed").await?;
     let series = format!(
-        "streamflow_operator_backfill_intervals{{backfill=\"{ns}/month\",phase=\"Succeeded\"}}"
+        "streamflow_operator_backfill_intervals{{backfill=\"month\",object_namespace=\"{ns}\",phase=\"Succeeded\"}}"
     );
     wait_for("the Succeeded gauge at 30", TIMEOUT, || async {
         Ok((op.metric(&series).await.unwrap_or(0.0) == 30.0).then_some(()))
     })
     .await?;
     let progress = format!(
-        "streamflow_operator_backfill_last_progress_timestamp_seconds{{backfill=\"{ns}/month\"}}"
+        "streamflow_operator_backfill_last_progress_timestamp_seconds{{backfill=\"month\",object_namespace=\"{ns}\"}}"
     );
     let last = op.metric(&progress).await?;
     let completed = st

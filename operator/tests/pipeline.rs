@@ -168,7 +168,7 @@ async fn missed_ticks_are_all_run_up_to_max_catch_up() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbid_runs_one_at_a_time_without_skipping_ticks() -> Result<()> {
     let (client, ns) = setup("sf-plforbid").await?;
-    let _op = Operator::start(&ns).await?;
+    let op = Operator::start(&ns).await?;
     let watch = RunWatch::start(&client, &ns, "streamflow.io/pipeline=solo").await?;
     create_pipeline(
         &client,
@@ -194,6 +194,24 @@ async fn forbid_runs_one_at_a_time_without_skipping_ticks() -> Result<()> {
     let st = api.get("solo").await?.status.unwrap_or_default();
     assert_eq!(scheduled(&client, &ns, "solo").await?.len(), 1);
     assert_eq!(st.active_count, 1, "{st:?}");
+    // Freshness before any run succeeded: the Pipeline's creation; the interval is the schedule's.
+    let fresh = format!(
+        "streamflow_operator_pipeline_last_success_interval_end_timestamp_seconds{{object_namespace=\"{ns}\",pipeline=\"solo\"}}"
+    );
+    let created = api
+        .get("solo")
+        .await?
+        .metadata
+        .creation_timestamp
+        .context("creationTimestamp")?
+        .0
+        .as_second() as f64;
+    assert_eq!(st.last_succeeded_interval, None, "{st:?}");
+    assert_eq!(op.metric(&fresh).await?, created);
+    let every = format!(
+        "streamflow_operator_pipeline_interval_seconds{{object_namespace=\"{ns}\",pipeline=\"solo\"}}"
+    );
+    assert_eq!(op.metric(&every).await?, 2.0);
     let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
     let done = wait_for("5 succeeded runs", TIMEOUT, || async {
         let s = scheduled(&client, &ns, "solo").await?;
@@ -217,6 +235,38 @@ async fn forbid_runs_one_at_a_time_without_skipping_ticks() -> Result<()> {
         );
     }
     assert_eq!(watch.max_active(), 1, "never two runs at once");
+    // Freshness: the end of the newest interval that succeeded, in status and as a gauge.
+    let newest = wait_for(
+        "lastSucceededInterval at the newest success",
+        TIMEOUT,
+        || async {
+            let newest = scheduled(&client, &ns, "solo")
+                .await?
+                .iter()
+                .filter(|r| {
+                    r.2.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase == Phase::Succeeded)
+                })
+                .map(|r| r.2.spec.interval.end)
+                .max();
+            let st = api.get("solo").await?.status.unwrap_or_default();
+            Ok(match (newest, st.last_succeeded_interval) {
+                (Some(n), Some(l)) if l.end == n => Some(n),
+                _ => None,
+            })
+        },
+    )
+    .await?;
+    wait_for(
+        "the freshness gauge at the newest success",
+        TIMEOUT,
+        || async {
+            let v = op.metric(&fresh).await?;
+            Ok((v >= newest.timestamp() as f64).then_some(()))
+        },
+    )
+    .await?;
     Ok(())
 }
 

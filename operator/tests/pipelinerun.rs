@@ -246,7 +246,7 @@ async fn failing_stage_retries_with_backoff_then_fails() -> Result<()> {
     require_streamflow_bin()?;
     let (client, ns) = setup("sf-retry").await?;
     bad_checks(&client, &ns).await?;
-    let _op = Operator::start(&ns).await?;
+    let op = Operator::start(&ns).await?;
     let _kubelet = Kubelet::start(client.clone(), &ns);
     create_run(
         &client,
@@ -306,6 +306,15 @@ async fn failing_stage_retries_with_backoff_then_fails() -> Result<()> {
         "{retries:?}"
     );
     assert!(ev.iter().any(|e| e.0 == "Failed"), "{ev:?}");
+    // The failure as it happened, once, for alerts (StreamflowPipelineRunFailed): a run made by
+    // hand has no owner.
+    let finished = |result: &str| {
+        format!(
+            "streamflow_operator_runs_finished_total{{object_namespace=\"{ns}\",owner=\"\",owner_kind=\"\",result=\"{result}\"}}"
+        )
+    };
+    assert_eq!(op.metric(&finished("failed")).await?, 1.0);
+    assert_eq!(op.metric(&finished("succeeded")).await?, 0.0);
     Ok(())
 }
 
@@ -336,9 +345,28 @@ async fn deadline_missed_sets_condition_event_and_metric() -> Result<()> {
     assert_eq!(st.phase, Phase::Running, "the run carries on");
     wait_events(&client, &ns, "late", "DeadlineMissed", 1).await?;
     assert_eq!(
-        op.metric("streamflow_operator_deadline_misses_total")
-            .await?,
+        op.metric(&format!(
+            "streamflow_operator_deadline_misses_total{{object_namespace=\"{ns}\",owner=\"\",owner_kind=\"\"}}"
+        ))
+        .await?,
         1.0
+    );
+    // Stuck in its first stage (StreamflowStageStuck): the attempt's start, while it runs.
+    let ingest = st.stage(Stage::Ingest).context("ingest stage")?;
+    let started = ingest.start_time.context("ingest start")?;
+    let series = |stage: &str| {
+        format!(
+            "streamflow_operator_stage_attempt_started_timestamp_seconds{{object_namespace=\"{ns}\",pipelinerun=\"late\",stage=\"{stage}\"}}"
+        )
+    };
+    let v = op.metric(&series("ingest")).await?;
+    assert!(
+        (v - started.timestamp_millis() as f64 / 1000.0).abs() < 1.0,
+        "{v} vs {started}"
+    );
+    assert!(
+        op.metric(&series("etl")).await.is_err(),
+        "only the running stage"
     );
     Ok(())
 }
