@@ -275,7 +275,9 @@ async fn apply(run: &PipelineRun, ctx: &Context) -> Result<Action> {
     let name = run.name_any();
     let current = run.status.clone().unwrap_or_default();
     let result = step(run, ctx, &ns, &name, &current).await;
-    if let Err(e) = &result {
+    if let Err(e) = &result
+        && !matches!(e, Error::Stale { .. })
+    {
         // Reported in status (best effort) and retried by error_policy.
         let mut st = current.clone();
         set_condition(
@@ -288,7 +290,7 @@ async fn apply(run: &PipelineRun, ctx: &Context) -> Result<Action> {
             Utc::now(),
         );
         if st != current {
-            let _ = write_status(ctx, &ns, &name, &st).await;
+            let _ = write_status(ctx, run, &st).await;
         }
     }
     result
@@ -340,7 +342,7 @@ async fn step(
                 now,
             );
             if st != *current {
-                write_status(ctx, ns, name, &st).await?;
+                write_status(ctx, run, &st).await?;
                 ctx.metrics.run_finished(owner, false);
                 ctx.publish(
                     run,
@@ -382,7 +384,7 @@ async fn step(
     };
     // Written right after the Job is created: a restarted operator sees the attempt.
     if decision.status != *current {
-        write_status(ctx, ns, name, &decision.status).await?;
+        write_status(ctx, run, &decision.status).await?;
     }
     // Only now that the status records their attempts as failed: a Job deleted earlier would
     // look like an attempt to create again.
@@ -468,8 +470,8 @@ async fn create_job(
     }
 }
 
-async fn write_status(ctx: &Context, ns: &str, name: &str, st: &PipelineRunStatus) -> Result<()> {
-    crate::parents::apply_status::<PipelineRun, _>(&ctx.client, ns, name, st).await
+async fn write_status(ctx: &Context, run: &PipelineRun, st: &PipelineRunStatus) -> Result<()> {
+    crate::parents::apply_status(&ctx.client, run, st).await
 }
 
 /// On deletion: delete the run's Jobs (background propagation), then the finalizer goes.

@@ -38,6 +38,10 @@ pub enum Error {
     Serialize(#[from] serde_json::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The object changed since the copy this reconcile read (the informer's cache lags the
+    /// operator's own writes): nothing was written, and no transition's side effect happened.
+    #[error("{object} changed since it was read")]
+    Stale { object: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -49,7 +53,7 @@ pub enum Error {
 impl Error {
     /// Every value of [`Error::metric_label`]: the operator exports each error count from 0, so
     /// a dashboard shows 0 errors rather than no data.
-    pub const METRIC_LABELS: [&'static str; 7] = [
+    pub const METRIC_LABELS: [&'static str; 8] = [
         "kube",
         "invalid_spec",
         "missing_field",
@@ -57,6 +61,7 @@ impl Error {
         "serialize",
         "metrics",
         "io",
+        "stale",
     ];
 
     pub fn metric_label(&self) -> &'static str {
@@ -68,6 +73,7 @@ impl Error {
             Error::Serialize(_) => "serialize",
             Error::Metrics(_) => "metrics",
             Error::Io { .. } => "io",
+            Error::Stale { .. } => "stale",
         }
     }
 }

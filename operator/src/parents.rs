@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use streamflow_core::Interval;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::backfill::{self, Backfill};
 use crate::children::{LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, build_child};
@@ -47,6 +47,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 const LIST_PAGE: u32 = 250;
 /// How often a Backfill waiting on runs it does not own (not watched) looks again.
 const RECHECK: Duration = Duration::from_secs(10);
+/// After a status write refused as stale ([`Error::Stale`]): the watch event of the newer
+/// object normally comes first.
+const STALE_RETRY: Duration = Duration::from_secs(2);
 
 pub struct ParentContext {
     pub client: Client,
@@ -159,6 +162,11 @@ pub(crate) fn finalizer_result(
     match r {
         Ok(a) => Ok(a),
         Err(F::RemoveFinalizer(kube::Error::Api(s))) if s.code == 404 => Ok(Action::await_change()),
+        // Decided on a stale copy: the watch brings the newer one at once; this is a fallback.
+        Err(F::ApplyFailed(Error::Stale { object })) => {
+            debug!(%object, "stale copy: nothing written, reconciling the newer one");
+            Ok(Action::requeue(STALE_RETRY))
+        }
         Err(F::ApplyFailed(inner) | F::CleanupFailed(inner)) => Err(inner),
         Err(other) => Err(Error::Finalizer(Box::new(other))),
     }
@@ -274,13 +282,11 @@ async fn create_runs(
 }
 
 /// Writes a resource's status with server-side apply, as this operator's field manager: the
-/// one way every controller here writes status.
-pub(crate) async fn apply_status<K, S>(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    status: &S,
-) -> Result<()>
+/// one way every controller here writes status. The write is conditional on the object's
+/// `resourceVersion` as read: a status decided from a stale copy is refused
+/// ([`Error::Stale`]) instead of overwriting a newer one, so the callers' side effects of a
+/// transition (Events, metrics), which follow the write, happen once.
+pub(crate) async fn apply_status<K, S>(client: &Client, obj: &K, status: &S) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -288,30 +294,29 @@ where
         + Debug,
     S: Serialize,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let ns = namespace_of(obj)?;
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
+        "metadata": {"resourceVersion": obj.resource_version()},
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn write_status<K, S>(ctx: &ParentContext, ns: &str, name: &str, status: &S) -> Result<()>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug,
-    S: Serialize,
-{
-    apply_status::<K, S>(&ctx.client, ns, name, status).await
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale {
+            object: format!("{}/{ns}/{name}", K::kind(&())),
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<Action> {
@@ -361,7 +366,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
                 );
             }
             if st != current {
-                write_status::<Backfill, _>(ctx, ns, &name, &st).await?;
+                apply_status(&ctx.client, bf, &st).await?;
                 ctx.publish(bf, "InvalidSpec", message, true).await;
             }
             return Ok(Action::await_change());
@@ -415,14 +420,14 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
                     now,
                 );
                 if status != current {
-                    write_status::<Backfill, _>(ctx, ns, &name, &status).await?;
+                    apply_status(&ctx.client, bf, &status).await?;
                 }
                 return Ok(Action::requeue(RECHECK));
             }
         }
     }
     if status != current {
-        write_status::<Backfill, _>(ctx, ns, &name, &status).await?;
+        apply_status(&ctx.client, bf, &status).await?;
     }
     record_backfill(ctx, bf, ns, &status);
     for (reason, message, warning) in decision.events {
@@ -541,7 +546,7 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
                 now,
             );
             if st != current {
-                write_status::<Pipeline, _>(ctx, ns, &name, &st).await?;
+                apply_status(&ctx.client, pl, &st).await?;
                 ctx.publish(pl, "InvalidSpec", message, true).await;
             }
             return Ok(Action::await_change());
@@ -573,7 +578,7 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
         create_runs(ctx, ns, &parent, &pl.spec.template, &decision.create).await?;
     }
     if decision.status != current {
-        write_status::<Pipeline, _>(ctx, ns, &name, &decision.status).await?;
+        apply_status(&ctx.client, pl, &decision.status).await?;
     }
     record_pipeline(ctx, ns, &name, created, &decision.status);
     for (reason, message, warning) in decision.events {

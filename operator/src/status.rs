@@ -156,9 +156,19 @@ pub fn decide(
     let mut transitions = Vec::new();
     let mut delete_jobs = Vec::new();
     if st.phase.is_finished() {
+        // A failed run's deadline may still pass (and be missed); nothing else changes.
+        let deadline_time = st.deadline_time;
+        let action = match judge_deadline(&mut st, spec, deadline_time, generation, now) {
+            Judged::Missed(t) => {
+                transitions.push(*t);
+                Action::Done
+            }
+            Judged::Due(at) => Action::WaitFor(secs(at - now).max(Duration::from_millis(100))),
+            Judged::Settled => Action::Done,
+        };
         return Ok(Decision {
             status: st,
-            action: Action::Done,
+            action,
             transitions,
             delete_jobs,
         });
@@ -210,9 +220,18 @@ pub fn decide(
             new_attempt(&mut ss, run, latest, now);
         }
         st.current_stage = Some(stage);
-        let job = jobs
+        let lost;
+        let mut job = jobs
             .iter()
             .find(|j| j.stage == stage && j.attempt == latest);
+        if job.is_none() && latest > 0 && ss.phase == StagePhase::Running {
+            // The Job is created before the status records its attempt, and Jobs are listed
+            // from the API server, not a cache: a recorded attempt without its Job was deleted
+            // (ttlSecondsAfterFinished, by hand) before its result was read. Whatever it did,
+            // the attempt is spent: it fails, counted, and the retry policy decides.
+            lost = lost_job(&ss, latest);
+            job = Some(&lost);
+        }
         let mut stop = true;
         match (latest, job) {
             (0, _) => {
@@ -255,7 +274,8 @@ pub fn decide(
                 }
             }
             (_, None) => {
-                // Recorded in status but not seen (yet): make sure it exists.
+                // A stage recorded as BackingOff or Failed whose phase says no Job is due:
+                // unreachable for Running (see `lost_job`); kept safe by creating if absent.
                 action = Action::CreateJob {
                     stage,
                     attempt: latest,
@@ -374,9 +394,12 @@ pub fn decide(
     if st.phase == Phase::Pending {
         st.phase = Phase::Running;
     }
+    // When the run ended is when its last Job did, not when the operator noticed (after an
+    // outage or a backlog, that can be much later).
+    let last_finish = st.stages.iter().filter_map(|s| s.finish_time).max();
     if let Some(reason) = failed {
         st.phase = Phase::Failed;
-        st.completion_time = Some(now);
+        st.completion_time = Some(last_finish.unwrap_or(now));
         st.next_attempt_time = None;
         set_condition(
             &mut st.conditions,
@@ -400,7 +423,7 @@ pub fn decide(
         action = Action::Done;
     } else if all_done {
         st.phase = Phase::Succeeded;
-        st.completion_time = Some(now);
+        st.completion_time = Some(last_finish.unwrap_or(now));
         st.current_stage = None;
         st.next_attempt_time = None;
         let message = format!("all {} stage(s) succeeded", spec.template.stages.len());
@@ -458,50 +481,12 @@ pub fn decide(
         }
     }
 
-    // The SLA: a finished run is judged by its completion time, a running one by now.
-    if let (Some(dl), Some(DeadlineState::Pending)) = (deadline_time, st.deadline) {
-        let judged_at = if st.phase == Phase::Succeeded {
-            st.completion_time.unwrap_or(now)
-        } else {
-            now
-        };
-        if judged_at > dl {
-            st.deadline = Some(DeadlineState::Missed);
-            let message = format!(
-                "the run was not done by its deadline {} ({} + {})",
-                dl.to_rfc3339(),
-                match spec.template.run_deadline_from {
-                    DeadlineAnchor::IntervalEnd => "interval end",
-                    DeadlineAnchor::Creation => "creation",
-                },
-                spec.template.run_deadline.as_deref().unwrap_or_default()
-            );
-            set_condition(
-                &mut st.conditions,
-                COND_DEADLINE_MISSED,
-                true,
-                "DeadlineMissed",
-                message.clone(),
-                generation,
-                now,
-            );
-            transitions.push(transition("DeadlineMissed", st.current_stage, message));
-        } else if st.phase.is_finished() {
-            st.deadline = Some(DeadlineState::Met);
-            set_condition(
-                &mut st.conditions,
-                COND_DEADLINE_MISSED,
-                false,
-                "DeadlineMet",
-                format!("done before {}", dl.to_rfc3339()),
-                generation,
-                now,
-            );
-        } else {
-            wake = Some(wake.map_or(dl, |w| w.min(dl)));
-        }
+    match judge_deadline(&mut st, spec, deadline_time, generation, now) {
+        Judged::Missed(t) => transitions.push(*t),
+        Judged::Due(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
+        Judged::Settled => {}
     }
-    if action == Action::Wait
+    if matches!(action, Action::Wait | Action::Done)
         && let Some(w) = wake
     {
         action = Action::WaitFor(secs(w - now).max(Duration::from_millis(100)));
@@ -512,6 +497,101 @@ pub fn decide(
         transitions,
         delete_jobs,
     })
+}
+
+/// What [`judge_deadline`] found.
+enum Judged {
+    /// Missed now: the transition to publish.
+    Missed(Box<Transition>),
+    /// Not decided before this time.
+    Due(DateTime<Utc>),
+    /// No deadline, or already Met or Missed.
+    Settled,
+}
+
+/// The SLA: a run meets its deadline only by succeeding by then, judged on when its last Job
+/// finished; a run still going, or failed, misses it once the deadline passes.
+fn judge_deadline(
+    st: &mut PipelineRunStatus,
+    spec: &PipelineRunSpec,
+    deadline_time: Option<DateTime<Utc>>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Judged {
+    let (Some(dl), Some(DeadlineState::Pending)) = (deadline_time, st.deadline) else {
+        return Judged::Settled;
+    };
+    let succeeded = st.phase == Phase::Succeeded;
+    let judged_at = if succeeded {
+        st.completion_time.unwrap_or(now)
+    } else {
+        now
+    };
+    if judged_at > dl {
+        st.deadline = Some(DeadlineState::Missed);
+        let message = format!(
+            "the run was not {} by its deadline {} ({} + {})",
+            if st.phase == Phase::Failed {
+                "done (it failed)"
+            } else {
+                "done"
+            },
+            dl.to_rfc3339(),
+            match spec.template.run_deadline_from {
+                DeadlineAnchor::IntervalEnd => "interval end",
+                DeadlineAnchor::Creation => "creation",
+            },
+            spec.template.run_deadline.as_deref().unwrap_or_default()
+        );
+        set_condition(
+            &mut st.conditions,
+            COND_DEADLINE_MISSED,
+            true,
+            "DeadlineMissed",
+            message.clone(),
+            generation,
+            now,
+        );
+        Judged::Missed(Box::new(transition(
+            "DeadlineMissed",
+            st.current_stage,
+            message,
+        )))
+    } else if succeeded {
+        st.deadline = Some(DeadlineState::Met);
+        set_condition(
+            &mut st.conditions,
+            COND_DEADLINE_MISSED,
+            false,
+            "DeadlineMet",
+            format!("succeeded before {}", dl.to_rfc3339()),
+            generation,
+            now,
+        );
+        Judged::Settled
+    } else {
+        Judged::Due(dl)
+    }
+}
+
+/// The stand-in for an attempt's Job that was deleted before its result was read: failed.
+fn lost_job(ss: &StageStatus, attempt: u32) -> ObservedJob {
+    ObservedJob {
+        name: ss.job_name.clone(),
+        stage: ss.stage,
+        attempt,
+        state: JobState::Failed {
+            reason: "JobDeleted".to_owned(),
+            message: format!(
+                "Job {} was deleted before its result was read (ttlSecondsAfterFinished, or deleted by hand); the attempt counts as failed",
+                ss.job_name
+            ),
+            container: None,
+        },
+        start_time: ss.start_time,
+        finish_time: None,
+        termination_message: None,
+    }
 }
 
 /// Why a Job failed: how its container ended when the kubelet said (OOMKilled first: the log
@@ -865,16 +945,115 @@ mod tests {
         );
         assert_eq!(d.action, Action::Wait);
         assert_eq!(d.status.stage(Stage::Ingest).unwrap().attempts, 1);
-        // Recorded but not yet visible (a stale cache): create-if-absent of the same name.
-        let d2 = decide_at(&r, &d.status, &[], "2026-11-25T01:00:01Z");
+    }
+
+    #[test]
+    fn a_job_deleted_before_its_result_was_read_is_a_failed_attempt() {
+        let r = run(
+            serde_json::json!({"stages": ["etl"], "retry": {"maxAttempts": 2, "initialBackoff": "10s"}}),
+        );
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        // Attempt 1 recorded; its Job is gone (ttlSecondsAfterFinished: 0, or by hand).
+        let d = decide_at(&r, &d.status, &[], "2026-11-25T01:05:00Z");
+        let etl = d.status.stage(Stage::Etl).unwrap();
+        assert_eq!((etl.phase, etl.attempts), (StagePhase::BackingOff, 1));
+        assert!(
+            etl.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("was deleted before its result was read"),
+            "{etl:?}"
+        );
         assert_eq!(
-            d2.action,
+            d.transitions.iter().map(|t| t.reason).collect::<Vec<_>>(),
+            ["StageFailed"]
+        );
+        assert_eq!(d.action, Action::WaitFor(Duration::from_secs(10)));
+        // The retry is attempt 2, and its Job vanishing too spends the last attempt.
+        let d = decide_at(&r, &d.status, &[], "2026-11-25T01:05:10Z");
+        assert_eq!(
+            d.action,
             Action::CreateJob {
-                stage: Stage::Ingest,
-                attempt: 1
+                stage: Stage::Etl,
+                attempt: 2
             }
         );
-        assert!(d2.transitions.is_empty());
+        let d = decide_at(&r, &d.status, &[], "2026-11-25T01:06:00Z");
+        assert_eq!(d.status.phase, Phase::Failed, "{:?}", d.status);
+        assert_eq!(d.action, Action::Done);
+    }
+
+    #[test]
+    fn the_deadline_is_judged_on_the_jobs_times_not_on_when_the_operator_looked() {
+        let r = run(serde_json::json!({"stages": ["validate"], "runDeadline": "1h"}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T00:10:00Z",
+        );
+        // The Job finished at 00:50, before the 01:00 deadline; the operator was down until 03:00.
+        let jobs = [job(
+            Stage::Validate,
+            1,
+            JobState::Succeeded,
+            Some("2026-11-25T00:50:00Z"),
+            None,
+        )];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T03:00:00Z");
+        assert_eq!(
+            (d.status.phase, d.status.deadline),
+            (Phase::Succeeded, Some(DeadlineState::Met))
+        );
+        assert_eq!(d.status.completion_time, Some(t("2026-11-25T00:50:00Z")));
+        assert!(d.transitions.iter().all(|t| t.reason != "DeadlineMissed"));
+    }
+
+    #[test]
+    fn a_failed_run_never_meets_its_deadline_and_misses_it_when_it_passes() {
+        let r = run(
+            serde_json::json!({"stages": ["validate"], "runDeadline": "1h", "retry": {"maxAttempts": 1}}),
+        );
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T00:10:00Z",
+        );
+        let jobs = [job(
+            Stage::Validate,
+            1,
+            failed(),
+            Some("2026-11-25T00:20:00Z"),
+            None,
+        )];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T00:20:01Z");
+        assert_eq!(
+            (d.status.phase, d.status.deadline),
+            (Phase::Failed, Some(DeadlineState::Pending))
+        );
+        assert_eq!(d.status.completion_time, Some(t("2026-11-25T00:20:00Z")));
+        // Looked at again when the deadline passes.
+        assert_eq!(d.action, Action::WaitFor(Duration::from_secs(40 * 60 - 1)));
+        let early = decide_at(&r, &d.status, &[], "2026-11-25T00:59:00Z");
+        assert_eq!(early.status, d.status);
+        let late = decide_at(&r, &d.status, &[], "2026-11-25T01:00:01Z");
+        assert_eq!(late.status.deadline, Some(DeadlineState::Missed));
+        assert_eq!(
+            late.transitions
+                .iter()
+                .map(|t| t.reason)
+                .collect::<Vec<_>>(),
+            ["DeadlineMissed"]
+        );
+        assert_eq!(late.action, Action::Done);
+        let again = decide_at(&r, &late.status, &[], "2026-11-25T02:00:00Z");
+        assert!(again.transitions.is_empty());
     }
 
     #[test]

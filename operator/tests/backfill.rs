@@ -624,7 +624,7 @@ async fn kubectl_applies_the_examples_and_shows_columns() -> Result<()> {
     assert_eq!(
         header,
         [
-            "NAME", "SCHEDULE", "SUSPEND", "LAST", "NEXT", "ACTIVE", "AGE"
+            "NAME", "SCHEDULE", "SUSPEND", "LAST", "FRESH", "NEXT", "ACTIVE", "AGE"
         ],
         "{table}"
     );

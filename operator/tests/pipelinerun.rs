@@ -576,3 +576,63 @@ async fn stage_pods_meet_the_restricted_pod_security_standard() -> Result<()> {
     }
     Ok(())
 }
+
+/// Two reconciles of the same copy of a run, as when the informer's cache has not caught up
+/// with the operator's own status write (the real Job controller posts several updates per
+/// finished Job, each waking the run): the transition happens once. The second status write is
+/// refused as stale, and no Event or metric follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_copy_of_a_run_repeats_no_transition() -> Result<()> {
+    use std::sync::Arc;
+    use streamflow_operator::controller::{Context, reconcile};
+    use streamflow_operator::metrics::Metrics;
+
+    let (client, ns) = setup("sf-stale").await?;
+    let metrics = Metrics::new()?;
+    // No operator process: the test calls reconcile itself.
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone()));
+    let api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    create_run(
+        &client,
+        &ns,
+        run_body("stale", json!({"stages": ["validate"]})),
+    )
+    .await?;
+    // The finalizer, then the first Job and the status saying so.
+    wait_for("the first attempt in status", TIMEOUT, || async {
+        let run = api.get("stale").await?;
+        let started = run.status.as_ref().is_some_and(|s| s.attempts == Some(1));
+        if !started {
+            reconcile(Arc::new(run), ctx.clone()).await?;
+        }
+        Ok(started.then_some(()))
+    })
+    .await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, std::time::Duration::from_millis(10));
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+    wait_for("the Job to succeed", TIMEOUT, || async {
+        let job = jobs.get("stale-validate-1").await?;
+        Ok(job
+            .status
+            .and_then(|s| s.succeeded)
+            .is_some_and(|n| n > 0)
+            .then_some(()))
+    })
+    .await?;
+    let stale = Arc::new(api.get("stale").await?);
+    reconcile(stale.clone(), ctx.clone()).await?;
+    reconcile(stale, ctx.clone()).await?;
+    let st = api.get("stale").await?.status.unwrap_or_default();
+    assert_eq!(st.phase, Phase::Succeeded, "{st:?}");
+    let succeeded = metrics
+        .runs_finished
+        .with_label_values(&[ns.as_str(), "", "", "succeeded"])
+        .get();
+    assert_eq!(succeeded, 1, "the run's success counted once");
+    let durations = metrics
+        .stage_duration
+        .with_label_values(&["validate", "succeeded"])
+        .get_sample_count();
+    assert_eq!(durations, 1, "the stage's duration observed once");
+    Ok(())
+}
