@@ -28,7 +28,15 @@ pub struct IngestSummary {
     pub files: u64,
     pub duration_ms: u64,
     pub topics: BTreeMap<String, TopicSummary>,
+    /// True when `topics[].partitions` was left out to fit a termination message (see
+    /// [`IngestSummary::to_bounded_json`]); stdout always has every partition.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partitions_omitted: bool,
 }
+
+/// The most of a termination message the kubelet keeps: the rest is cut off, and a summary cut
+/// off is no JSON.
+pub const TERMINATION_MESSAGE_BYTES: usize = 4096;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopicSummary {
@@ -67,6 +75,28 @@ impl IngestSummary {
         t.quarantined += part.quarantined;
         t.bytes += part.bytes;
         t.partitions.insert(partition, part);
+    }
+
+    /// One JSON line of at most [`TERMINATION_MESSAGE_BYTES`]: every partition's offsets when
+    /// they fit (up to some 40 partitions), else only the totals and per-topic figures, with
+    /// `partitions_omitted`. Per-topic figures grow with the topics drained, not the partitions.
+    pub fn to_bounded_json(&self) -> Result<String, serde_json::Error> {
+        let full = serde_json::to_string(self)?;
+        if full.len() <= TERMINATION_MESSAGE_BYTES {
+            return Ok(full);
+        }
+        let mut compact = self.clone();
+        compact.partitions_omitted = true;
+        for topic in compact.topics.values_mut() {
+            topic.partitions.clear();
+        }
+        let json = serde_json::to_string(&compact)?;
+        if json.len() <= TERMINATION_MESSAGE_BYTES {
+            return Ok(json);
+        }
+        // Hundreds of topics: the totals alone.
+        compact.topics.clear();
+        serde_json::to_string(&compact)
     }
 }
 
@@ -224,5 +254,63 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: IngestSummary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+        assert_eq!(s.to_bounded_json().unwrap(), json, "small: every partition");
+    }
+
+    #[test]
+    fn a_summary_of_200_partitions_fits_a_termination_message() {
+        let mut s = IngestSummary {
+            stage: "ingest".into(),
+            mode: "watermark".into(),
+            complete: true,
+            ..Default::default()
+        };
+        for p in 0..200 {
+            let part = PartitionSummary {
+                from: 1_000_000_000,
+                to: 1_000_012_345,
+                records: 12_345,
+                quarantined: 3,
+                bytes: 9_876_543,
+                expired: 0,
+            };
+            s.add_partition(
+                if p % 2 == 0 {
+                    "user_events"
+                } else {
+                    "transaction_events"
+                },
+                p,
+                part,
+            );
+        }
+        assert!(serde_json::to_string(&s).unwrap().len() > TERMINATION_MESSAGE_BYTES);
+        let json = s.to_bounded_json().unwrap();
+        assert!(
+            json.len() <= TERMINATION_MESSAGE_BYTES,
+            "{} bytes",
+            json.len()
+        );
+        let back: IngestSummary = serde_json::from_str(&json).unwrap();
+        assert!(back.partitions_omitted);
+        assert_eq!((back.records, back.quarantined), (200 * 12_345, 600));
+        assert_eq!(back.topics["user_events"].records, 100 * 12_345);
+        assert!(back.topics.values().all(|t| t.partitions.is_empty()));
+        // Hundreds of topics: the totals still fit.
+        for t in 0..300 {
+            s.add_partition(
+                &format!("topic_with_a_rather_long_name_{t}"),
+                0,
+                PartitionSummary::default(),
+            );
+        }
+        let json = s.to_bounded_json().unwrap();
+        assert!(
+            json.len() <= TERMINATION_MESSAGE_BYTES,
+            "{} bytes",
+            json.len()
+        );
+        let back: IngestSummary = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.records, 200 * 12_345);
     }
 }

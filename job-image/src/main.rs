@@ -309,10 +309,13 @@ async fn run(mut cli: Cli, ui: Ui) -> anyhow::Result<()> {
                 &ui,
             )
             .await?;
-            write_summary(
-                &serde_json::to_string(&summary)?,
-                args.summary_file.as_ref(),
-            )
+            println!("{}", serde_json::to_string(&summary)?);
+            // The termination message: bounded, or the kubelet cuts it mid-JSON.
+            if let Some(path) = &args.summary_file {
+                std::fs::write(path, summary.to_bounded_json()?)
+                    .with_context(|| format!("cannot write the summary to {}", path.display()))?;
+            }
+            Ok(())
         }
         Command::Etl(args) => {
             let summary = stages::etl(

@@ -61,7 +61,7 @@ fn transition(reason: &'static str, stage: Option<Stage>, message: String) -> Tr
         message,
         warning: matches!(
             reason,
-            "StageFailed" | "Failed" | "DeadlineMissed" | "Retrying"
+            "StageFailed" | "Failed" | "DeadlineMissed" | "Retrying" | "SummaryMissing"
         ),
         stage,
         job: None,
@@ -305,6 +305,22 @@ pub fn decide(
                     t.duration = ss.start_time.map(|s| secs(finish - s));
                     t.summary = ss.summary.clone();
                     transitions.push(with_job(t, &job.name));
+                    if ss.summary.is_none() {
+                        // Its figures are lost to status and metrics: say so, not nothing.
+                        let why = match job.termination_message.as_deref() {
+                            None | Some("") => "no termination message".to_owned(),
+                            Some(m) => format!(
+                                "the termination message ({} bytes) holds no summary of this stage",
+                                m.len()
+                            ),
+                        };
+                        let message = format!("{stage}: succeeded without a summary: {why}");
+                        ss.message = Some(message.clone());
+                        transitions.push(with_job(
+                            transition("SummaryMissing", Some(stage), message),
+                            &job.name,
+                        ));
+                    }
                     stop = false;
                 }
                 state @ (JobState::Failed { .. } | JobState::Stuck { .. }) => {
@@ -945,6 +961,40 @@ mod tests {
         );
         assert_eq!(d.action, Action::Wait);
         assert_eq!(d.status.stage(Stage::Ingest).unwrap().attempts, 1);
+    }
+
+    #[test]
+    fn a_stage_that_succeeds_without_a_readable_summary_says_so() {
+        let r = run(serde_json::json!({"stages": ["ingest"]}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        // What a kubelet leaves of a summary longer than 4096 bytes: its start.
+        let cut = r#"{"stage":"ingest","mode":"watermark","complete":true,"records":12,"topics":{"user_events":{"partitions":{"0":{"from""#;
+        let jobs = [job(
+            Stage::Ingest,
+            1,
+            JobState::Succeeded,
+            Some("2026-11-25T01:01:00Z"),
+            Some(cut),
+        )];
+        let d = decide_at(&r, &d.status, &jobs, "2026-11-25T01:01:01Z");
+        assert_eq!(d.status.phase, Phase::Succeeded);
+        let ingest = d.status.stage(Stage::Ingest).unwrap();
+        assert_eq!(ingest.summary, None);
+        assert!(
+            ingest
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("holds no summary"),
+            "{ingest:?}"
+        );
+        let missing = d.transitions.iter().find(|t| t.reason == "SummaryMissing");
+        assert!(missing.is_some_and(|t| t.warning), "{:?}", d.transitions);
     }
 
     #[test]
