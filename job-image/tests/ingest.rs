@@ -482,3 +482,71 @@ async fn a_crash_between_upload_and_commit_is_finished_by_the_next_run_with_the_
     let all: Vec<_> = first.iter().chain(&more).cloned().collect();
     assert_exactly_once(&read_landing(&location, &topic).await, &good_ids(&all));
 }
+
+/// A drain of `topics` on `bootstrap` into `landing`, called in-process.
+fn watermark_config(
+    bootstrap: String,
+    topics: &[&str],
+    landing: &str,
+    group: &str,
+) -> streamflow::ingest::IngestConfig {
+    use streamflow::ingest::{Bound, IngestConfig, plan::Compression, plan::Rotation};
+    IngestConfig {
+        bootstrap,
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        landing: Location::parse(landing).unwrap(),
+        bound: Bound::Watermark {
+            group: group.to_owned(),
+        },
+        max_duration: Duration::from_secs(120),
+        rotation: Rotation {
+            max_records: 100,
+            max_bytes: 16 << 20,
+            compression: Compression::None,
+        },
+        max_record_bytes: 1 << 20,
+        stall_timeout: Duration::from_secs(30),
+        kafka_overrides: Vec::new(),
+        crash_after_uploads: None,
+        progress: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinator_still_loading_is_waited_for_not_a_failure() {
+    // A broker that has just started answers OffsetFetch with "coordinator loading" and "not
+    // coordinator" until it has read its offsets topic. The shared test broker is long past
+    // that and must not be restarted, so librdkafka's mock broker plays the young one: it
+    // answers the drain's first OffsetFetch requests with exactly those errors.
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = format!("test_user_events_{}", uuid::Uuid::new_v4().simple());
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    let mut g = generator(EventKind::User, 11, "2026-11-25T03:00:00Z", 0.0);
+    let recs: Vec<_> = (0..300).map(|_| g.next_record()).collect();
+    send_to(&cluster.bootstrap_servers(), &topic, &recs, |r| {
+        (Some(r.key.as_bytes().to_vec()), r.value.clone())
+    });
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetFetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let config = watermark_config(cluster.bootstrap_servers(), &[&topic], landing, &group);
+    let summary = streamflow::ingest::ingest(config, Default::default())
+        .await
+        .expect("the drain waits out the loading coordinator");
+    assert!(summary.complete);
+    assert_exactly_once(
+        &read_landing(&Location::parse(landing).unwrap(), &topic).await,
+        &good_ids(&recs),
+    );
+}

@@ -333,12 +333,12 @@ fn make_plans(
             for &p in &partitions {
                 tpl.add_partition(topic, p);
             }
-            let committed = consumer
-                .committed_offsets(tpl, KAFKA_TIMEOUT)
-                .map_err(kafka_err(
-                    config,
-                    format!("read committed offsets of {topic}"),
-                ))?;
+            let committed = with_kafka_retry(
+                config,
+                &format!("read committed offsets of {topic}"),
+                is_transient,
+                || consumer.committed_offsets(tpl.clone(), KAFKA_TIMEOUT),
+            )?;
             let mut plans = Vec::new();
             let mut write_ahead = TopicPartitionList::new();
             for &p in &partitions {
@@ -433,18 +433,59 @@ fn commit_with_retry(
     consumer: &BaseConsumer,
     tpl: &TopicPartitionList,
 ) -> Result<(), IngestError> {
+    // Any failed commit is retried: committing the same offsets again is harmless.
+    with_kafka_retry(
+        config,
+        "commit offsets",
+        |_| true,
+        || consumer.commit(tpl, CommitMode::Sync),
+    )
+}
+
+/// How long a Kafka call is retried before the run fails: a broker that has just started
+/// loads its group coordinator's state for seconds (longer with a large offsets topic).
+const KAFKA_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors of a group coordinator that is starting, moving or briefly unreachable. librdkafka
+/// retries some of them itself but hands others ("Not coordinator") straight back.
+fn is_transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NetworkException
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+        )
+    )
+}
+
+/// Runs a blocking Kafka call, retrying the errors `retry` accepts with exponential backoff
+/// until [`KAFKA_RETRY_TIMEOUT`].
+fn with_kafka_retry<T>(
+    config: &IngestConfig,
+    what: &str,
+    retry: impl Fn(&KafkaError) -> bool,
+    mut call: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, IngestError> {
+    let started = Instant::now();
     let mut delay = Duration::from_millis(200);
-    let mut attempt = 1;
     loop {
-        match consumer.commit(tpl, CommitMode::Sync) {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < 6 => {
-                tracing::warn!(error = %e, attempt, "offset commit failed; retrying");
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if retry(&e) && started.elapsed() + delay < KAFKA_RETRY_TIMEOUT => {
+                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
             }
-            Err(e) => return Err(kafka_err(config, "commit offsets")(e)),
+            Err(e) => return Err(kafka_err(config, what)(e)),
         }
     }
 }

@@ -78,10 +78,20 @@ pub fn send_all(topic: &str, records: &[GeneratedRecord]) {
 pub fn send_with(
     topic: &str,
     records: &[GeneratedRecord],
+    kv: impl FnMut(&GeneratedRecord) -> (Option<Vec<u8>>, Vec<u8>),
+) {
+    send_to(&bootstrap(), topic, records, kv);
+}
+
+/// [`send_with`] to another cluster (librdkafka's mock cluster).
+pub fn send_to(
+    bootstrap: &str,
+    topic: &str,
+    records: &[GeneratedRecord],
     mut kv: impl FnMut(&GeneratedRecord) -> (Option<Vec<u8>>, Vec<u8>),
 ) {
     let producer: BaseProducer<FailedDeliveries> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("message.max.bytes", "2000000")
         .set("linger.ms", "5")
         .create_with_context(FailedDeliveries::default())
