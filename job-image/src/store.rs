@@ -16,6 +16,8 @@ pub enum StoreError {
     BadLocation { location: String, reason: String },
     #[error("cannot create the local directory {dir}: {source}")]
     LocalDir { dir: String, source: std::io::Error },
+    #[error("{dir} does not exist or is not a directory: check the path")]
+    Missing { dir: String },
     #[error(
         "cannot configure S3 for {url}: {source}; set AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION"
     )]
@@ -106,6 +108,21 @@ impl Location {
             prefix: Path::default(),
             display: abs.display().to_string(),
         })
+    }
+
+    /// Like [`Location::parse`] for a location that is read, not written: a local directory
+    /// must exist already, so a mistyped path is an error instead of a new, empty directory.
+    /// S3 has no directories; a missing bucket fails the first listing.
+    pub fn parse_existing(location: &str) -> Result<Self, StoreError> {
+        if !location.contains("://") || location.starts_with("file://") {
+            let dir = location.strip_prefix("file://").unwrap_or(location);
+            if !std::path::Path::new(dir).is_dir() {
+                return Err(StoreError::Missing {
+                    dir: dir.to_owned(),
+                });
+            }
+        }
+        Self::parse(location)
     }
 
     /// Makes this location's files readable by DataFusion through full URLs
