@@ -550,3 +550,72 @@ async fn a_coordinator_still_loading_is_waited_for_not_a_failure() {
         &good_ids(&recs),
     );
 }
+
+#[tokio::test]
+async fn a_plan_whose_last_offsets_are_never_delivered_still_reaches_its_end() {
+    // Aborted transactions and transaction markers take offsets that a read_committed
+    // consumer never receives. Batches of 50, one partition:
+    //   0..19 aborted, 20 abort marker                 run 1: nothing delivered at all
+    //   21..70 committed (one full batch), 71 marker   run 2: the plan ends on a marker
+    //   72..81 aborted, 82 marker, 83..92 committed, 93 marker
+    // A plan whose end no delivered record reaches must still be committed as done; else
+    // every later run resumes it and never reads what follows.
+    let topic = fresh_topic(EventKind::User, 1).await;
+    let producer = transactional_producer();
+    let mut g = generator(EventKind::User, 12, "2026-11-25T08:00:00Z", 0.0);
+    let mut batch = |n: usize| -> Vec<_> { (0..n).map(|_| g.next_record()).collect() };
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let location = Location::parse(landing).unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let drain = || {
+        summary_of(&run_ok(
+            ingest_args(&mut streamflow(), &[&topic], landing, &group)
+                .args(["--max-file-records", "50"]),
+        ))
+    };
+    let partition = |s: &serde_json::Value, field: &str| {
+        s["topics"][&topic]["partitions"]["0"][field]
+            .as_i64()
+            .unwrap()
+    };
+
+    send_transaction(&producer, &topic, &batch(20), false);
+    let s = drain();
+    assert_eq!((partition(&s, "to"), s["records"].as_u64()), (21, Some(0)));
+
+    let committed_50 = batch(50);
+    send_transaction(&producer, &topic, &committed_50, true);
+    let s = drain();
+    assert_eq!(
+        partition(&s, "from"),
+        21,
+        "run 1's plan was committed as done"
+    );
+    assert_eq!((partition(&s, "to"), s["records"].as_u64()), (72, Some(50)));
+
+    send_transaction(&producer, &topic, &batch(10), false);
+    let committed_10 = batch(10);
+    send_transaction(&producer, &topic, &committed_10, true);
+    let s = drain();
+    assert_eq!(
+        partition(&s, "from"),
+        72,
+        "run 2's plan was committed as done"
+    );
+    assert_eq!((partition(&s, "to"), s["records"].as_u64()), (94, Some(10)));
+    let s = drain();
+    assert_eq!(
+        (partition(&s, "from"), partition(&s, "to")),
+        (94, 94),
+        "nothing left to read"
+    );
+
+    let oracle = committed_event_ids(&topic);
+    let expected = good_ids(&[committed_50, committed_10].concat());
+    assert_eq!(
+        oracle, expected,
+        "the oracle reads the committed transactions"
+    );
+    assert_exactly_once(&read_landing(&location, &topic).await, &oracle);
+}

@@ -118,6 +118,8 @@ thread_local! {
 pub struct Batch {
     pub topic: String,
     pub partition: i32,
+    /// The offsets `[first, last]` it holds; `last < first` (and no chunks) for a batch that
+    /// only carries the commit of a plan's end ([`Batcher::finish`]).
     pub first: i64,
     pub last: i64,
     /// The offset to commit once the batch is durable.
@@ -131,6 +133,23 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch of no records that starts at `first` and, as it is, commits `first`.
+    fn empty(topic: &str, partition: i32, compression: Compression, first: i64) -> Self {
+        Batch {
+            topic: topic.to_owned(),
+            partition,
+            first,
+            last: first - 1,
+            next: first,
+            chunks: BTreeMap::new(),
+            good: 0,
+            quarantined: 0,
+            skipped: 0,
+            value_bytes: 0,
+            compression,
+        }
+    }
+
     /// The object name of one chunk, relative to the landing location.
     pub fn object_name(&self, kind: ChunkKind, date: NaiveDate) -> String {
         let root = match kind {
@@ -174,6 +193,8 @@ pub struct Batcher {
     /// Interval mode keeps only records timestamped inside it.
     keep: Option<(i64, i64)>,
     open: Option<Batch>,
+    /// The `next` of the last batch closed: what its commit covers.
+    closed_next: Option<i64>,
     buffers: BufferPool,
 }
 
@@ -202,6 +223,7 @@ impl Batcher {
             max_record_bytes,
             keep,
             open: None,
+            closed_next: None,
             buffers,
         }
     }
@@ -209,18 +231,13 @@ impl Batcher {
     /// Adds a record; returns the batch it closed, if the rotation limits were reached. Fails
     /// only if compressing a frame fails.
     pub fn push(&mut self, record: &Record<'_>) -> std::io::Result<Option<Batch>> {
-        let batch = self.open.get_or_insert_with(|| Batch {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            first: record.offset,
-            last: record.offset,
-            next: record.offset + 1,
-            chunks: BTreeMap::new(),
-            good: 0,
-            quarantined: 0,
-            skipped: 0,
-            value_bytes: 0,
-            compression: self.rotation.compression,
+        let batch = self.open.get_or_insert_with(|| {
+            Batch::empty(
+                &self.topic,
+                self.partition,
+                self.rotation.compression,
+                record.offset,
+            )
         });
         batch.last = record.offset;
         batch.next = record.offset + 1;
@@ -334,7 +351,30 @@ impl Batcher {
             chunk.compress_pending(batch.compression, true)?;
             self.buffers.give(std::mem::take(&mut chunk.pending));
         }
+        self.closed_next = Some(batch.next);
         Ok(Some(batch))
+    }
+
+    /// Closes the partition's plan at `end`: the open batch, stretched to `end`, or else an
+    /// empty batch that only carries the commit of `end`. The last offsets of a plan may hold
+    /// no record a consumer receives (an aborted transaction, a transaction marker, a
+    /// compacted-away record); without that commit the plan would stay unfinished and every
+    /// later run would resume it and never read past it. No batch when the last one closed
+    /// already ends there.
+    pub fn finish(&mut self, end: i64) -> std::io::Result<Option<Batch>> {
+        if self.open.is_some() {
+            return self.close(Some(end));
+        }
+        if self.closed_next == Some(end) {
+            return Ok(None);
+        }
+        self.closed_next = Some(end);
+        Ok(Some(Batch::empty(
+            &self.topic,
+            self.partition,
+            self.rotation.compression,
+            end,
+        )))
     }
 
     pub fn has_open_batch(&self) -> bool {
@@ -441,6 +481,37 @@ mod tests {
             short[0], long[0],
             "a full batch is identical, byte for byte"
         );
+    }
+
+    #[test]
+    fn finishing_a_plan_commits_its_end_even_past_the_last_record() {
+        let new = || {
+            Batcher::new(
+                "user_events",
+                0,
+                rotation(50),
+                1 << 19,
+                None,
+                BufferPool::default(),
+            )
+        };
+        let nothing = new().finish(21).unwrap().expect("a batch to commit 21");
+        assert_eq!((nothing.next, nothing.chunks.len()), (21, 0));
+
+        let recs = records(50, 0.0);
+        let mut b = new();
+        let full = feed(&mut b, &recs, 21);
+        assert_eq!(full.last().map(|b| b.next), Some(71));
+        let marker = b
+            .finish(72)
+            .unwrap()
+            .expect("the marker at 71 is committed past");
+        assert_eq!((marker.next, marker.good, marker.chunks.len()), (72, 0, 0));
+        assert_eq!(b.finish(72).unwrap(), None, "committed already");
+
+        let mut c = new();
+        assert!(feed(&mut c, &recs, 21).len() == 1);
+        assert_eq!(c.finish(71).unwrap(), None, "the full batch commits 71");
     }
 
     #[test]
