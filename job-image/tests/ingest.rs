@@ -619,3 +619,65 @@ async fn a_plan_whose_last_offsets_are_never_delivered_still_reaches_its_end() {
     );
     assert_exactly_once(&read_landing(&location, &topic).await, &oracle);
 }
+
+/// Files under `dir` whose path has no component starting with `.` or `_`: what Spark, DuckDB
+/// or `cat */*/*` read from a landing directory.
+fn visible_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with(['.', '_']) {
+                continue;
+            }
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_write_cut_off_mid_file_leaves_nothing_other_readers_see() {
+    let topic = fresh_topic(EventKind::User, 1).await;
+    let mut g = generator(EventKind::User, 13, "2026-11-25T09:00:00Z", 0.0);
+    let recs: Vec<_> = (0..3000).map(|_| g.next_record()).collect();
+    send_all(&topic, &recs);
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+
+    // A file size limit of 64 KiB kills the drain (SIGXFSZ) in the middle of writing its first
+    // landing file, deterministically: an interrupted write, as a crash would leave it.
+    let mut limited = std::process::Command::new("bash");
+    limited
+        .args(["-c", r#"ulimit -f 64 && exec "$0" "$@""#])
+        .arg(env!("CARGO_BIN_EXE_streamflow"))
+        .env("STREAMFLOW_BOOTSTRAP", bootstrap())
+        .env("RUST_LOG", "warn");
+    let out = ingest_args(&mut limited, &[&topic], landing, &group)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the size limit cut the drain off");
+    for file in visible_files(dir.path()) {
+        let name = file.to_string_lossy();
+        assert!(
+            name.ends_with(".ndjson"),
+            "a reader sees the temporary file {name}"
+        );
+    }
+
+    run_ok(ingest_args(&mut streamflow(), &[&topic], landing, &group));
+    assert_exactly_once(
+        &read_landing(&Location::parse(landing).unwrap(), &topic).await,
+        &good_ids(&recs),
+    );
+    assert_eq!(
+        count_files(dir.path()),
+        visible_files(dir.path()).len(),
+        "the rerun left no temporary file behind"
+    );
+}

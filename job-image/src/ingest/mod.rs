@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use object_store::{ObjectStoreExt as _, PutPayload};
+use object_store::PutPayload;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -1044,21 +1044,9 @@ async fn put_with_retry(
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
-        match landing.store.put(object, payload.clone()).await {
-            Ok(_) => {
-                // Offsets are committed after this returns: the file must outlive a power cut.
-                return landing
-                    .make_durable(object)
-                    .await
-                    .map_err(|e| IngestError::Store {
-                        object: object.to_string(),
-                        landing: landing.display.clone(),
-                        source: Box::new(object_store::Error::Generic {
-                            store: "local",
-                            source: Box::new(e),
-                        }),
-                    });
-            }
+        // Offsets are committed after this returns: the object must outlive a power cut.
+        match landing.put_durable(object, payload.clone()).await {
+            Ok(()) => return Ok(()),
             Err(e)
                 if started.elapsed() + delay < STORE_RETRY_TIMEOUT
                     && !matches!(
