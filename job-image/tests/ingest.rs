@@ -681,3 +681,117 @@ async fn a_write_cut_off_mid_file_leaves_nothing_other_readers_see() {
         "the rerun left no temporary file behind"
     );
 }
+
+#[tokio::test]
+async fn quarantine_keeps_key_headers_and_value_losslessly() {
+    use base64::Engine as _;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let topic = fresh_topic(EventKind::User, 1).await;
+    let mut g = generator(EventKind::User, 14, "2026-11-25T10:00:00Z", 0.0);
+    let good = g.next_record();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let ts = good.timestamp.timestamp_millis();
+    let odd_key: &[u8] = &[0xff, 0xfe, b'u'];
+    let headers = || {
+        OwnedHeaders::new()
+            .insert(Header {
+                key: "trace",
+                value: Some("abc"),
+            })
+            .insert(Header {
+                key: "raw",
+                value: Some(&[0u8, 0xff][..]),
+            })
+            .insert(Header::<&[u8]> {
+                key: "none",
+                value: None,
+            })
+    };
+    // Offset 0: a good value under a key that is not UTF-8 (a key mismatch).
+    producer
+        .send(
+            BaseRecord::to(&topic)
+                .key(odd_key)
+                .payload(&good.value)
+                .timestamp(ts),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    // Offset 1: a null value, with headers.
+    producer
+        .send(
+            BaseRecord::<[u8], [u8]>::to(&topic)
+                .key(good.key.as_bytes())
+                .headers(headers())
+                .timestamp(ts),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    // Offset 2: an empty value.
+    producer
+        .send(
+            BaseRecord::to(&topic)
+                .key(good.key.as_bytes())
+                .payload(&b""[..])
+                .timestamp(ts),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    run_ok(ingest_args(&mut streamflow(), &[&topic], landing, &group));
+    let mut q = read_landing(&Location::parse(landing).unwrap(), &topic)
+        .await
+        .quarantine;
+    q.sort_by_key(|l| l["offset"].as_i64());
+    assert_eq!(q.len(), 3, "{q:?}");
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64 text"))
+            .unwrap()
+    };
+
+    assert_eq!(b64(&q[0]["key_base64"]), odd_key, "{}", q[0]);
+    assert!(q[0]["key"].is_null(), "not replaced by U+FFFD: {}", q[0]);
+    assert_eq!(
+        q[0]["value"].as_str().map(str::as_bytes),
+        Some(&good.value[..])
+    );
+
+    assert_eq!(q[1]["key"], good.key.as_str());
+    assert!(
+        q[1]["value"].is_null() && q[1]["value_base64"].is_null(),
+        "a null value: {}",
+        q[1]
+    );
+    let h = &q[1]["headers"];
+    assert_eq!(
+        (h[0]["key"].as_str(), h[0]["value"].as_str()),
+        (Some("trace"), Some("abc")),
+        "{h}"
+    );
+    assert_eq!(h[1]["key"], "raw");
+    assert_eq!(b64(&h[1]["value_base64"]), [0u8, 0xff]);
+    assert_eq!(h[2]["key"], "none");
+    assert!(
+        h[2]["value"].is_null() && h[2]["value_base64"].is_null(),
+        "{h}"
+    );
+
+    assert_eq!(
+        q[2]["value"], "",
+        "an empty value, not a null one: {}",
+        q[2]
+    );
+    assert!(
+        q[2].get("headers")
+            .is_none_or(|h| h.as_array().is_some_and(Vec::is_empty))
+    );
+}

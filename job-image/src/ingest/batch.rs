@@ -167,7 +167,8 @@ impl Batch {
     }
 }
 
-/// One quarantined record: enough to find it in Kafka and see what was wrong.
+/// One quarantined record: enough to find it in Kafka and see what was wrong, and the record
+/// itself, losslessly, to replay it.
 #[derive(Serialize)]
 struct QuarantineLine<'a> {
     reason: String,
@@ -176,11 +177,52 @@ struct QuarantineLine<'a> {
     partition: i32,
     offset: i64,
     timestamp: Option<String>,
-    key: Option<String>,
-    /// The value as text when it is UTF-8, else base64 in `value_base64`.
+    /// The key as text when it is UTF-8, else base64 in `key_base64`; both null for a record
+    /// without a key.
+    key: Option<&'a str>,
+    key_base64: Option<String>,
+    /// The value as text when it is UTF-8, else base64 in `value_base64`; both null for a null
+    /// value (an empty one is `""`).
     value: Option<&'a str>,
     value_base64: Option<String>,
     value_bytes: usize,
+    /// In the record's order; left out when it has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<QuarantineHeader>,
+}
+
+/// One header of a quarantined record; its value as the record's value is.
+#[derive(Serialize)]
+struct QuarantineHeader {
+    key: String,
+    value: Option<String>,
+    value_base64: Option<String>,
+}
+
+/// Bytes as JSON can hold them without loss: text when UTF-8, else base64 (the second);
+/// neither for None.
+fn text_or_base64(bytes: Option<&[u8]>) -> (Option<&str>, Option<String>) {
+    match bytes.map(std::str::from_utf8) {
+        None => (None, None),
+        Some(Ok(text)) => (Some(text), None),
+        Some(Err(_)) => (
+            None,
+            bytes.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        ),
+    }
+}
+
+/// A record's headers: name and value (None for a null value), in order. Read only for a
+/// quarantined record: a landed record keeps its value alone, and parsing headers costs.
+pub trait RecordHeaders {
+    fn headers(&self) -> Vec<(String, Option<Vec<u8>>)>;
+}
+
+/// No headers (records built in tests).
+impl RecordHeaders for () {
+    fn headers(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        Vec::new()
+    }
 }
 
 /// Accumulates one partition's records and closes batches at deterministic offsets.
@@ -203,7 +245,9 @@ pub struct Record<'a> {
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
     pub key: Option<&'a [u8]>,
-    pub value: &'a [u8],
+    /// None for a null value (a tombstone), which is not an empty one.
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a dyn RecordHeaders,
 }
 
 impl Batcher {
@@ -241,7 +285,8 @@ impl Batcher {
         });
         batch.last = record.offset;
         batch.next = record.offset + 1;
-        batch.value_bytes += record.value.len() as u64;
+        let value = record.value.unwrap_or_default();
+        batch.value_bytes += value.len() as u64;
         let in_interval = match (self.keep, record.timestamp_ms) {
             (None, _) => true,
             (Some((from, to)), Some(ts)) => from <= ts && ts < to,
@@ -251,7 +296,7 @@ impl Batcher {
         if !in_interval {
             batch.skipped += 1;
         } else {
-            match check_record(self.kind, record.key, record.value, self.max_record_bytes) {
+            match check_record(self.kind, record.key, value, self.max_record_bytes) {
                 Ok(checked) => {
                     // The first landing chunk of a batch usually takes all of it: its buffer is
                     // reserved whole (untouched pages cost no memory), so it is not grown by
@@ -285,7 +330,7 @@ impl Batcher {
                                 },
                             }
                         });
-                    append_json_line(chunk.lines(compression), record.value);
+                    append_json_line(chunk.lines(compression), value);
                     chunk.compress_pending(compression, false)?;
                     chunk.records += 1;
                     batch.good += 1;
@@ -296,7 +341,21 @@ impl Batcher {
                         .and_then(DateTime::<Utc>::from_timestamp_millis)
                         .map(|t| t.date_naive())
                         .unwrap_or_default();
-                    let text = std::str::from_utf8(record.value).ok();
+                    let (key, key_base64) = text_or_base64(record.key);
+                    let (value_text, value_base64) = text_or_base64(record.value);
+                    let headers = record
+                        .headers
+                        .headers()
+                        .into_iter()
+                        .map(|(key, value)| {
+                            let (text, base64) = text_or_base64(value.as_deref());
+                            QuarantineHeader {
+                                key,
+                                value: text.map(str::to_owned),
+                                value_base64: base64,
+                            }
+                        })
+                        .collect();
                     let line = QuarantineLine {
                         reason: rejection.to_string(),
                         reason_kind: rejection.kind(),
@@ -307,15 +366,12 @@ impl Batcher {
                             .timestamp_ms
                             .and_then(DateTime::<Utc>::from_timestamp_millis)
                             .map(|t| t.to_rfc3339()),
-                        key: record.key.map(|k| String::from_utf8_lossy(k).into_owned()),
-                        value: text,
-                        value_base64: match text {
-                            Some(_) => None,
-                            None => {
-                                Some(base64::engine::general_purpose::STANDARD.encode(record.value))
-                            }
-                        },
-                        value_bytes: record.value.len(),
+                        key,
+                        key_base64,
+                        value: value_text,
+                        value_base64,
+                        value_bytes: value.len(),
+                        headers,
                     };
                     let chunk = batch
                         .chunks
@@ -445,7 +501,8 @@ mod tests {
                 offset: from_offset + i as i64,
                 timestamp_ms: Some(r.timestamp.timestamp_millis()),
                 key: Some(r.key.as_bytes()),
-                value: &r.value,
+                value: Some(&r.value),
+                headers: &(),
             };
             out.extend(b.push(&rec).unwrap());
         }
@@ -589,7 +646,8 @@ mod tests {
                 offset,
                 timestamp_ms: Some(0),
                 key: None,
-                value,
+                value: Some(value),
+                headers: &(),
             })
             .unwrap();
         }

@@ -799,6 +799,7 @@ fn check_and_cut(
                         timestamp_ms: message.timestamp_ms(),
                         key: message.key(),
                         value: message.payload(),
+                        headers: message,
                     };
                     if !hand(batcher.push(&record), partition, Work::Batch) {
                         return;
