@@ -3,6 +3,7 @@
 
 pub mod etl;
 pub mod events;
+pub mod excerpt;
 pub mod ingest;
 pub mod outcome;
 pub mod produce;

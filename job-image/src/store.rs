@@ -7,7 +7,7 @@ use std::time::Duration;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig};
 use url::Url;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +16,8 @@ pub enum StoreError {
     BadLocation { location: String, reason: String },
     #[error("cannot create the local directory {dir}: {source}")]
     LocalDir { dir: String, source: std::io::Error },
+    #[error("{dir} does not exist or is not a directory: check the path")]
+    Missing { dir: String },
     #[error(
         "cannot configure S3 for {url}: {source}; set AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION"
     )]
@@ -108,6 +110,21 @@ impl Location {
         })
     }
 
+    /// Like [`Location::parse`] for a location that is read, not written: a local directory
+    /// must exist already, so a mistyped path is an error instead of a new, empty directory.
+    /// S3 has no directories; a missing bucket fails the first listing.
+    pub fn parse_existing(location: &str) -> Result<Self, StoreError> {
+        if !location.contains("://") || location.starts_with("file://") {
+            let dir = location.strip_prefix("file://").unwrap_or(location);
+            if !std::path::Path::new(dir).is_dir() {
+                return Err(StoreError::Missing {
+                    dir: dir.to_owned(),
+                });
+            }
+        }
+        Self::parse(location)
+    }
+
     /// Makes this location's files readable by DataFusion through full URLs
     /// (`s3://bucket/key`, `file:///abs/path`). DataFusion keys stores by scheme and host
     /// only, so a local directory's prefixed store must not replace its default `file://`
@@ -140,25 +157,35 @@ impl Location {
         )
     }
 
-    /// Makes a written object survive a machine crash, not only a process crash. object_store's
-    /// local store renames a temporary file into place without fsync; an S3 PUT that returned
-    /// is durable already, so this is a no-op there. A local file's pages then leave the page
-    /// cache ([`drop_cached_pages`]): the writer (the drain) is done with them.
-    pub async fn make_durable(&self, object: &Path) -> std::io::Result<()> {
-        let Some(file) = self.local_path(object) else {
-            return Ok(());
+    /// Writes an object whole, durably: when this returns it survives a machine crash, not
+    /// only a process crash, and no reader ever sees part of it.
+    ///
+    /// On S3 that is a PUT. In a local directory object_store would stage the bytes in a
+    /// visible `<name>#<n>` file next to the object, which an interrupted write leaves for
+    /// readers that list the directory (Spark, DuckDB, `cat`), and never fsyncs. Here the bytes
+    /// go to `.<name>.partial` (a hidden name those readers skip; the same name for a retry of
+    /// the same object, which so replaces what a crashed attempt left), which is fsync'd and
+    /// renamed into place; then every directory from the object's folder up to the location's
+    /// root is fsync'd, so new `<topic>/` and `date=…/` folders are durable in their parents
+    /// along with the entry of the file. The file's pages then leave the page cache
+    /// ([`drop_cached_pages`]): the writer (the drain) is done with them.
+    pub async fn put_durable(
+        &self,
+        object: &Path,
+        payload: PutPayload,
+    ) -> Result<(), object_store::Error> {
+        let (Some(file), Some(root)) = (self.local_path(object), self.local_path(&self.prefix))
+        else {
+            return self.store.put(object, payload).await.map(|_| ());
         };
-        tokio::task::spawn_blocking(move || {
-            let written = std::fs::File::open(&file)?;
-            written.sync_all()?;
-            drop_cached_pages(&written);
-            match file.parent() {
-                Some(dir) => std::fs::File::open(dir)?.sync_all(),
-                None => Ok(()),
-            }
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || write_local_durably(&root, &file, &payload))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|written| written)
+            .map_err(|source| object_store::Error::Generic {
+                store: "local",
+                source: Box::new(source),
+            })
     }
 
     /// The path of `relative` under this location's prefix.
@@ -172,6 +199,39 @@ impl Location {
         );
         Path::from_iter(parts)
     }
+}
+
+/// The hidden name an object is written under before it is renamed into place.
+fn partial_name(file: &std::path::Path) -> Option<std::path::PathBuf> {
+    let name = file.file_name()?.to_str()?;
+    Some(file.with_file_name(format!(".{name}.partial")))
+}
+
+/// [`Location::put_durable`] for a local file under the directory `root`.
+fn write_local_durably(
+    root: &std::path::Path,
+    file: &std::path::Path,
+    payload: &PutPayload,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let (Some(dir), Some(partial)) = (file.parent(), partial_name(file)) else {
+        return Err(std::io::Error::other(format!(
+            "{} names no file in a directory",
+            file.display()
+        )));
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut written = std::fs::File::create(&partial)?;
+    for bytes in payload.iter() {
+        written.write_all(bytes)?;
+    }
+    written.sync_all()?;
+    drop_cached_pages(&written);
+    std::fs::rename(&partial, file)?;
+    for folder in dir.ancestors().take_while(|d| d.starts_with(root)) {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Gives a durable file's pages back to the kernel's free lists: the drain does not read them
@@ -201,14 +261,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn make_durable_finds_the_local_file_and_fails_for_a_missing_one() {
+    async fn a_durable_local_put_writes_through_a_hidden_partial_file_and_replaces_it() {
         use object_store::ObjectStoreExt as _;
         let dir = tempfile::tempdir().unwrap();
         let loc = Location::parse(dir.path().to_str().unwrap()).unwrap();
-        let path = loc.child("a/b/c.ndjson");
-        loc.store.put(&path, "x\n".into()).await.unwrap();
-        loc.make_durable(&path).await.unwrap();
-        assert!(loc.make_durable(&loc.child("a/missing")).await.is_err());
+        let object = loc.child("topic/date=2026-11-25/a.ndjson");
+        let folder = dir.path().join("topic/date=2026-11-25");
+        // What a crashed attempt left: a retry writes over it and renames it into place.
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(".a.ndjson.partial"), "{\"half").unwrap();
+        loc.put_durable(&object, PutPayload::from_static(b"{}\n"))
+            .await
+            .unwrap();
+        let names: Vec<_> = std::fs::read_dir(&folder)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.ndjson"]);
+        let got = loc.store.get(&object).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], b"{}\n");
     }
 
     #[test]

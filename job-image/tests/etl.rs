@@ -220,6 +220,7 @@ fn config(landing: Location, gold: Location, interval: &str) -> EtlConfig {
             ..SessionSettings::for_profile(Profile::Development)
         },
         buckets: 4,
+        allow_empty: false,
     }
 }
 
@@ -231,6 +232,7 @@ async fn run_local(landing: &FsPath, gold: &FsPath, interval: &str) -> EtlSummar
     etl::run(&config(local(landing), local(gold), interval))
         .await
         .unwrap()
+        .summary
 }
 
 /// The header and the data rows of a committed partition (all its files), rows sorted.
@@ -631,7 +633,7 @@ async fn the_first_copy_of_an_event_is_kept_whether_duplicates_are_listed_or_sor
     let run = |gold: &str, max_duplicates_in_memory: usize| {
         let mut config = config(local(&landing), local(&dir.path().join(gold)), DAY);
         config.session.max_duplicates_in_memory = max_duplicates_in_memory;
-        async move { etl::run(&config).await.unwrap() }
+        async move { etl::run(&config).await.unwrap().summary }
     };
     let listed = run("listed", 10).await;
     let sorted = run("sorted", 0).await;
@@ -730,7 +732,7 @@ async fn a_memory_limit_far_below_the_input_spills_and_gives_the_same_tables() {
         // two partitions each) share a pool this small.
         config.session.batch_size = 1024;
         config.session.spill_dir = dir.path().join(format!("spill-{gold}"));
-        async move { etl::run(&config).await.unwrap() }
+        async move { etl::run(&config).await.unwrap().summary }
     };
     let limit = 48 * 1024 * 1024;
     let roomy = run("roomy", 1024 * 1024 * 1024).await;
@@ -985,7 +987,10 @@ async fn s3_landing_and_gold_give_the_same_tables_as_local() {
             .unwrap();
     }
     let gold = common::s3_location(&gold_url);
-    let s3_summary = etl::run(&config(landing, gold.clone(), DAY)).await.unwrap();
+    let s3_summary = etl::run(&config(landing, gold.clone(), DAY))
+        .await
+        .unwrap()
+        .summary;
     let local_gold = local(&gold_dir);
     for table in etl::steps::GOLD_TABLES {
         assert_eq!(
@@ -996,4 +1001,90 @@ async fn s3_landing_and_gold_give_the_same_tables_as_local() {
         );
     }
     assert_eq!(s3_summary.read["user_events"].duplicates, 1);
+}
+
+/// `streamflow etl` for [`DAY`] from `landing` into `gold`, with `extra` flags.
+fn etl_command(
+    landing: &FsPath,
+    gold: &FsPath,
+    spill: &FsPath,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut cmd = common::streamflow();
+    cmd.args(["etl", "--interval", DAY, "--memory-limit", "256MiB"])
+        .arg("--landing")
+        .arg(landing)
+        .arg("--gold")
+        .arg(gold)
+        .arg("--spill-dir")
+        .arg(spill)
+        .args(extra);
+    cmd
+}
+
+#[tokio::test]
+async fn a_mistyped_landing_fails_and_an_empty_interval_keeps_good_gold_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (landing, gold, spill) = (
+        dir.path().join("landing"),
+        dir.path().join("gold"),
+        dir.path().join("spill"),
+    );
+    write_fixture(&landing);
+    run_local(&landing, &gold, DAY).await;
+    let good = snapshot(&gold);
+    let rows_of = async |table: &str| {
+        write::read_manifest(&local(&gold), table, DAY.parse().unwrap())
+            .await
+            .unwrap()
+            .map(|m| m.rows)
+    };
+    assert!(
+        rows_of("user_activity").await.is_some_and(|n| n > 0),
+        "the gold to keep"
+    );
+
+    // A landing root that does not exist is an error naming it; the gold is untouched.
+    let typo = dir.path().join("landnig");
+    let out = etl_command(&typo, &gold, &spill, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a missing landing root fails");
+    assert!(
+        stderr.contains("landnig") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&gold), good, "nothing replaced");
+
+    // A landing zone with nothing for the interval does not replace gold that has rows...
+    let empty = dir.path().join("empty-landing");
+    std::fs::create_dir_all(empty.join("user_events/date=2026-11-20")).unwrap();
+    let out = etl_command(&empty, &gold, &spill, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an empty interval over good gold fails"
+    );
+    assert!(
+        stderr.contains("--allow-empty") && stderr.contains("already hold rows"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&gold), good, "nothing replaced");
+
+    // ...unless asked to, and the summary names what it emptied.
+    let out = common::run_ok(&mut etl_command(&empty, &gold, &spill, &["--allow-empty"]));
+    let summary = common::summary_of(&out);
+    let emptied: Vec<&str> = summary["emptied"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        emptied.contains(&"user_activity/date=2026-11-25"),
+        "{summary}"
+    );
+    assert_eq!(rows_of("user_activity").await, Some(0));
+
+    // Over empty gold an empty interval needs no flag, and empties nothing worth naming.
+    let fresh = dir.path().join("fresh-gold");
+    let out = common::run_ok(&mut etl_command(&empty, &fresh, &spill, &[]));
+    assert_eq!(common::summary_of(&out).get("emptied"), None);
 }

@@ -482,3 +482,316 @@ async fn a_crash_between_upload_and_commit_is_finished_by_the_next_run_with_the_
     let all: Vec<_> = first.iter().chain(&more).cloned().collect();
     assert_exactly_once(&read_landing(&location, &topic).await, &good_ids(&all));
 }
+
+/// A drain of `topics` on `bootstrap` into `landing`, called in-process.
+fn watermark_config(
+    bootstrap: String,
+    topics: &[&str],
+    landing: &str,
+    group: &str,
+) -> streamflow::ingest::IngestConfig {
+    use streamflow::ingest::{Bound, IngestConfig, plan::Compression, plan::Rotation};
+    IngestConfig {
+        bootstrap,
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        landing: Location::parse(landing).unwrap(),
+        bound: Bound::Watermark {
+            group: group.to_owned(),
+        },
+        max_duration: Duration::from_secs(120),
+        rotation: Rotation {
+            max_records: 100,
+            max_bytes: 16 << 20,
+            compression: Compression::None,
+        },
+        max_record_bytes: 1 << 20,
+        stall_timeout: Duration::from_secs(30),
+        kafka_overrides: Vec::new(),
+        crash_after_uploads: None,
+        progress: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinator_still_loading_is_waited_for_not_a_failure() {
+    // A broker that has just started answers OffsetFetch with "coordinator loading" and "not
+    // coordinator" until it has read its offsets topic. The shared test broker is long past
+    // that and must not be restarted, so librdkafka's mock broker plays the young one: it
+    // answers the drain's first OffsetFetch requests with exactly those errors.
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = format!("test_user_events_{}", uuid::Uuid::new_v4().simple());
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    let mut g = generator(EventKind::User, 11, "2026-11-25T03:00:00Z", 0.0);
+    let recs: Vec<_> = (0..300).map(|_| g.next_record()).collect();
+    send_to(&cluster.bootstrap_servers(), &topic, &recs, |r| {
+        (Some(r.key.as_bytes().to_vec()), r.value.clone())
+    });
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetFetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let config = watermark_config(cluster.bootstrap_servers(), &[&topic], landing, &group);
+    let summary = streamflow::ingest::ingest(config, Default::default())
+        .await
+        .expect("the drain waits out the loading coordinator");
+    assert!(summary.complete);
+    assert_exactly_once(
+        &read_landing(&Location::parse(landing).unwrap(), &topic).await,
+        &good_ids(&recs),
+    );
+}
+
+#[tokio::test]
+async fn a_plan_whose_last_offsets_are_never_delivered_still_reaches_its_end() {
+    // Aborted transactions and transaction markers take offsets that a read_committed
+    // consumer never receives. Batches of 50, one partition:
+    //   0..19 aborted, 20 abort marker                 run 1: nothing delivered at all
+    //   21..70 committed (one full batch), 71 marker   run 2: the plan ends on a marker
+    //   72..81 aborted, 82 marker, 83..92 committed, 93 marker
+    // A plan whose end no delivered record reaches must still be committed as done; else
+    // every later run resumes it and never reads what follows.
+    let topic = fresh_topic(EventKind::User, 1).await;
+    let producer = transactional_producer();
+    let mut g = generator(EventKind::User, 12, "2026-11-25T08:00:00Z", 0.0);
+    let mut batch = |n: usize| -> Vec<_> { (0..n).map(|_| g.next_record()).collect() };
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let location = Location::parse(landing).unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let drain = || {
+        summary_of(&run_ok(
+            ingest_args(&mut streamflow(), &[&topic], landing, &group)
+                .args(["--max-file-records", "50"]),
+        ))
+    };
+    let partition = |s: &serde_json::Value, field: &str| {
+        s["topics"][&topic]["partitions"]["0"][field]
+            .as_i64()
+            .unwrap()
+    };
+
+    send_transaction(&producer, &topic, &batch(20), false);
+    let s = drain();
+    assert_eq!((partition(&s, "to"), s["records"].as_u64()), (21, Some(0)));
+
+    let committed_50 = batch(50);
+    send_transaction(&producer, &topic, &committed_50, true);
+    let s = drain();
+    assert_eq!(
+        partition(&s, "from"),
+        21,
+        "run 1's plan was committed as done"
+    );
+    assert_eq!((partition(&s, "to"), s["records"].as_u64()), (72, Some(50)));
+
+    send_transaction(&producer, &topic, &batch(10), false);
+    let committed_10 = batch(10);
+    send_transaction(&producer, &topic, &committed_10, true);
+    let s = drain();
+    assert_eq!(
+        partition(&s, "from"),
+        72,
+        "run 2's plan was committed as done"
+    );
+    assert_eq!((partition(&s, "to"), s["records"].as_u64()), (94, Some(10)));
+    let s = drain();
+    assert_eq!(
+        (partition(&s, "from"), partition(&s, "to")),
+        (94, 94),
+        "nothing left to read"
+    );
+
+    let oracle = committed_event_ids(&topic);
+    let expected = good_ids(&[committed_50, committed_10].concat());
+    assert_eq!(
+        oracle, expected,
+        "the oracle reads the committed transactions"
+    );
+    assert_exactly_once(&read_landing(&location, &topic).await, &oracle);
+}
+
+/// Files under `dir` whose path has no component starting with `.` or `_`: what Spark, DuckDB
+/// or `cat */*/*` read from a landing directory.
+fn visible_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with(['.', '_']) {
+                continue;
+            }
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_write_cut_off_mid_file_leaves_nothing_other_readers_see() {
+    let topic = fresh_topic(EventKind::User, 1).await;
+    let mut g = generator(EventKind::User, 13, "2026-11-25T09:00:00Z", 0.0);
+    let recs: Vec<_> = (0..3000).map(|_| g.next_record()).collect();
+    send_all(&topic, &recs);
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+
+    // A file size limit of 64 KiB kills the drain (SIGXFSZ) in the middle of writing its first
+    // landing file, deterministically: an interrupted write, as a crash would leave it.
+    let mut limited = std::process::Command::new("bash");
+    limited
+        .args(["-c", r#"ulimit -f 64 && exec "$0" "$@""#])
+        .arg(env!("CARGO_BIN_EXE_streamflow"))
+        .env("STREAMFLOW_BOOTSTRAP", bootstrap())
+        .env("RUST_LOG", "warn");
+    let out = ingest_args(&mut limited, &[&topic], landing, &group)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the size limit cut the drain off");
+    for file in visible_files(dir.path()) {
+        let name = file.to_string_lossy();
+        assert!(
+            name.ends_with(".ndjson"),
+            "a reader sees the temporary file {name}"
+        );
+    }
+
+    run_ok(ingest_args(&mut streamflow(), &[&topic], landing, &group));
+    assert_exactly_once(
+        &read_landing(&Location::parse(landing).unwrap(), &topic).await,
+        &good_ids(&recs),
+    );
+    assert_eq!(
+        count_files(dir.path()),
+        visible_files(dir.path()).len(),
+        "the rerun left no temporary file behind"
+    );
+}
+
+#[tokio::test]
+async fn quarantine_keeps_key_headers_and_value_losslessly() {
+    use base64::Engine as _;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let topic = fresh_topic(EventKind::User, 1).await;
+    let mut g = generator(EventKind::User, 14, "2026-11-25T10:00:00Z", 0.0);
+    let good = g.next_record();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let ts = good.timestamp.timestamp_millis();
+    let odd_key: &[u8] = &[0xff, 0xfe, b'u'];
+    let headers = || {
+        OwnedHeaders::new()
+            .insert(Header {
+                key: "trace",
+                value: Some("abc"),
+            })
+            .insert(Header {
+                key: "raw",
+                value: Some(&[0u8, 0xff][..]),
+            })
+            .insert(Header::<&[u8]> {
+                key: "none",
+                value: None,
+            })
+    };
+    // Offset 0: a good value under a key that is not UTF-8 (a key mismatch).
+    producer
+        .send(
+            BaseRecord::to(&topic)
+                .key(odd_key)
+                .payload(&good.value)
+                .timestamp(ts),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    // Offset 1: a null value, with headers.
+    producer
+        .send(
+            BaseRecord::<[u8], [u8]>::to(&topic)
+                .key(good.key.as_bytes())
+                .headers(headers())
+                .timestamp(ts),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    // Offset 2: an empty value.
+    producer
+        .send(
+            BaseRecord::to(&topic)
+                .key(good.key.as_bytes())
+                .payload(&b""[..])
+                .timestamp(ts),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().to_str().unwrap();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    run_ok(ingest_args(&mut streamflow(), &[&topic], landing, &group));
+    let mut q = read_landing(&Location::parse(landing).unwrap(), &topic)
+        .await
+        .quarantine;
+    q.sort_by_key(|l| l["offset"].as_i64());
+    assert_eq!(q.len(), 3, "{q:?}");
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64 text"))
+            .unwrap()
+    };
+
+    assert_eq!(b64(&q[0]["key_base64"]), odd_key, "{}", q[0]);
+    assert!(q[0]["key"].is_null(), "not replaced by U+FFFD: {}", q[0]);
+    assert_eq!(
+        q[0]["value"].as_str().map(str::as_bytes),
+        Some(&good.value[..])
+    );
+
+    assert_eq!(q[1]["key"], good.key.as_str());
+    assert!(
+        q[1]["value"].is_null() && q[1]["value_base64"].is_null(),
+        "a null value: {}",
+        q[1]
+    );
+    let h = &q[1]["headers"];
+    assert_eq!(
+        (h[0]["key"].as_str(), h[0]["value"].as_str()),
+        (Some("trace"), Some("abc")),
+        "{h}"
+    );
+    assert_eq!(h[1]["key"], "raw");
+    assert_eq!(b64(&h[1]["value_base64"]), [0u8, 0xff]);
+    assert_eq!(h[2]["key"], "none");
+    assert!(
+        h[2]["value"].is_null() && h[2]["value_base64"].is_null(),
+        "{h}"
+    );
+
+    assert_eq!(
+        q[2]["value"], "",
+        "an empty value, not a null one: {}",
+        q[2]
+    );
+    assert!(
+        q[2].get("headers")
+            .is_none_or(|h| h.as_array().is_some_and(Vec::is_empty))
+    );
+}

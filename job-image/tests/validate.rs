@@ -47,6 +47,7 @@ async fn landed_and_transformed(dir: &FsPath) -> (PathBuf, PathBuf) {
             ..SessionSettings::for_profile(Profile::Development)
         },
         buckets: 2,
+        allow_empty: false,
     };
     etl::run(&config).await.unwrap();
     (landing, gold)
@@ -277,4 +278,18 @@ async fn the_command_line_passes_the_example_checks_and_fails_on_errors() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("FAIL  accepted_values transactions.status")
     );
+}
+
+#[test]
+fn a_bad_checks_file_is_quoted_in_a_short_excerpt_not_whole() {
+    // Not YAML of the expected shape: one long scalar, which serde's message would quote whole.
+    let yaml = "not a list of checks ".repeat(2000);
+    let err = ChecksFile::parse("big.yaml", &yaml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("big.yaml") && err.contains("not a list"),
+        "{err}"
+    );
+    assert!(err.len() < 600, "{} bytes of error: {err}", err.len());
 }

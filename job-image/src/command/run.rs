@@ -190,8 +190,11 @@ impl Pipeline {
             summary.ingest = Some(ingested);
         }
         summary.failed_stage = Some("etl".to_owned());
-        summary.etl =
-            Some(stages::etl(landing_url, gold_url, &args.etl, interval, &self.ui).await?);
+        summary.etl = Some(
+            stages::etl(landing_url, gold_url, &args.etl, interval, &self.ui)
+                .await?
+                .summary,
+        );
         summary.gold_files = gold_files(gold, &interval).await?;
         summary.failed_stage = Some("validate".to_owned());
         let (_, validated) = stages::validate(

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use streamflow::etl::session::{Profile, SessionOverrides, SessionSettings, parse_size};
-use streamflow::etl::{self, EtlConfig};
+use streamflow::etl::{self, EtlConfig, EtlOutcome};
 use streamflow::events::TOPICS;
 use streamflow::ingest::plan::{Compression, Rotation};
 use streamflow::ingest::{self, Bound, IngestConfig, IngestProgress, StopFlag};
 use streamflow::store::Location;
 use streamflow::validate::{self, ChecksFile, Report, ValidateConfig};
-use streamflow_core::{EtlSummary, IngestSummary, Interval, ValidateSummary};
+use streamflow_core::{IngestSummary, Interval, ValidateSummary};
 
 use super::ui::Ui;
 
@@ -131,6 +131,11 @@ pub struct EtlOptions {
     /// Files per date partition of a table bucketed by user id.
     #[arg(long, env = "STREAMFLOW_BUCKETS", default_value_t = streamflow::etl::DEFAULT_BUCKETS)]
     pub buckets: u32,
+    /// Replace gold partitions that hold rows even when the landing zone holds no events for
+    /// the interval (without it such a run fails and keeps them: a mistyped --landing looks
+    /// just like that).
+    #[arg(long, env = "STREAMFLOW_ALLOW_EMPTY")]
+    pub allow_empty: bool,
 }
 
 /// Kafka is reachable when a TCP connection to one of its bootstrap servers opens. Checked
@@ -209,7 +214,7 @@ pub async fn etl(
     options: &EtlOptions,
     interval: Interval,
     ui: &Ui,
-) -> anyhow::Result<EtlSummary> {
+) -> anyhow::Result<EtlOutcome> {
     let profile: Profile = options.profile.parse()?;
     let overrides = SessionOverrides {
         memory_limit: options
@@ -222,11 +227,13 @@ pub async fn etl(
         target_partitions: options.target_partitions,
     };
     let config = EtlConfig {
-        landing: Location::parse(landing).context("landing location")?,
+        // Read, not written: a landing directory that does not exist is a mistake.
+        landing: Location::parse_existing(landing).context("landing location")?,
         gold: Location::parse(gold).context("gold location")?,
         interval,
         session: SessionSettings::for_profile(profile).with_overrides(&overrides),
         buckets: options.buckets.max(1),
+        allow_empty: options.allow_empty,
     };
     let spinner = ui.spinner(&format!("etl {interval}: building the gold tables"));
     let result = etl::run(&config).await;

@@ -36,6 +36,16 @@ pub enum EtlError {
     Step(#[from] StepError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(
+        "the landing zone {landing} holds no events for {interval}, and the gold tables already hold rows in {partitions} of its partitions ({example}{more}): they are kept. Check --landing; pass --allow-empty to replace them with empty partitions"
+    )]
+    EmptyLanding {
+        landing: String,
+        interval: String,
+        partitions: usize,
+        example: String,
+        more: &'static str,
+    },
 }
 
 /// Default number of bucket files per partition of a table bucketed by user.
@@ -48,11 +58,35 @@ pub struct EtlConfig {
     pub interval: Interval,
     pub session: SessionSettings,
     pub buckets: u32,
+    /// Replace gold partitions that hold rows even when the landing zone holds no events for
+    /// the interval (a mistyped location or a lost landing zone looks just like that).
+    pub allow_empty: bool,
 }
 
+/// What a run did: its summary, plus the gold partitions that held rows and were replaced by
+/// empty ones (only ever with [`EtlConfig::allow_empty`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EtlOutcome {
+    #[serde(flatten)]
+    pub summary: EtlSummary,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub emptied_partitions: usize,
+    /// The first [`EMPTIED_NAMED`] of them, `table/date=YYYY-MM-DD`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub emptied: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Emptied partitions the summary names: it must fit a Kubernetes termination message (4 KiB).
+const EMPTIED_NAMED: usize = 12;
+
 /// Runs the ETL for one interval: every gold table's partitions for the interval's dates are
-/// replaced.
-pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
+/// replaced. An interval with no events in the landing zone replaces partitions that hold rows
+/// only when [`EtlConfig::allow_empty`] says so.
+pub async fn run(config: &EtlConfig) -> Result<EtlOutcome, EtlError> {
     let started = Instant::now();
     let dates = config.interval.dates();
     let ctx = session::build_session(&config.session, &[&config.landing, &config.gold])?;
@@ -83,6 +117,27 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
         config.session.max_duplicates_in_memory,
     )
     .await?;
+    let emptied = if flat.user_events_deduplicated + flat.transactions_deduplicated == 0 {
+        partitions_with_rows(&config.gold, &dates).await?
+    } else {
+        Vec::new()
+    };
+    if let Some(example) = emptied.first() {
+        if !config.allow_empty {
+            return Err(EtlError::EmptyLanding {
+                landing: config.landing.display.clone(),
+                interval: config.interval.to_string(),
+                partitions: emptied.len(),
+                example: example.clone(),
+                more: if emptied.len() > 1 { ", ..." } else { "" },
+            });
+        }
+        tracing::warn!(
+            partitions = emptied.len(),
+            example,
+            "no events in the landing zone: replacing gold partitions that hold rows with empty ones (--allow-empty)"
+        );
+    }
     let mut read_summary = std::collections::BTreeMap::new();
     for (topic, counts) in &landed {
         let rows = if *topic == USER_EVENTS {
@@ -130,7 +185,30 @@ pub async fn run(config: &EtlConfig) -> Result<EtlSummary, EtlError> {
         );
     }
     summary.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(summary)
+    Ok(EtlOutcome {
+        summary,
+        emptied_partitions: emptied.len(),
+        emptied: emptied.into_iter().take(EMPTIED_NAMED).collect(),
+    })
+}
+
+/// The committed gold partitions of `dates` that hold rows, as `table/date=YYYY-MM-DD`.
+async fn partitions_with_rows(
+    gold: &Location,
+    dates: &[chrono::NaiveDate],
+) -> Result<Vec<String>, EtlError> {
+    let mut found = Vec::new();
+    for table in steps::GOLD_TABLES {
+        for date in dates {
+            if write::read_manifest(gold, table.name, *date)
+                .await?
+                .is_some_and(|m| m.rows > 0)
+            {
+                found.push(format!("{}/date={date}", table.name));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Computes one gold table and streams it, in its order ([`steps::Order`]), into its partitions.

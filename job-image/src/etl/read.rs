@@ -60,7 +60,7 @@ pub enum ReadError {
         compression: Compression,
         source: std::io::Error,
     },
-    #[error("landing object {object}, line {line}: {problem}")]
+    #[error("landing object {object}, line {line}: {}", crate::excerpt::excerpt(.problem))]
     Malformed {
         object: String,
         line: usize,

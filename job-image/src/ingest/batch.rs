@@ -118,6 +118,8 @@ thread_local! {
 pub struct Batch {
     pub topic: String,
     pub partition: i32,
+    /// The offsets `[first, last]` it holds; `last < first` (and no chunks) for a batch that
+    /// only carries the commit of a plan's end ([`Batcher::finish`]).
     pub first: i64,
     pub last: i64,
     /// The offset to commit once the batch is durable.
@@ -131,6 +133,23 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch of no records that starts at `first` and, as it is, commits `first`.
+    fn empty(topic: &str, partition: i32, compression: Compression, first: i64) -> Self {
+        Batch {
+            topic: topic.to_owned(),
+            partition,
+            first,
+            last: first - 1,
+            next: first,
+            chunks: BTreeMap::new(),
+            good: 0,
+            quarantined: 0,
+            skipped: 0,
+            value_bytes: 0,
+            compression,
+        }
+    }
+
     /// The object name of one chunk, relative to the landing location.
     pub fn object_name(&self, kind: ChunkKind, date: NaiveDate) -> String {
         let root = match kind {
@@ -148,7 +167,8 @@ impl Batch {
     }
 }
 
-/// One quarantined record: enough to find it in Kafka and see what was wrong.
+/// One quarantined record: enough to find it in Kafka and see what was wrong, and the record
+/// itself, losslessly, to replay it.
 #[derive(Serialize)]
 struct QuarantineLine<'a> {
     reason: String,
@@ -157,11 +177,52 @@ struct QuarantineLine<'a> {
     partition: i32,
     offset: i64,
     timestamp: Option<String>,
-    key: Option<String>,
-    /// The value as text when it is UTF-8, else base64 in `value_base64`.
+    /// The key as text when it is UTF-8, else base64 in `key_base64`; both null for a record
+    /// without a key.
+    key: Option<&'a str>,
+    key_base64: Option<String>,
+    /// The value as text when it is UTF-8, else base64 in `value_base64`; both null for a null
+    /// value (an empty one is `""`).
     value: Option<&'a str>,
     value_base64: Option<String>,
     value_bytes: usize,
+    /// In the record's order; left out when it has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<QuarantineHeader>,
+}
+
+/// One header of a quarantined record; its value as the record's value is.
+#[derive(Serialize)]
+struct QuarantineHeader {
+    key: String,
+    value: Option<String>,
+    value_base64: Option<String>,
+}
+
+/// Bytes as JSON can hold them without loss: text when UTF-8, else base64 (the second);
+/// neither for None.
+fn text_or_base64(bytes: Option<&[u8]>) -> (Option<&str>, Option<String>) {
+    match bytes.map(std::str::from_utf8) {
+        None => (None, None),
+        Some(Ok(text)) => (Some(text), None),
+        Some(Err(_)) => (
+            None,
+            bytes.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        ),
+    }
+}
+
+/// A record's headers: name and value (None for a null value), in order. Read only for a
+/// quarantined record: a landed record keeps its value alone, and parsing headers costs.
+pub trait RecordHeaders {
+    fn headers(&self) -> Vec<(String, Option<Vec<u8>>)>;
+}
+
+/// No headers (records built in tests).
+impl RecordHeaders for () {
+    fn headers(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        Vec::new()
+    }
 }
 
 /// Accumulates one partition's records and closes batches at deterministic offsets.
@@ -174,6 +235,8 @@ pub struct Batcher {
     /// Interval mode keeps only records timestamped inside it.
     keep: Option<(i64, i64)>,
     open: Option<Batch>,
+    /// The `next` of the last batch closed: what its commit covers.
+    closed_next: Option<i64>,
     buffers: BufferPool,
 }
 
@@ -182,7 +245,9 @@ pub struct Record<'a> {
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
     pub key: Option<&'a [u8]>,
-    pub value: &'a [u8],
+    /// None for a null value (a tombstone), which is not an empty one.
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a dyn RecordHeaders,
 }
 
 impl Batcher {
@@ -202,6 +267,7 @@ impl Batcher {
             max_record_bytes,
             keep,
             open: None,
+            closed_next: None,
             buffers,
         }
     }
@@ -209,22 +275,18 @@ impl Batcher {
     /// Adds a record; returns the batch it closed, if the rotation limits were reached. Fails
     /// only if compressing a frame fails.
     pub fn push(&mut self, record: &Record<'_>) -> std::io::Result<Option<Batch>> {
-        let batch = self.open.get_or_insert_with(|| Batch {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            first: record.offset,
-            last: record.offset,
-            next: record.offset + 1,
-            chunks: BTreeMap::new(),
-            good: 0,
-            quarantined: 0,
-            skipped: 0,
-            value_bytes: 0,
-            compression: self.rotation.compression,
+        let batch = self.open.get_or_insert_with(|| {
+            Batch::empty(
+                &self.topic,
+                self.partition,
+                self.rotation.compression,
+                record.offset,
+            )
         });
         batch.last = record.offset;
         batch.next = record.offset + 1;
-        batch.value_bytes += record.value.len() as u64;
+        let value = record.value.unwrap_or_default();
+        batch.value_bytes += value.len() as u64;
         let in_interval = match (self.keep, record.timestamp_ms) {
             (None, _) => true,
             (Some((from, to)), Some(ts)) => from <= ts && ts < to,
@@ -234,7 +296,7 @@ impl Batcher {
         if !in_interval {
             batch.skipped += 1;
         } else {
-            match check_record(self.kind, record.key, record.value, self.max_record_bytes) {
+            match check_record(self.kind, record.key, value, self.max_record_bytes) {
                 Ok(checked) => {
                     // The first landing chunk of a batch usually takes all of it: its buffer is
                     // reserved whole (untouched pages cost no memory), so it is not grown by
@@ -268,7 +330,7 @@ impl Batcher {
                                 },
                             }
                         });
-                    append_json_line(chunk.lines(compression), record.value);
+                    append_json_line(chunk.lines(compression), value);
                     chunk.compress_pending(compression, false)?;
                     chunk.records += 1;
                     batch.good += 1;
@@ -279,7 +341,21 @@ impl Batcher {
                         .and_then(DateTime::<Utc>::from_timestamp_millis)
                         .map(|t| t.date_naive())
                         .unwrap_or_default();
-                    let text = std::str::from_utf8(record.value).ok();
+                    let (key, key_base64) = text_or_base64(record.key);
+                    let (value_text, value_base64) = text_or_base64(record.value);
+                    let headers = record
+                        .headers
+                        .headers()
+                        .into_iter()
+                        .map(|(key, value)| {
+                            let (text, base64) = text_or_base64(value.as_deref());
+                            QuarantineHeader {
+                                key,
+                                value: text.map(str::to_owned),
+                                value_base64: base64,
+                            }
+                        })
+                        .collect();
                     let line = QuarantineLine {
                         reason: rejection.to_string(),
                         reason_kind: rejection.kind(),
@@ -290,15 +366,12 @@ impl Batcher {
                             .timestamp_ms
                             .and_then(DateTime::<Utc>::from_timestamp_millis)
                             .map(|t| t.to_rfc3339()),
-                        key: record.key.map(|k| String::from_utf8_lossy(k).into_owned()),
-                        value: text,
-                        value_base64: match text {
-                            Some(_) => None,
-                            None => {
-                                Some(base64::engine::general_purpose::STANDARD.encode(record.value))
-                            }
-                        },
-                        value_bytes: record.value.len(),
+                        key,
+                        key_base64,
+                        value: value_text,
+                        value_base64,
+                        value_bytes: value.len(),
+                        headers,
                     };
                     let chunk = batch
                         .chunks
@@ -334,7 +407,30 @@ impl Batcher {
             chunk.compress_pending(batch.compression, true)?;
             self.buffers.give(std::mem::take(&mut chunk.pending));
         }
+        self.closed_next = Some(batch.next);
         Ok(Some(batch))
+    }
+
+    /// Closes the partition's plan at `end`: the open batch, stretched to `end`, or else an
+    /// empty batch that only carries the commit of `end`. The last offsets of a plan may hold
+    /// no record a consumer receives (an aborted transaction, a transaction marker, a
+    /// compacted-away record); without that commit the plan would stay unfinished and every
+    /// later run would resume it and never read past it. No batch when the last one closed
+    /// already ends there.
+    pub fn finish(&mut self, end: i64) -> std::io::Result<Option<Batch>> {
+        if self.open.is_some() {
+            return self.close(Some(end));
+        }
+        if self.closed_next == Some(end) {
+            return Ok(None);
+        }
+        self.closed_next = Some(end);
+        Ok(Some(Batch::empty(
+            &self.topic,
+            self.partition,
+            self.rotation.compression,
+            end,
+        )))
     }
 
     pub fn has_open_batch(&self) -> bool {
@@ -405,7 +501,8 @@ mod tests {
                 offset: from_offset + i as i64,
                 timestamp_ms: Some(r.timestamp.timestamp_millis()),
                 key: Some(r.key.as_bytes()),
-                value: &r.value,
+                value: Some(&r.value),
+                headers: &(),
             };
             out.extend(b.push(&rec).unwrap());
         }
@@ -441,6 +538,37 @@ mod tests {
             short[0], long[0],
             "a full batch is identical, byte for byte"
         );
+    }
+
+    #[test]
+    fn finishing_a_plan_commits_its_end_even_past_the_last_record() {
+        let new = || {
+            Batcher::new(
+                "user_events",
+                0,
+                rotation(50),
+                1 << 19,
+                None,
+                BufferPool::default(),
+            )
+        };
+        let nothing = new().finish(21).unwrap().expect("a batch to commit 21");
+        assert_eq!((nothing.next, nothing.chunks.len()), (21, 0));
+
+        let recs = records(50, 0.0);
+        let mut b = new();
+        let full = feed(&mut b, &recs, 21);
+        assert_eq!(full.last().map(|b| b.next), Some(71));
+        let marker = b
+            .finish(72)
+            .unwrap()
+            .expect("the marker at 71 is committed past");
+        assert_eq!((marker.next, marker.good, marker.chunks.len()), (72, 0, 0));
+        assert_eq!(b.finish(72).unwrap(), None, "committed already");
+
+        let mut c = new();
+        assert!(feed(&mut c, &recs, 21).len() == 1);
+        assert_eq!(c.finish(71).unwrap(), None, "the full batch commits 71");
     }
 
     #[test]
@@ -518,7 +646,8 @@ mod tests {
                 offset,
                 timestamp_ms: Some(0),
                 key: None,
-                value,
+                value: Some(value),
+                headers: &(),
             })
             .unwrap();
         }

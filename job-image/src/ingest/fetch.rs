@@ -16,6 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
+use super::batch::RecordHeaders;
+
 /// The consumer's queue, read in batches. Borrows the consumer: the queue and every record
 /// taken from it must be gone before the consumer is.
 pub struct BatchQueue<'c> {
@@ -142,10 +144,44 @@ impl KafkaRecord<'_> {
         bytes_at(m.key, m.key_len)
     }
 
-    /// The value; empty when the record has none (a null value).
-    pub fn payload(&self) -> &[u8] {
+    /// The value; None when the record has none (a null value).
+    pub fn payload(&self) -> Option<&[u8]> {
         let m = self.message();
-        bytes_at(m.payload, m.len).unwrap_or_default()
+        bytes_at(m.payload, m.len)
+    }
+}
+
+impl RecordHeaders for KafkaRecord<'_> {
+    fn headers(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        let mut headers: *mut rdsys::rd_kafka_headers_t = std::ptr::null_mut();
+        // SAFETY: the message is valid; librdkafka parses its headers into a list the message
+        // owns (freed with it) and points `headers` at it, or reports that there are none.
+        let err = unsafe { rdsys::rd_kafka_message_headers(self.message.as_ptr(), &mut headers) };
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: `headers` is the message's valid list.
+        let count = unsafe { rdsys::rd_kafka_header_cnt(headers) };
+        (0..count)
+            .filter_map(|index| {
+                let mut name: *const std::ffi::c_char = std::ptr::null();
+                let mut value: *const std::ffi::c_void = std::ptr::null();
+                let mut size = 0usize;
+                // SAFETY: `index` is below the count; librdkafka points `name` at a
+                // NUL-terminated string and `value` at `size` bytes (null for a null value),
+                // both owned by the list, which lives as long as the message.
+                let err = unsafe {
+                    rdsys::rd_kafka_header_get_all(headers, index, &mut name, &mut value, &mut size)
+                };
+                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                    return None;
+                }
+                // SAFETY: as above.
+                let name = unsafe { std::ffi::CStr::from_ptr(name) };
+                let value = bytes_at(value.cast_mut(), size).map(<[u8]>::to_vec);
+                Some((name.to_string_lossy().into_owned(), value))
+            })
+            .collect()
     }
 }
 

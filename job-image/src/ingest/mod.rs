@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use object_store::{ObjectStoreExt as _, PutPayload};
+use object_store::PutPayload;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -204,6 +204,12 @@ async fn drain_topic(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // librdkafka's default, stated because exactly-once rests on it: records of aborted
+        // and open transactions are never landed, the watermarks a plan ends at are the last
+        // stable offsets, and partition EOF comes there. The offsets of aborted records and
+        // transaction markers are never delivered; a plan's end is reached without them
+        // (batch::Batcher::finish).
+        .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         // Larger than librdkafka's 1 MiB default, which starves a drain of small records.
         .set("max.partition.fetch.bytes", "2097152")
@@ -333,12 +339,12 @@ fn make_plans(
             for &p in &partitions {
                 tpl.add_partition(topic, p);
             }
-            let committed = consumer
-                .committed_offsets(tpl, KAFKA_TIMEOUT)
-                .map_err(kafka_err(
-                    config,
-                    format!("read committed offsets of {topic}"),
-                ))?;
+            let committed = with_kafka_retry(
+                config,
+                &format!("read committed offsets of {topic}"),
+                is_transient,
+                || consumer.committed_offsets(tpl.clone(), KAFKA_TIMEOUT),
+            )?;
             let mut plans = Vec::new();
             let mut write_ahead = TopicPartitionList::new();
             for &p in &partitions {
@@ -433,18 +439,59 @@ fn commit_with_retry(
     consumer: &BaseConsumer,
     tpl: &TopicPartitionList,
 ) -> Result<(), IngestError> {
+    // Any failed commit is retried: committing the same offsets again is harmless.
+    with_kafka_retry(
+        config,
+        "commit offsets",
+        |_| true,
+        || consumer.commit(tpl, CommitMode::Sync),
+    )
+}
+
+/// How long a Kafka call is retried before the run fails: a broker that has just started
+/// loads its group coordinator's state for seconds (longer with a large offsets topic).
+const KAFKA_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors of a group coordinator that is starting, moving or briefly unreachable. librdkafka
+/// retries some of them itself but hands others ("Not coordinator") straight back.
+fn is_transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NetworkException
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+        )
+    )
+}
+
+/// Runs a blocking Kafka call, retrying the errors `retry` accepts with exponential backoff
+/// until [`KAFKA_RETRY_TIMEOUT`].
+fn with_kafka_retry<T>(
+    config: &IngestConfig,
+    what: &str,
+    retry: impl Fn(&KafkaError) -> bool,
+    mut call: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, IngestError> {
+    let started = Instant::now();
     let mut delay = Duration::from_millis(200);
-    let mut attempt = 1;
     loop {
-        match consumer.commit(tpl, CommitMode::Sync) {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < 6 => {
-                tracing::warn!(error = %e, attempt, "offset commit failed; retrying");
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if retry(&e) && started.elapsed() + delay < KAFKA_RETRY_TIMEOUT => {
+                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
             }
-            Err(e) => return Err(kafka_err(config, "commit offsets")(e)),
+            Err(e) => return Err(kafka_err(config, what)(e)),
         }
     }
 }
@@ -752,6 +799,7 @@ fn check_and_cut(
                         timestamp_ms: message.timestamp_ms(),
                         key: message.key(),
                         value: message.payload(),
+                        headers: message,
                     };
                     if !hand(batcher.push(&record), partition, Work::Batch) {
                         return;
@@ -760,7 +808,7 @@ fn check_and_cut(
             }
             Step::Finish { partition, next } => {
                 if let Some(batcher) = batchers.get_mut(&partition)
-                    && !hand(batcher.close(Some(next)), partition, Work::Batch)
+                    && !hand(batcher.finish(next), partition, Work::Batch)
                 {
                     return;
                 }
@@ -997,21 +1045,9 @@ async fn put_with_retry(
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
-        match landing.store.put(object, payload.clone()).await {
-            Ok(_) => {
-                // Offsets are committed after this returns: the file must outlive a power cut.
-                return landing
-                    .make_durable(object)
-                    .await
-                    .map_err(|e| IngestError::Store {
-                        object: object.to_string(),
-                        landing: landing.display.clone(),
-                        source: Box::new(object_store::Error::Generic {
-                            store: "local",
-                            source: Box::new(e),
-                        }),
-                    });
-            }
+        // Offsets are committed after this returns: the object must outlive a power cut.
+        match landing.put_durable(object, payload.clone()).await {
+            Ok(()) => return Ok(()),
             Err(e)
                 if started.elapsed() + delay < STORE_RETRY_TIMEOUT
                     && !matches!(

@@ -25,7 +25,7 @@ use crate::store::Location;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
-    #[error("cannot parse the checks file {file}: {problem}")]
+    #[error("cannot parse the checks file {file}: {}", crate::excerpt::excerpt(.problem))]
     BadChecks { file: String, problem: String },
     #[error("check {check:?}: {problem}")]
     BadCheck { check: String, problem: String },

@@ -78,10 +78,20 @@ pub fn send_all(topic: &str, records: &[GeneratedRecord]) {
 pub fn send_with(
     topic: &str,
     records: &[GeneratedRecord],
+    kv: impl FnMut(&GeneratedRecord) -> (Option<Vec<u8>>, Vec<u8>),
+) {
+    send_to(&bootstrap(), topic, records, kv);
+}
+
+/// [`send_with`] to another cluster (librdkafka's mock cluster).
+pub fn send_to(
+    bootstrap: &str,
+    topic: &str,
+    records: &[GeneratedRecord],
     mut kv: impl FnMut(&GeneratedRecord) -> (Option<Vec<u8>>, Vec<u8>),
 ) {
     let producer: BaseProducer<FailedDeliveries> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("message.max.bytes", "2000000")
         .set("linger.ms", "5")
         .create_with_context(FailedDeliveries::default())
@@ -94,16 +104,7 @@ pub fn send_with(
         if let Some(k) = key.as_ref() {
             rec = rec.key(k);
         }
-        let mut rec = rec;
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(20));
-                }
-            }
-        }
+        send_retrying(&producer, rec);
         producer.poll(Duration::ZERO);
     }
     producer
@@ -116,6 +117,23 @@ pub fn send_with(
         failed.len(),
         failed.first()
     );
+}
+
+/// Queues a record, waiting for room while the producer's queue is full.
+fn send_retrying<K, P>(producer: &BaseProducer<FailedDeliveries>, mut rec: BaseRecord<'_, K, P>)
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                rec = back;
+                producer.poll(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// Collects delivery errors: `flush` alone does not say whether records were refused.
@@ -320,4 +338,109 @@ pub fn s3_location(url: &str) -> Location {
         prefix: object_store::path::Path::from(prefix),
         display: url.to_owned(),
     }
+}
+
+/// A transactional producer on the test broker, its transactions initialised.
+pub fn transactional_producer() -> BaseProducer<FailedDeliveries> {
+    let producer: BaseProducer<FailedDeliveries> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set(
+            "transactional.id",
+            format!("test-tx-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .create_with_context(FailedDeliveries::default())
+        .expect("transactional producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init transactions");
+    producer
+}
+
+/// Sends `records` to `topic` in one transaction, then commits or aborts it.
+pub fn send_transaction(
+    producer: &BaseProducer<FailedDeliveries>,
+    topic: &str,
+    records: &[GeneratedRecord],
+    commit: bool,
+) {
+    producer.begin_transaction().expect("begin transaction");
+    for r in records {
+        let rec = BaseRecord::to(topic)
+            .payload(&r.value)
+            .key(r.key.as_bytes())
+            .timestamp(r.timestamp.timestamp_millis());
+        send_retrying(producer, rec);
+    }
+    // Written to the log before the end of the transaction, so an aborted one takes offsets
+    // too (and delivery reports need polling before an abort).
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("transaction's records written");
+    if commit {
+        producer
+            .commit_transaction(Duration::from_secs(30))
+            .expect("commit transaction");
+    } else {
+        producer
+            .abort_transaction(Duration::from_secs(30))
+            .expect("abort transaction");
+    }
+    let failed = producer.context().0.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "records not delivered: {:?}",
+        failed.first()
+    );
+}
+
+/// The oracle: the event ids a `read_committed` consumer of its own reads from every
+/// partition of `topic`, from the start to the end, independently of the drain.
+pub fn committed_event_ids(topic: &str) -> Vec<String> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set(
+            "group.id",
+            format!("oracle-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("oracle consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .expect("metadata");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut open = std::collections::BTreeSet::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .expect("assignment");
+        open.insert(p.id());
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut ids = Vec::new();
+    wait_for(
+        "the oracle to read every partition",
+        Duration::from_secs(60),
+        || {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON");
+                    if let Some(id) = v["event_id"].as_str() {
+                        ids.push(id.to_owned());
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(Err(e)) => panic!("oracle: {e}"),
+                None => {}
+            }
+            open.is_empty().then_some(())
+        },
+    );
+    ids
 }
