@@ -44,6 +44,11 @@ pub struct TopicSummary {
     pub quarantined: u64,
     pub bytes: u64,
     pub partitions: BTreeMap<i32, PartitionSummary>,
+    /// How far behind the topic the landing is when the drain ends: the partitions' high
+    /// watermarks (last stable offsets) then, minus the offsets landed up to, summed. Watermark
+    /// mode only: in interval mode later records belong to later intervals, not to a backlog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
 }
 
 /// One partition's share of a run: the offsets `[from, to)` it read.
