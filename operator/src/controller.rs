@@ -404,6 +404,11 @@ async fn step(
         info!(run = %format!("{ns}/{name}"), reason = t.reason, "{}", t.message);
         match t.reason {
             "StageSucceeded" | "StageFailed" => {
+                if let (Some(Stage::Ingest), Some(group), Some(summary)) =
+                    (t.stage, &run.spec.template.kafka.group, &t.summary)
+                {
+                    ctx.metrics.ingest_lag(ns, group, &summary.lag);
+                }
                 if let Some(stage) = t.stage {
                     ctx.metrics.stage_finished(
                         stage,

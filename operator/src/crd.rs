@@ -471,6 +471,10 @@ pub struct StageSummary {
     /// ingest: false when the drain was cut short.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complete: Option<bool>,
+    /// ingest with a consumer group: per topic, the records past what was landed when the
+    /// drain ended (the high watermarks then minus the landed offsets).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lag: BTreeMap<String, u64>,
     /// etl: rows written, in total and per gold table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
@@ -505,6 +509,11 @@ impl StageSummary {
                     records: Some(s.records),
                     quarantined: Some(s.quarantined),
                     complete: Some(s.complete),
+                    lag: s
+                        .topics
+                        .iter()
+                        .filter_map(|(topic, t)| Some((topic.clone(), t.lag?)))
+                        .collect(),
                     duration_ms: Some(s.duration_ms),
                     ..Default::default()
                 })
@@ -684,5 +693,28 @@ mod tests {
             StageSummary::parse(Stage::Ingest, "error: Kafka is down"),
             None
         );
+        // Ingest: the totals, and each topic's lag when the drain had a consumer group.
+        use streamflow_core::summary::{IngestSummary, TopicSummary};
+        let mut ingest = IngestSummary {
+            stage: "ingest".into(),
+            records: 40,
+            complete: true,
+            partitions_omitted: true,
+            ..Default::default()
+        };
+        for (topic, lag) in [("user_events", Some(7)), ("transaction_events", None)] {
+            ingest.topics.insert(
+                topic.into(),
+                TopicSummary {
+                    records: 20,
+                    lag,
+                    ..Default::default()
+                },
+            );
+        }
+        let s =
+            StageSummary::parse(Stage::Ingest, &serde_json::to_string(&ingest).unwrap()).unwrap();
+        assert_eq!((s.records, s.complete), (Some(40), Some(true)));
+        assert_eq!(s.lag, BTreeMap::from([("user_events".to_owned(), 7)]));
     }
 }

@@ -107,6 +107,7 @@ pub struct Metrics {
     pub stage_attempt_started: GaugeVec,
     pub pipeline_last_success: GaugeVec,
     pub pipeline_interval: GaugeVec,
+    pub ingest_lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -233,6 +234,14 @@ impl Metrics {
             ),
             &[LABEL_OBJECT_NAMESPACE, "pipeline"],
         )?;
+        let ingest_lag = IntGaugeVec::new(
+            Opts::new(
+                "streamflow_operator_ingest_lag_records",
+                "Records of a topic past what a consumer group's drain had landed when it last ended (its ingest summary).",
+            ),
+            &[LABEL_OBJECT_NAMESPACE, "consumer_group", "topic"],
+        )?;
+        registry.register(Box::new(ingest_lag.clone()))?;
         registry.register(Box::new(runs_finished.clone()))?;
         registry.register(Box::new(stage_attempt_started.clone()))?;
         registry.register(Box::new(pipeline_last_success.clone()))?;
@@ -283,6 +292,7 @@ impl Metrics {
             stage_attempt_started,
             pipeline_last_success,
             pipeline_interval,
+            ingest_lag,
         })
     }
 
@@ -328,6 +338,15 @@ impl Metrics {
                     let _ = self.stage_attempt_started.remove_label_values(&labels);
                 }
             }
+        }
+    }
+
+    /// What a consumer group's drain reported of each topic's lag when it ended.
+    pub fn ingest_lag(&self, ns: &str, group: &str, lag: &std::collections::BTreeMap<String, u64>) {
+        for (topic, n) in lag {
+            self.ingest_lag
+                .with_label_values(&[ns, group, topic.as_str()])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }
 
