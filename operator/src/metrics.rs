@@ -1,5 +1,5 @@
-//! Prometheus metrics (names as in docs/operator.md) and the small HTTP server for
-//! `/metrics`, `/healthz` and `/readyz`.
+//! Prometheus metrics (names as in docs/operator.md) and the HTTP endpoints `/metrics`,
+//! `/healthz` and `/readyz`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -9,7 +9,15 @@ use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::convert::Infallible;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use chrono::{DateTime, Utc};
@@ -414,53 +422,54 @@ pub fn unix_seconds(t: DateTime<Utc>) -> f64 {
 }
 
 /// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (the controller's watches
-/// are up) until the listener fails. HTTP/1.0-style: one request per connection.
+/// are up) with hyper, until the listener fails.
 pub async fn serve(listener: TcpListener, metrics: Metrics, ready: Arc<AtomicBool>) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            // Read until the end of the request head (or a full buffer, or a slow client).
-            while n < buf.len() {
-                let read =
-                    tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[n..])).await;
-                match read {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(k)) => n += k,
-                }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = respond(req.uri().path(), &metrics, ready.load(Ordering::Relaxed));
+                async move { Ok::<_, Infallible>(response) }
+            });
+            // A client that never finishes its request head is dropped, not kept for ever.
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("metrics connection: {e}");
             }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = head.split_whitespace().nth(1).unwrap_or("/");
-            let (status, content_type, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                "/healthz" => ("200 OK", "text/plain", b"ok\n".to_vec()),
-                "/readyz" if ready.load(Ordering::Relaxed) => {
-                    ("200 OK", "text/plain", b"ok\n".to_vec())
-                }
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    b"not ready\n".to_vec(),
-                ),
-                _ => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(head.as_bytes()).await;
-            let _ = conn.write_all(&body).await;
-            let _ = conn.shutdown().await;
         });
     }
+}
+
+/// The response to a GET of `path`.
+fn respond(path: &str, metrics: &Metrics, ready: bool) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        "/readyz" if ready => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            b"not ready\n".to_vec(),
+        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 #[cfg(test)]
@@ -479,6 +488,21 @@ mod tests {
             message: String::new(),
         };
         assert!(crate::Error::METRIC_LABELS.contains(&invalid.metric_label()));
+    }
+
+    #[test]
+    fn the_endpoints_answer_as_probes_and_prometheus_expect() {
+        let m = Metrics::new().unwrap();
+        let metrics = respond("/metrics", &m, false);
+        assert_eq!(metrics.status(), StatusCode::OK);
+        assert_eq!(metrics.headers()[CONTENT_TYPE], "text/plain; version=0.0.4");
+        assert_eq!(respond("/healthz", &m, false).status(), StatusCode::OK);
+        assert_eq!(
+            respond("/readyz", &m, false).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(respond("/readyz", &m, true).status(), StatusCode::OK);
+        assert_eq!(respond("/nope", &m, true).status(), StatusCode::NOT_FOUND);
     }
 
     #[test]
