@@ -118,6 +118,9 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub http_addr: SocketAddr,
+    /// Reconciles in flight at once, per controller (PipelineRun, Backfill, Pipeline): a
+    /// restart over thousands of objects is worked through this many at a time.
+    pub concurrency: u16,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -157,12 +160,19 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             ),
         });
     }
-    let parents = crate::parents::run(client.clone(), opts.namespace.clone(), metrics.clone());
+    let config = kube::runtime::controller::Config::default().concurrency(opts.concurrency);
+    let parents = crate::parents::run(
+        client.clone(),
+        opts.namespace.clone(),
+        metrics.clone(),
+        config.clone(),
+    );
     let ctx = Arc::new(Context::new(client, metrics));
     ready.store(true, Ordering::Relaxed);
     info!(namespace = ?opts.namespace, "watching PipelineRuns and their Jobs");
     let ours = || watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     let runs = Controller::new(runs, watcher::Config::default())
+        .with_config(config)
         .owns(jobs, ours())
         // A Pod that cannot start changes nothing in its Job: its own changes wake the run.
         .watches(pods, ours(), |pod| {

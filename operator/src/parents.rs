@@ -89,7 +89,12 @@ impl ParentContext {
 }
 
 /// Runs the Backfill and Pipeline controllers until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, namespace: Option<String>, metrics: Metrics) {
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    metrics: Metrics,
+    config: kube::runtime::controller::Config,
+) {
     let ctx = Arc::new(ParentContext::new(client.clone(), metrics));
     let (backfills, pipelines, runs): (Api<Backfill>, Api<Pipeline>, Api<PipelineRun>) =
         match &namespace {
@@ -114,6 +119,7 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Metrics) {
         info!("watching Backfills");
         tasks.push(
             Controller::new(backfills, watcher::Config::default())
+                .with_config(config.clone())
                 .owns(runs.clone(), ours())
                 .shutdown_on_signal()
                 .run(reconcile_backfill, error_policy, ctx.clone())
@@ -131,6 +137,7 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Metrics) {
         info!("watching Pipelines");
         tasks.push(
             Controller::new(pipelines, watcher::Config::default())
+                .with_config(config)
                 .owns(runs, ours())
                 .shutdown_on_signal()
                 .run(reconcile_pipeline, error_policy, ctx)

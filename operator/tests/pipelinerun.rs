@@ -636,3 +636,54 @@ async fn a_stale_copy_of_a_run_repeats_no_transition() -> Result<()> {
     assert_eq!(durations, 1, "the stage's duration observed once");
     Ok(())
 }
+
+/// An operator (re)started over many finished runs costs no API call per run: no list of their
+/// Jobs or Pods, no status write, no finalizer patch (they have it from their first life).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_runs_cost_no_api_call_at_a_restart() -> Result<()> {
+    use kube::api::{Patch, PatchParams};
+    let (client, ns) = setup("sf-finished").await?;
+    let api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    let runs = 60;
+    for k in 0..runs {
+        let mut body = run_body(&format!("done-{k}"), json!({"stages": ["validate"]}));
+        body["metadata"]["finalizers"] = json!(["streamflow.io/jobs"]);
+        create_run(&client, &ns, body).await?;
+        api.patch_status(
+            &format!("done-{k}"),
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": if k % 3 == 0 { "Failed" } else { "Succeeded" }}}),
+            ),
+        )
+        .await?;
+    }
+    let op = Operator::start(&ns).await?;
+    wait_for("every run reconciled", TIMEOUT, || async {
+        let ok = op
+            .metric("streamflow_operator_runs{phase=\"Succeeded\"}")
+            .await
+            .unwrap_or(0.0);
+        let failed = op
+            .metric("streamflow_operator_runs{phase=\"Failed\"}")
+            .await
+            .unwrap_or(0.0);
+        Ok((ok + failed == runs as f64).then_some(()))
+    })
+    .await?;
+    let requests = op.samples("streamflow_operator_api_requests_total").await?;
+    let count = |verb: &str, resource: &str| {
+        let labels = format!("resource=\"{resource}\",verb=\"{verb}\"");
+        requests
+            .iter()
+            .filter(|(l, _)| l.contains(&labels))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    // The controllers' own watches list once each at start; nothing per run.
+    assert!(count("list", "jobs") <= 1.0, "{requests:?}");
+    assert!(count("list", "pods") <= 1.0, "{requests:?}");
+    assert_eq!(count("patch", "pipelineruns"), 0.0, "{requests:?}");
+    assert_eq!(count("patch", "pipelineruns/status"), 0.0, "{requests:?}");
+    Ok(())
+}

@@ -24,6 +24,14 @@ struct Cli {
         default_value = "0.0.0.0:8080"
     )]
     http_addr: SocketAddr,
+    /// Reconciles in flight at once, per controller.
+    #[arg(
+        long,
+        env = "STREAMFLOW_OPERATOR_CONCURRENCY",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    concurrency: u16,
 }
 
 #[tokio::main]
@@ -48,6 +56,7 @@ async fn main() -> ExitCode {
     let opts = Options {
         namespace: cli.namespace,
         http_addr: cli.http_addr,
+        concurrency: cli.concurrency,
     };
     match controller::run(client, opts).await {
         Ok(()) => ExitCode::SUCCESS,

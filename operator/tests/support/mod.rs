@@ -217,8 +217,10 @@ impl Operator {
     /// A plain HTTP GET: (status code, body).
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         let mut conn = tokio::net::TcpStream::connect(&self.http).await?;
-        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await?;
+        conn.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
         let mut out = String::new();
         conn.read_to_string(&mut out).await?;
         let code = out
