@@ -39,6 +39,9 @@ pub struct Context {
     pub metrics: Metrics,
     phases: Mutex<HashMap<String, Phase>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// One per (namespace, consumer group): held while checking that no other run drains the
+    /// group and creating the ingest Job, so two reconciles cannot both start a drain.
+    consumer_groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Context {
@@ -50,7 +53,18 @@ impl Context {
             metrics,
             phases: Mutex::default(),
             failures: Mutex::default(),
+            consumer_groups: Mutex::default(),
         }
+    }
+
+    /// Waits for this process's turn to start a drain of `group` in `ns`.
+    async fn consumer_group_turn(&self, ns: &str, group: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = match self.consumer_groups.lock() {
+            Ok(mut locks) => locks.entry(format!("{ns}/{group}")).or_default().clone(),
+            // A panic elsewhere poisoned the map: serialize on a fresh lock rather than fail.
+            Err(_) => Arc::default(),
+        };
+        lock.lock_owned().await
     }
 
     fn key(run: &PipelineRun) -> String {
@@ -385,6 +399,18 @@ async fn step(
 
     let action = match decision.action {
         status::Action::CreateJob { stage, attempt } => {
+            // One drain per consumer group at a time, whatever made the runs (docs/ingest.md):
+            // two drains of a group would race on its committed offsets.
+            let _turn = match (stage, &run.spec.template.kafka.group) {
+                (Stage::Ingest, Some(group)) => {
+                    let turn = ctx.consumer_group_turn(ns, group).await;
+                    if let Some(holder) = draining_run(ctx, ns, group, name).await? {
+                        return wait_for_consumer_group(run, ctx, current, group, &holder).await;
+                    }
+                    Some(turn)
+                }
+                _ => None,
+            };
             create_job(run, ctx, ns, stage, attempt).await?;
             Action::requeue(RESYNC)
         }
@@ -438,6 +464,70 @@ async fn step(
     ctx.metrics
         .running_stage(ns, name, running_attempt(&decision.status));
     Ok(action)
+}
+
+/// How often a run waiting for its consumer group looks again (the other run's Job finishing
+/// wakes only that run).
+const GROUP_WAIT: Duration = Duration::from_secs(5);
+
+/// Another run whose ingest Job drains `group` and has not finished, if any.
+async fn draining_run(ctx: &Context, ns: &str, group: &str, run: &str) -> Result<Option<String>> {
+    let lp = ListParams::default().labels(&format!(
+        "{}={},{}={}",
+        jobs::LABEL_CONSUMER_GROUP,
+        jobs::consumer_group_label(group),
+        jobs::LABEL_STAGE,
+        Stage::Ingest
+    ));
+    Ok(Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .iter()
+        .filter(|j| jobs::is_unfinished(j))
+        .filter_map(|j| j.labels().get(jobs::LABEL_RUN).cloned())
+        .find(|holder| holder != run))
+}
+
+/// The run's ingest waits while `holder` drains the same consumer group: said in its `Running`
+/// condition (and an Event, once); nothing else of the status changes, no attempt is spent.
+async fn wait_for_consumer_group(
+    run: &PipelineRun,
+    ctx: &Context,
+    current: &PipelineRunStatus,
+    group: &str,
+    holder: &str,
+) -> Result<Action> {
+    let message = format!(
+        "ingest waits for consumer group {group:?}: run {holder} is draining it (one drain per group at a time)"
+    );
+    let mut st = current.clone();
+    set_condition(
+        &mut st.conditions,
+        status::COND_RUNNING,
+        false,
+        "WaitingForConsumerGroup",
+        message.clone(),
+        run.metadata.generation,
+        Utc::now(),
+    );
+    if st != *current {
+        write_status(ctx, run, &st).await?;
+        ctx.publish(
+            run,
+            &Transition {
+                reason: "WaitingForConsumerGroup",
+                message,
+                warning: false,
+                stage: Some(Stage::Ingest),
+                job: None,
+                duration: None,
+                summary: None,
+            },
+        )
+        .await;
+    }
+    Ok(Action::requeue(GROUP_WAIT))
 }
 
 /// The kind and name of the Pipeline or Backfill that made the run (its controller), empty

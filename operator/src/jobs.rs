@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use sha2::Digest;
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -20,6 +22,9 @@ pub const LABEL_RUN: &str = "streamflow.io/pipelinerun";
 pub const LABEL_STAGE: &str = "streamflow.io/stage";
 pub const LABEL_ATTEMPT: &str = "streamflow.io/attempt";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// On ingest Jobs that drain a consumer group: its name, or a hash of a name that is no label
+/// value ([`consumer_group_label`]). The operator runs one drain per group at a time.
+pub const LABEL_CONSUMER_GROUP: &str = "streamflow.io/consumer-group";
 pub const MANAGER: &str = "streamflow-operator";
 /// Where the stage writes its summary, which Kubernetes turns into the termination message.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
@@ -47,6 +52,39 @@ pub fn gold_location(template: &str, interval: &crate::crd::IntervalSpec) -> Str
         .replace("{date}", &interval.start.format("%Y-%m-%d").to_string())
 }
 
+/// `group` as a label value: itself when it is one, else `sha256-` and 16 hex digits of it.
+pub fn consumer_group_label(group: &str) -> String {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid = group.len() <= 63
+        && alnum(group.chars().next())
+        && alnum(group.chars().last())
+        && group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        return group.to_owned();
+    }
+    let digest = sha2::Sha256::digest(group.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sha256-{hex}")
+}
+
+/// A Job that has not finished (no `Complete`, `Failed` or their `*Target` condition yet).
+pub fn is_unfinished(job: &Job) -> bool {
+    !job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.status == "True"
+                    && matches!(
+                        c.type_.as_str(),
+                        "Complete" | "Failed" | "SuccessCriteriaMet" | "FailureTarget"
+                    )
+            })
+        })
+}
+
 /// The label selector of every Job (and Pod) of a run.
 pub fn run_selector(run: &str) -> String {
     format!("{LABEL_RUN}={run}")
@@ -66,12 +104,15 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         field: "metadata.uid",
     })?;
     let spec = &run.spec.template;
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (LABEL_RUN.to_owned(), name.clone()),
         (LABEL_STAGE.to_owned(), stage.to_string()),
         (LABEL_ATTEMPT.to_owned(), attempt.to_string()),
         (LABEL_MANAGED_BY.to_owned(), MANAGER.to_owned()),
     ]);
+    if let (Stage::Ingest, Some(group)) = (stage, &spec.kafka.group) {
+        labels.insert(LABEL_CONSUMER_GROUP.to_owned(), consumer_group_label(group));
+    }
     let interval = run.spec.interval.arg();
     let mut args = vec![stage.to_string()];
     let mut push = |flag: &str, value: &str| {
@@ -427,6 +468,20 @@ fn container_end(pod: &Pod) -> Option<String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_consumer_group_is_its_own_label_value_or_a_hash() {
+        assert_eq!(
+            consumer_group_label("streamflow-daily.v2"),
+            "streamflow-daily.v2"
+        );
+        let odd = consumer_group_label("team/orders:prod");
+        assert!(odd.starts_with("sha256-") && odd.len() == 23, "{odd}");
+        assert_eq!(odd, consumer_group_label("team/orders:prod"), "stable");
+        assert_ne!(odd, consumer_group_label("team/orders:test"));
+        assert!(consumer_group_label(&"g".repeat(64)).starts_with("sha256-"));
+        assert!(consumer_group_label("-lead").starts_with("sha256-"));
+    }
     use crate::crd::PipelineRunSpec;
 
     pub(crate) fn run(spec: serde_json::Value) -> PipelineRun {

@@ -687,3 +687,97 @@ async fn finished_runs_cost_no_api_call_at_a_restart() -> Result<()> {
     assert_eq!(count("patch", "pipelineruns/status"), 0.0, "{requests:?}");
     Ok(())
 }
+
+/// Runs that drain one consumer group take turns, whatever made them: never two of the
+/// group's ingest Jobs unfinished at once, and a waiting run says why in its status. A run
+/// of another group is not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_drain_per_consumer_group_at_a_time() -> Result<()> {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::ResourceExt;
+    use std::sync::{Arc, Mutex};
+    use streamflow_operator::jobs::is_unfinished;
+
+    let (client, ns) = setup("sf-group").await?;
+    let _op = Operator::start(&ns).await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, std::time::Duration::from_secs(2));
+    let kafka = |group: &str| json!({"bootstrap": "127.0.0.1:9094", "group": group});
+    let shared = ["g-0", "g-1", "g-2"];
+    for name in shared {
+        create_run(
+            &client,
+            &ns,
+            run_body(
+                name,
+                json!({"stages": ["ingest"], "kafka": kafka("shared")}),
+            ),
+        )
+        .await?;
+    }
+    create_run(
+        &client,
+        &ns,
+        run_body(
+            "other",
+            json!({"stages": ["ingest"], "kafka": kafka("other")}),
+        ),
+    )
+    .await?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let runs: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    // (most unfinished ingest Jobs of group `shared` seen at once, a run seen waiting, most
+    // unfinished Jobs of all groups at once)
+    let seen = Arc::new(Mutex::new((0usize, false, 0usize)));
+    wait_for("every run to finish", TIMEOUT, || async {
+        let all = jobs.list(&Default::default()).await?.items;
+        let unfinished: Vec<&Job> = all.iter().filter(|j| is_unfinished(j)).collect();
+        let of_shared = unfinished
+            .iter()
+            .filter(|j| {
+                j.labels()
+                    .get("streamflow.io/consumer-group")
+                    .map(String::as_str)
+                    == Some("shared")
+            })
+            .count();
+        let listed = runs.list(&Default::default()).await?.items;
+        let waiting = listed.iter().any(|r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.condition("Running")
+                    .is_some_and(|c| c.reason == "WaitingForConsumerGroup")
+            })
+        });
+        if let Ok(mut s) = seen.lock() {
+            s.0 = s.0.max(of_shared);
+            s.1 |= waiting;
+            s.2 = s.2.max(unfinished.len());
+        }
+        let done = listed
+            .iter()
+            .filter(|r| r.status.as_ref().is_some_and(|s| s.phase.is_finished()))
+            .count();
+        Ok((done == 4).then_some(()))
+    })
+    .await?;
+    let (max_shared, waited, max_all) = *seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    assert_eq!(max_shared, 1, "two drains of group `shared` at once");
+    assert!(waited, "no run said it waited for the group");
+    assert!(max_all >= 2, "the run of group `other` was held back too");
+    for name in shared.iter().chain(["other"].iter()) {
+        let run = runs.get(name).await?;
+        assert_eq!(
+            run.status.map(|s| s.phase),
+            Some(Phase::Succeeded),
+            "{name}"
+        );
+    }
+    let ev = events(&client, &ns, "g-1").await?;
+    let ev2 = events(&client, &ns, "g-2").await?;
+    assert!(
+        ev.iter()
+            .chain(ev2.iter())
+            .any(|e| e.0 == "WaitingForConsumerGroup"),
+        "{ev:?} {ev2:?}"
+    );
+    Ok(())
+}
