@@ -91,7 +91,8 @@ pub struct RunTemplate {
     /// What `runDeadline` counts from: `IntervalEnd` (default) or `Creation` (of this run).
     #[serde(default)]
     pub run_deadline_from: DeadlineAnchor,
-    /// `ttlSecondsAfterFinished` of the Jobs.
+    /// `ttlSecondsAfterFinished` of the Jobs; unset means a day (86400). The run's status keeps
+    /// each attempt's result; a Job deleted before the operator read it counts as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,

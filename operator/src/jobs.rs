@@ -22,6 +22,10 @@ pub const LABEL_RUN: &str = "streamflow.io/pipelinerun";
 pub const LABEL_STAGE: &str = "streamflow.io/stage";
 pub const LABEL_ATTEMPT: &str = "streamflow.io/attempt";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// How long a finished Job (and its Pod, with the logs) stays when the run does not say: a day,
+/// long enough to read its logs, short enough that a Backfill of thousands of intervals does
+/// not leave thousands of Jobs; the run's status keeps each attempt's result.
+pub const DEFAULT_JOB_TTL_SECONDS: i32 = 86_400;
 /// On ingest Jobs that drain a consumer group: its name, or a hash of a name that is no label
 /// value ([`consumer_group_label`]). The operator runs one drain per group at a time.
 pub const LABEL_CONSUMER_GROUP: &str = "streamflow.io/consumer-group";
@@ -247,7 +251,10 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
             // Retries are the operator's (with backoff and a status per attempt).
             backoff_limit: Some(0),
             active_deadline_seconds: spec.stage_deadline_seconds,
-            ttl_seconds_after_finished: spec.ttl_seconds_after_finished,
+            ttl_seconds_after_finished: Some(
+                spec.ttl_seconds_after_finished
+                    .unwrap_or(DEFAULT_JOB_TTL_SECONDS),
+            ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -538,6 +545,11 @@ pub(crate) mod tests {
         assert_eq!(
             (spec.backoff_limit, spec.active_deadline_seconds),
             (Some(0), Some(600))
+        );
+        assert_eq!(
+            spec.ttl_seconds_after_finished,
+            Some(DEFAULT_JOB_TTL_SECONDS),
+            "finished Jobs go by default"
         );
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(
