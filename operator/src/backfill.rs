@@ -14,7 +14,7 @@ use streamflow_core::Interval;
 use streamflow_core::backfill::{PriorOutcome, Reprocess, parse_step, plan_intervals};
 
 use crate::Error;
-use crate::children::{ChildRunRef, ObservedRun, child_name};
+use crate::children::{ChildRunRef, ObservedRun, RunDeletionPolicy, child_name};
 use crate::crd::{Condition, Phase, RunTemplate};
 use crate::status::set_condition;
 
@@ -88,6 +88,10 @@ pub struct BackfillSpec {
     /// Create nothing; `status.wouldRun` lists the intervals a real backfill would run.
     #[serde(default)]
     pub dry_run: bool,
+    /// What deleting this Backfill does to its runs: `Retain` (default; they go on as runs of
+    /// their own, history kept) or `Delete` (they and their Jobs are deleted).
+    #[serde(default)]
+    pub run_deletion_policy: RunDeletionPolicy,
 }
 
 fn default_max_active_runs() -> u32 {
@@ -428,6 +432,7 @@ fn listed_runs(
                     deleting: false,
                     created: None,
                     controller_uid: None,
+                    other_owners: Vec::new(),
                 }),
                 None => None,
             }
@@ -470,6 +475,7 @@ mod tests {
             backwards: false,
             suspend: false,
             dry_run: false,
+            run_deletion_policy: RunDeletionPolicy::Retain,
         }
     }
 
@@ -481,6 +487,7 @@ mod tests {
             deleting: false,
             created: Some(t("2026-01-01")),
             controller_uid: None,
+            other_owners: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Timelike, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use streamflow_core::Interval;
@@ -21,6 +22,18 @@ pub const LABEL_PIPELINE: &str = "streamflow.io/pipeline";
 
 /// The most characters of a Backfill's or Pipeline's name: it is a label value of its runs.
 pub const MAX_PARENT_NAME: usize = 63;
+
+/// What deleting a Backfill or Pipeline does to the runs it made.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RunDeletionPolicy {
+    /// Keep them: each run is released (its owner reference to the parent removed) and goes on
+    /// as a run of its own, running ones to the end; their history (which intervals are done)
+    /// stays for a parent created again, e.g. by a GitOps sync. Nothing is lost.
+    #[default]
+    Retain,
+    /// Delete them, running ones included, and with them their Jobs.
+    Delete,
+}
 
 /// `<parent>-<start>`, e.g. `daily-20261101` or `hourly-20261101t13`: deterministic, so
 /// creating it again (a retried reconcile, a restarted operator, a re-applied manifest) finds
@@ -93,6 +106,8 @@ pub struct ObservedRun {
     pub created: Option<DateTime<Utc>>,
     /// Its controller is the object with this uid.
     pub controller_uid: Option<String>,
+    /// Its owner references other than its controller's (kept when it is released).
+    pub other_owners: Vec<OwnerReference>,
 }
 
 impl ObservedRun {
@@ -111,6 +126,12 @@ impl ObservedRun {
                 .iter()
                 .find(|o| o.controller == Some(true))
                 .map(|o| o.uid.clone()),
+            other_owners: run
+                .owner_references()
+                .iter()
+                .filter(|o| o.controller != Some(true))
+                .cloned()
+                .collect(),
         }
     }
 

@@ -29,7 +29,9 @@ use streamflow_core::Interval;
 use tracing::{debug, info, warn};
 
 use crate::backfill::{self, Backfill};
-use crate::children::{LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, build_child};
+use crate::children::{
+    LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, RunDeletionPolicy, build_child,
+};
 use crate::crd::{PipelineRun, RunTemplate};
 use crate::jobs::{LABEL_MANAGED_BY, MANAGER, to_chrono};
 use crate::metrics::Metrics;
@@ -192,7 +194,8 @@ async fn reconcile_backfill(bf: Arc<Backfill>, ctx: Arc<ParentContext>) -> Resul
             FinalizerEvent::Cleanup(bf) => {
                 forget_backfill(&ctx, &ns, &bf.name_any());
                 let selector = format!("{LABEL_BACKFILL}={}", bf.name_any());
-                cleanup(bf.as_ref(), &selector, &ctx, &ns).await
+                let policy = bf.spec.run_deletion_policy;
+                cleanup(bf.as_ref(), &selector, policy, &ctx, &ns).await
             }
         }
     })
@@ -213,7 +216,8 @@ async fn reconcile_pipeline(pl: Arc<Pipeline>, ctx: Arc<ParentContext>) -> Resul
             FinalizerEvent::Cleanup(pl) => {
                 ctx.metrics.pipeline_freshness(&ns, &pl.name_any(), None);
                 let selector = pipeline_selector(&pl.name_any());
-                cleanup(pl.as_ref(), &selector, &ctx, &ns).await
+                let policy = pl.spec.run_deletion_policy;
+                cleanup(pl.as_ref(), &selector, policy, &ctx, &ns).await
             }
         }
     })
@@ -608,7 +612,13 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
 
 /// On deletion: delete the parent's runs (each run's own finalizer deletes its Jobs), unless
 /// the deletion orphans dependents; then the finalizer goes.
-async fn cleanup<K>(obj: &K, selector: &str, ctx: &ParentContext, ns: &str) -> Result<Action>
+async fn cleanup<K>(
+    obj: &K,
+    selector: &str,
+    policy: RunDeletionPolicy,
+    ctx: &ParentContext,
+    ns: &str,
+) -> Result<Action>
 where
     K: Resource<DynamicType = ()>,
 {
@@ -626,16 +636,36 @@ where
     let uid = obj.uid();
     let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
     let runs = list_runs(ctx, ns, selector).await?;
-    let mut deleted = 0;
+    let mut done = 0;
     for run in runs.iter().filter(|r| r.controller_uid == uid) {
-        match api.delete(&run.name, &DeleteParams::background()).await {
-            Ok(_) => deleted += 1,
+        let result = match policy {
+            RunDeletionPolicy::Delete => api
+                .delete(&run.name, &DeleteParams::background())
+                .await
+                .map(|_| ()),
+            // The garbage collector then has no dependent to delete with the parent.
+            RunDeletionPolicy::Retain => api
+                .patch(
+                    &run.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"ownerReferences": run.other_owners}})),
+                )
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => done += 1,
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
     }
-    info!(parent = %format!("{ns}/{name}"), deleted, "deleted the runs");
-    ctx.publish(obj, "Deleted", format!("deleted {deleted} run(s)"), false)
-        .await;
+    let message = match policy {
+        RunDeletionPolicy::Delete => format!("deleted {done} run(s) (runDeletionPolicy Delete)"),
+        RunDeletionPolicy::Retain => {
+            format!("released {done} run(s): they go on without it (runDeletionPolicy Retain)")
+        }
+    };
+    info!(parent = %format!("{ns}/{name}"), "{message}");
+    ctx.publish(obj, "Deleted", message, false).await;
     Ok(Action::await_change())
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use streamflow_core::Interval;
 
 use crate::Error;
-use crate::children::{ObservedRun, child_name};
+use crate::children::{ObservedRun, RunDeletionPolicy, child_name};
 use crate::crd::{Condition, IntervalSpec, Phase, RunTemplate};
 use crate::status::set_condition;
 
@@ -73,6 +73,10 @@ pub struct PipelineSpec {
     /// Start no runs; on resume, missed ticks are caught up (up to `maxCatchUp`).
     #[serde(default)]
     pub suspend: bool,
+    /// What deleting this Pipeline does to its runs: `Retain` (default; they go on as runs of
+    /// their own, history kept) or `Delete` (they and their Jobs are deleted).
+    #[serde(default)]
+    pub run_deletion_policy: RunDeletionPolicy,
 }
 
 fn default_time_zone() -> String {
@@ -436,6 +440,7 @@ mod tests {
             successful_runs_history_limit: 3,
             failed_runs_history_limit: 1,
             suspend: false,
+            run_deletion_policy: RunDeletionPolicy::Retain,
         }
     }
 
@@ -457,6 +462,7 @@ mod tests {
             deleting: false,
             created: None,
             controller_uid: None,
+            other_owners: Vec::new(),
         }
     }
 

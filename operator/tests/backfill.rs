@@ -449,24 +449,26 @@ async fn dry_run_lists_intervals_and_creates_nothing() -> Result<()> {
     Ok(())
 }
 
-/// Deleting a Backfill deletes its runs (the finalizer: this API server has no garbage
-/// collector); deleting with propagationPolicy Orphan keeps them.
+/// Deleting a Backfill: with `runDeletionPolicy: Delete` its runs go with it (the finalizer:
+/// this API server has no garbage collector); with the default, `Retain`, they stay, released
+/// (no owner reference to it left for a garbage collector to follow), runs in flight included;
+/// deleting with propagationPolicy Orphan keeps them too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_backfill_deletes_its_runs_unless_orphaned() -> Result<()> {
+async fn deleting_a_backfill_deletes_its_runs_only_when_asked() -> Result<()> {
     let (client, ns) = setup("sf-bfdel").await?;
     let _op = Operator::start(&ns).await?;
-    for name in ["doomed", "orphaner"] {
-        create_backfill(
-            &client,
-            &ns,
-            backfill_body(
-                name,
-                json!({"to": "2026-01-01T05:00:00Z", "maxActiveRuns": 2}),
-            ),
-        )
-        .await?;
+    for (name, policy) in [
+        ("doomed", Some("Delete")),
+        ("kept", None),
+        ("orphaner", None),
+    ] {
+        let mut spec = json!({"to": "2026-01-01T05:00:00Z", "maxActiveRuns": 2});
+        if let Some(p) = policy {
+            spec["runDeletionPolicy"] = json!(p);
+        }
+        create_backfill(&client, &ns, backfill_body(name, spec)).await?;
     }
-    for name in ["doomed", "orphaner"] {
+    for name in ["doomed", "kept", "orphaner"] {
         wait_for("2 runs each", TIMEOUT, || async {
             Ok((children(&client, &ns, name).await?.len() == 2).then_some(()))
         })
@@ -479,6 +481,24 @@ async fn deleting_a_backfill_deletes_its_runs_unless_orphaned() -> Result<()> {
         Ok((kids.is_empty() && api.get_opt("doomed").await?.is_none()).then_some(()))
     })
     .await?;
+
+    // No kubelet: both runs of `kept` are still in flight when it goes.
+    api.delete("kept", &DeleteParams::background()).await?;
+    wait_for("the Backfill `kept` to be gone", TIMEOUT, || async {
+        Ok(api.get_opt("kept").await?.is_none().then_some(()))
+    })
+    .await?;
+    let kept = runs(&client, &ns, "streamflow.io/backfill=kept").await?;
+    assert_eq!(kept.len(), 2, "its runs stay");
+    for run in &kept {
+        assert!(
+            run.owner_references().iter().all(|o| o.kind != "Backfill"),
+            "{} still owned: {:?}",
+            run.name_any(),
+            run.owner_references()
+        );
+        assert!(run.metadata.deletion_timestamp.is_none());
+    }
 
     api.delete("orphaner", &DeleteParams::orphan()).await?;
     // The operator's finalizer goes without deleting the runs; the `orphan` finalizer stays
