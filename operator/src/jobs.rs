@@ -337,10 +337,12 @@ pub enum JobState {
     /// Active, and its Pod has not started, for a reason that may pass (a Pod the scheduler
     /// cannot place yet, a container still being created or its image pulled): the scheduler's
     /// or kubelet's reason and message, shown in status until it starts or a start-up timeout
-    /// fails the attempt.
+    /// fails the attempt. `since`: when that Pod was created (a Pod replacing a disrupted
+    /// one starts late in its attempt, and has its own time to start).
     NotStarted {
         reason: String,
         message: String,
+        since: Option<DateTime<Utc>>,
     },
 }
 
@@ -455,8 +457,14 @@ pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
             reason: waiting.reason.clone().unwrap_or_default(),
             message: waiting.message.clone().unwrap_or_default(),
         }
-    } else if let Some((reason, message)) = newest.and_then(|p| not_started(p)) {
-        JobState::NotStarted { reason, message }
+    } else if let Some(pod) = newest
+        && let Some((reason, message)) = not_started(pod)
+    {
+        JobState::NotStarted {
+            reason,
+            message,
+            since: pod.metadata.creation_timestamp.as_ref().and_then(to_chrono),
+        }
     } else {
         JobState::Active
     };
@@ -938,7 +946,8 @@ mod pod_tests {
             observe(&job, &[unschedulable]).unwrap().state,
             JobState::NotStarted {
                 reason: "Unschedulable".into(),
-                message: "0/1 nodes are available: 1 Insufficient memory.".into()
+                message: "0/1 nodes are available: 1 Insufficient memory.".into(),
+                since: None,
             }
         );
         let creating = pod(
@@ -953,7 +962,8 @@ mod pod_tests {
             observe(&job, &[creating]).unwrap().state,
             JobState::NotStarted {
                 reason: "ContainerCreating".into(),
-                message: String::new()
+                message: String::new(),
+                since: None,
             }
         );
         // Running, or just created with no status yet: nothing to say.
@@ -999,7 +1009,8 @@ mod pod_tests {
                 observe(&job, &[waiting(reason)]).unwrap().state,
                 JobState::NotStarted {
                     reason: reason.into(),
-                    message: "Back-off pulling image \"x:1\"".into()
+                    message: "Back-off pulling image \"x:1\"".into(),
+                    since: None,
                 }
             );
         }

@@ -305,9 +305,11 @@ pub fn decide(
                         ss.message = None;
                     }
                 }
-                JobState::NotStarted { reason, message }
-                    if now < startup_due(ss.start_time.or(job.start_time), now) =>
-                {
+                JobState::NotStarted {
+                    reason,
+                    message,
+                    since,
+                } if now < startup_due(since.or(ss.start_time).or(job.start_time), now) => {
                     ss.phase = StagePhase::Running;
                     if let Some(t) = job.start_time {
                         ss.start_time = Some(t);
@@ -319,7 +321,7 @@ pub fn decide(
                     });
                     ss.message = Some(why.clone());
                     not_started = Some(why);
-                    wake = Some(startup_due(ss.start_time, now));
+                    wake = Some(startup_due(since.or(ss.start_time), now));
                 }
                 JobState::Succeeded => {
                     let finish = job.finish_time.unwrap_or(now);
@@ -372,7 +374,9 @@ pub fn decide(
                             stuck_message(reason, message)
                         }
                         // Past the start-up timeout (the arm above takes it before).
-                        JobState::NotStarted { reason, message } => {
+                        JobState::NotStarted {
+                            reason, message, ..
+                        } => {
                             delete_jobs.push(job.name.clone());
                             let mut out = format!(
                                 "StartupTimeout: the stage's Pod did not start within {}s: {reason}",
@@ -705,7 +709,7 @@ fn failure_message(
     cut_message(out)
 }
 
-/// When an attempt that started at `start` (its Job's creation) fails if its Pod has not.
+/// When an attempt fails if its Pod, created at `start` (or, unknown, its Job), has not started.
 fn startup_due(start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
     start.unwrap_or(now) + chrono::Duration::from_std(STARTUP_TIMEOUT).unwrap_or_default()
 }
@@ -1042,6 +1046,7 @@ mod tests {
                 JobState::NotStarted {
                     reason: reason.into(),
                     message: message.into(),
+                    since: None,
                 },
                 None,
                 None,
@@ -1091,6 +1096,29 @@ mod tests {
                 .map(|t| t.reason)
                 .collect::<Vec<_>>(),
             ["StageFailed"]
+        );
+        // A Pod that replaced a disrupted one at 01:20 has its own five minutes.
+        let replacement = [job(
+            Stage::Ingest,
+            1,
+            JobState::NotStarted {
+                reason: "Unschedulable".into(),
+                message: scheduler.into(),
+                since: Some(t("2026-11-25T01:20:00Z")),
+            },
+            None,
+            None,
+        )];
+        let d2 = decide_at(&r, &d.status, &replacement, "2026-11-25T01:21:00Z");
+        assert_eq!(
+            (
+                d2.status.stage(Stage::Ingest).unwrap().phase,
+                d2.action.clone()
+            ),
+            (
+                StagePhase::Running,
+                Action::WaitFor(STARTUP_TIMEOUT - Duration::from_secs(60))
+            )
         );
         // A Pod that starts after a wait: the wait is no longer the stage's message.
         let started = decide_at(
