@@ -6,6 +6,7 @@
 //! live here, in a crate with no heavy dependencies.
 
 pub mod backfill;
+pub mod exit;
 pub mod interval;
 pub mod summary;
 

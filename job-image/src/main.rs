@@ -14,7 +14,7 @@ use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use streamflow::events::TOPICS;
 use streamflow::ingest::{self, Bound};
 use streamflow::produce::{self, GeneratorConfig, ProduceConfig};
-use streamflow_core::Interval;
+use streamflow_core::{Interval, exit};
 
 use command::backfill::BackfillArgs;
 use command::run::RunArgs;
@@ -34,7 +34,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Kafka → landing zone → gold tables, one stage at a time or all at once.",
     after_help = "Every flag can also be set by the environment variable shown in its help, \
                   or in a YAML configuration file (--config); flags win over the environment, \
-                  which wins over the file. docs/local.md describes the local commands."
+                  which wins over the file. docs/local.md describes the local commands.\n\n\
+                  Exit codes (docs/operator.md, \"Exit codes and retries\"): 0 done; \
+                  1 transient or unclassified failure (Kafka or S3 unreachable, a timeout: \
+                  retrying may help); 2 usage error (flags, --config file); 3 invalid input or \
+                  configuration (checks file, location, profile, undecodable landing data, \
+                  missing topic: a retry fails the same way); 4 validation ran and \
+                  error-severity checks failed. The operator retries only 1 (and signals)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -178,7 +184,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
+            // The --config file: as wrong as a bad flag, so clap's usage code.
+            return ExitCode::from(exit::USAGE);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -188,15 +195,83 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::TRANSIENT);
         }
     };
     match runtime.block_on(run(cli, ui)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// Validation ran and error-severity checks failed (exit code 4).
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} error-severity check(s) failed for {interval}")]
+struct ChecksFailed {
+    failed: u64,
+    interval: Interval,
+}
+
+/// The exit code of a failed command (`streamflow_core::exit`): permanent only for errors
+/// that a retry with the same input and configuration meets again; anything not known to be
+/// permanent is transient, so a new kind of error costs a retry rather than a run.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    use streamflow::etl::{EtlError, read::ReadError, session::SessionError};
+    use streamflow::ingest::IngestError;
+    use streamflow::outcome::OutcomeError;
+    use streamflow::store::StoreError;
+    use streamflow::validate::ValidateError;
+    let read = |e: &ReadError| {
+        matches!(
+            e,
+            ReadError::Malformed { .. } | ReadError::Decode { .. } | ReadError::Decompress { .. }
+        )
+    };
+    let session = |e: &SessionError| {
+        matches!(
+            e,
+            SessionError::UnknownProfile(_) | SessionError::BadSize { .. }
+        )
+    };
+    let store = |e: &StoreError| {
+        matches!(
+            e,
+            StoreError::BadLocation { .. } | StoreError::Missing { .. } | StoreError::S3 { .. }
+        )
+    };
+    let permanent = error.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<EtlError>() {
+            // `transparent` variants hide the inner error from the chain: look inside.
+            return match e {
+                EtlError::EmptyLanding { .. } => true,
+                EtlError::Read(r) => read(r),
+                EtlError::Session(s) => session(s),
+                EtlError::Step(_) | EtlError::Write(_) => false,
+            };
+        }
+        cause.is::<ValidateError>()
+            || cause.downcast_ref::<ReadError>().is_some_and(read)
+            || cause.downcast_ref::<SessionError>().is_some_and(session)
+            || cause.downcast_ref::<StoreError>().is_some_and(store)
+            || matches!(
+                cause.downcast_ref::<IngestError>(),
+                Some(IngestError::NoSuchTopic { .. })
+            )
+            || matches!(
+                cause.downcast_ref::<OutcomeError>(),
+                Some(OutcomeError::Bad { .. })
+            )
+            || cause.is::<streamflow_core::IntervalError>()
+    });
+    if error.chain().any(|cause| cause.is::<ChecksFailed>()) {
+        exit::CHECKS_FAILED
+    } else if permanent {
+        exit::INVALID_INPUT
+    } else {
+        exit::TRANSIENT
     }
 }
 
@@ -367,13 +442,30 @@ async fn run_validate(args: ValidateArgs, ui: &Ui) -> anyhow::Result<()> {
         &serde_json::to_string(&summary)?,
         args.summary_file.as_ref(),
     )?;
-    anyhow::ensure!(
-        summary.failed_errors == 0,
-        "{} error-severity check(s) failed for {}",
-        summary.failed_errors,
-        args.interval
-    );
-    Ok(())
+    if summary.failed_errors == 0 {
+        return Ok(());
+    }
+    // A check that could not run (a table that did not load from an unreachable store) says
+    // nothing of the data: worth a retry, unlike checks that ran and failed.
+    let unevaluated = report
+        .results
+        .iter()
+        .filter(|r| {
+            !r.passed && r.unevaluated && r.severity == streamflow::validate::Severity::Error
+        })
+        .count();
+    if unevaluated > 0 {
+        anyhow::bail!(
+            "{} error-severity check(s) failed for {}, {unevaluated} of them because they could not run",
+            summary.failed_errors,
+            args.interval
+        );
+    }
+    Err(ChecksFailed {
+        failed: summary.failed_errors,
+        interval: args.interval,
+    }
+    .into())
 }
 
 /// SIGTERM (a Job's deadline, `kubectl delete`) and Ctrl-C end a drain cleanly: what was read
@@ -411,6 +503,57 @@ mod tests {
         let b = parse_seed("RANDOM").unwrap();
         assert_ne!(a, b, "two random seeds should differ");
         assert!(parse_seed("forty-two").unwrap_err().contains("random"));
+    }
+
+    #[test]
+    fn permanent_failures_get_their_own_exit_codes() {
+        use streamflow::etl::{EtlError, read::ReadError};
+        use streamflow::ingest::IngestError;
+        use streamflow::validate::ValidateError;
+        let interval: Interval = "2026-01-01".parse().unwrap();
+        let checks = anyhow::Error::from(ChecksFailed {
+            failed: 2,
+            interval,
+        });
+        assert_eq!(exit_code(&checks), exit::CHECKS_FAILED);
+        // Found under the context the stage functions add.
+        let bad_checks = anyhow::Error::from(ValidateError::BadChecks {
+            file: "checks.yaml".into(),
+            problem: "unknown variant `no_such_check`".into(),
+        })
+        .context("validate failed");
+        assert_eq!(exit_code(&bad_checks), exit::INVALID_INPUT);
+        let malformed = anyhow::Error::from(EtlError::Read(ReadError::Malformed {
+            object: "o".into(),
+            line: 3,
+            problem: "not JSON".into(),
+        }))
+        .context("the ETL failed");
+        assert_eq!(exit_code(&malformed), exit::INVALID_INPUT);
+        let no_topic = anyhow::Error::from(IngestError::NoSuchTopic {
+            topic: "t".into(),
+            bootstrap: "k:9092".into(),
+        });
+        assert_eq!(exit_code(&no_topic), exit::INVALID_INPUT);
+        // Kafka or S3 away, a timeout, anything unknown: worth a retry.
+        let stalled = anyhow::Error::from(IngestError::Stalled {
+            bootstrap: "k:9092".into(),
+            topic: "t".into(),
+            partition: 0,
+            position: 1,
+            end: 2,
+            seconds: 60,
+        });
+        assert_eq!(exit_code(&stalled), exit::TRANSIENT);
+        let task = anyhow::Error::from(EtlError::Read(ReadError::Task {
+            object: "o".into(),
+            problem: "panicked".into(),
+        }));
+        assert_eq!(exit_code(&task), exit::TRANSIENT);
+        assert_eq!(
+            exit_code(&anyhow::anyhow!("Kafka is not reachable")),
+            exit::TRANSIENT
+        );
     }
 
     #[test]

@@ -336,20 +336,25 @@ async fn step(
     if !current.phase.is_finished() {
         ctx.metrics.run_seen(owner);
     }
-    let observed = observe(run, ctx, ns).await?;
+    let mut observed = observe(run, ctx, ns).await?;
     let now = Utc::now();
-    let mut decision = match status::decide(
-        name,
-        run.metadata.generation,
-        run.metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(jobs::to_chrono),
-        &run.spec,
-        current,
-        &observed,
-        now,
-    ) {
+    let created_at = run
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(jobs::to_chrono);
+    let decide = |st: &PipelineRunStatus, observed: &[ObservedJob]| {
+        status::decide(
+            name,
+            run.metadata.generation,
+            created_at,
+            &run.spec,
+            st,
+            observed,
+            now,
+        )
+    };
+    let mut decision = match decide(current, &observed) {
         Ok(d) => d,
         Err(e @ Error::InvalidSpec { .. }) => {
             // Not retried: the spec must change first.
@@ -386,6 +391,35 @@ async fn step(
         }
         Err(e) => return Err(e),
     };
+    let mut created = false;
+    if let status::Action::CreateJob { stage, attempt } = decision.action {
+        // One drain per consumer group at a time, whatever made the runs (docs/ingest.md):
+        // two drains of a group would race on its committed offsets.
+        let _turn = match (stage, &run.spec.template.kafka.group) {
+            (Stage::Ingest, Some(group)) => {
+                let turn = ctx.consumer_group_turn(ns, group).await;
+                if let Some(holder) = draining_run(ctx, ns, group, name).await? {
+                    return wait_for_consumer_group(run, ctx, current, group, &holder).await;
+                }
+                Some(turn)
+            }
+            _ => None,
+        };
+        match create_job(run, ctx, ns, stage, attempt).await? {
+            Created::Yes => created = true,
+            Created::Refused(message) => {
+                // The API server will refuse this Job whatever the retry: its refusal is the
+                // attempt's outcome, decided like any failed Job's (permanent: the run fails
+                // with the server's message instead of this reconcile failing for ever).
+                observed.push(jobs::refused(name, stage, attempt, message));
+                let mut again = decide(&decision.status, &observed)?;
+                let mut transitions = std::mem::take(&mut decision.transitions);
+                transitions.append(&mut again.transitions);
+                again.transitions = transitions;
+                decision = again;
+            }
+        }
+    }
     if let Some(st) = decision
         .status
         .conditions
@@ -398,22 +432,10 @@ async fn step(
     }
 
     let action = match decision.action {
-        status::Action::CreateJob { stage, attempt } => {
-            // One drain per consumer group at a time, whatever made the runs (docs/ingest.md):
-            // two drains of a group would race on its committed offsets.
-            let _turn = match (stage, &run.spec.template.kafka.group) {
-                (Stage::Ingest, Some(group)) => {
-                    let turn = ctx.consumer_group_turn(ns, group).await;
-                    if let Some(holder) = draining_run(ctx, ns, group, name).await? {
-                        return wait_for_consumer_group(run, ctx, current, group, &holder).await;
-                    }
-                    Some(turn)
-                }
-                _ => None,
-            };
-            create_job(run, ctx, ns, stage, attempt).await?;
-            Action::requeue(RESYNC)
-        }
+        // Created above; a refused Job's attempt is permanent and never asks for another,
+        // and should it, the next reconcile creates it.
+        status::Action::CreateJob { .. } if created => Action::requeue(RESYNC),
+        status::Action::CreateJob { .. } => Action::requeue(Duration::from_secs(1)),
         status::Action::WaitFor(d) => Action::requeue(d),
         status::Action::Wait => Action::requeue(RESYNC),
         status::Action::Done => Action::await_change(),
@@ -547,13 +569,21 @@ fn running_attempt(st: &PipelineRunStatus) -> Option<(Stage, chrono::DateTime<Ut
         .and_then(|s| Some((s.stage, s.start_time?)))
 }
 
+/// What became of a Job to create.
+enum Created {
+    /// Created now, or by an earlier reconcile.
+    Yes,
+    /// Refused by the API server for its content: its message.
+    Refused(String),
+}
+
 async fn create_job(
     run: &PipelineRun,
     ctx: &Context,
     ns: &str,
     stage: Stage,
     attempt: u32,
-) -> Result<()> {
+) -> Result<Created> {
     let job = jobs::build_job(run, stage, attempt)?;
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     match api.create(&PostParams::default(), &job).await {
@@ -567,10 +597,17 @@ async fn create_job(
                 .with_label_values(&[stage.as_str()])
                 .inc();
             info!(job = %job.name_any(), "created Job");
-            Ok(())
+            Ok(Created::Yes)
         }
         // Deterministic names: it exists, so an earlier reconcile created it.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Created::Yes),
+        // Invalid (422: a bad imagePullPolicy, requests above limits) or not even decodable
+        // (400: a memory limit that is no quantity): the same spec gives the same Job. Other
+        // refusals (403 from a quota or a webhook, 5xx) may pass, and go to error_policy.
+        Err(kube::Error::Api(s)) if s.code == 400 || s.code == 422 => {
+            warn!(job = %job.name_any(), "the API server refused the Job: {}", s.message);
+            Ok(Created::Refused(s.message))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use sha2::Digest;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource,
@@ -14,6 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
+use streamflow_core::exit;
 
 use crate::Error;
 use crate::crd::{PipelineRun, Stage};
@@ -250,6 +254,7 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         spec: Some(JobSpec {
             // Retries are the operator's (with backoff and a status per attempt).
             backoff_limit: Some(0),
+            pod_failure_policy: Some(pod_failure_policy(&stage.to_string())),
             active_deadline_seconds: spec.stage_deadline_seconds,
             ttl_seconds_after_finished: Some(
                 spec.ttl_seconds_after_finished
@@ -284,6 +289,39 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         }),
         status: None,
     })
+}
+
+/// How the Job controller treats a failed Pod of a stage (rules apply in order, first match
+/// wins; podFailurePolicy needs `restartPolicy: Never`, which stage Pods have):
+/// - a Pod disrupted (preempted, evicted by a drain or for node pressure, its node gone: the
+///   `DisruptionTarget` condition) says nothing of the stage: `Ignore` replaces it within the
+///   same attempt, not counted against `backoffLimit: 0`, so no operator retry is spent on it;
+/// - the job image's permanent exit codes (`streamflow_core::exit::PERMANENT`) fail the Job
+///   with reason `PodFailurePolicy`, which the operator reads (as it reads the exit code) to
+///   spend no retry on a failure that would happen again. (With `backoffLimit: 0` the Job would
+///   fail anyway; the reason is what says why, even once the Pod is gone.)
+fn pod_failure_policy(container: &str) -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "Ignore".to_owned(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".to_owned(),
+                    status: Some("True".to_owned()),
+                }]),
+                on_exit_codes: None,
+            },
+            PodFailurePolicyRule {
+                action: "FailJob".to_owned(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(container.to_owned()),
+                    operator: "In".to_owned(),
+                    values: exit::PERMANENT.iter().map(|c| i32::from(*c)).collect(),
+                }),
+                on_pod_conditions: None,
+            },
+        ],
+    }
 }
 
 /// What the `restricted` Pod Security Standard asks of a container: stage pods run in
@@ -330,16 +368,29 @@ pub enum JobState {
     Succeeded,
     /// `container`: how its container ended, when that says more than the exit code (the
     /// kubelet's reason and the exit code: "OOMKilled (exit code 137, memory limit 20Mi)").
+    /// `exit_code`: its container's, when a Pod of it says (the job image's codes are
+    /// `streamflow_core::exit`).
     Failed {
         reason: String,
         message: String,
         container: Option<String>,
+        exit_code: Option<i32>,
     },
     /// Active, but its Pod's container cannot start and will not without a change: the
     /// kubelet's waiting reason (one of [`STUCK_REASONS`]) and message.
     Stuck {
         reason: String,
         message: String,
+    },
+    /// Active, and its Pod has not started, for a reason that may pass (a Pod the scheduler
+    /// cannot place yet, a container still being created or its image pulled): the scheduler's
+    /// or kubelet's reason and message, shown in status until it starts or a start-up timeout
+    /// fails the attempt. `since`: when that Pod was created (a Pod replacing a disrupted
+    /// one starts late in its attempt, and has its own time to start).
+    NotStarted {
+        reason: String,
+        message: String,
+        since: Option<DateTime<Utc>>,
     },
 }
 
@@ -356,6 +407,31 @@ pub const STUCK_REASONS: [&str; 5] = [
     "CreateContainerConfigError",
     "CreateContainerError",
 ];
+
+/// A Job the API server refused to create (400, 422: a bad `imagePullPolicy`, `resources`): the
+/// attempt failed, with the server's message. The same spec gives the same Job, so this is
+/// permanent.
+pub fn refused(run: &str, stage: Stage, attempt: u32, message: String) -> ObservedJob {
+    ObservedJob {
+        name: job_name(run, stage, attempt),
+        stage,
+        attempt,
+        state: JobState::Failed {
+            reason: REFUSED.to_owned(),
+            message,
+            container: None,
+            exit_code: None,
+        },
+        start_time: None,
+        finish_time: None,
+        termination_message: None,
+    }
+}
+
+/// The reason of an attempt whose Job the API server refused.
+pub const REFUSED: &str = "JobRefused";
+/// The reason the Job controller gives a Job failed by a podFailurePolicy FailJob rule.
+pub const POD_FAILURE_POLICY: &str = "PodFailurePolicy";
 
 pub fn to_chrono(t: &Time) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(t.0.as_millisecond())
@@ -398,6 +474,11 @@ pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
     let termination_message = statuses()
         .filter_map(|cs| cs.state.as_ref()?.terminated.as_ref()?.message.clone())
         .find(|m| !m.trim().is_empty());
+    // The Pod the Job controller made last: after a disruption (ignored by the
+    // podFailurePolicy) the Job has a replacement, and the replaced one says nothing more.
+    let newest = job_pods
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
     let state = if is_true("Complete").is_some() || is_true("SuccessCriteriaMet").is_some() {
         JobState::Succeeded
     } else if let Some(c) = is_true("Failed") {
@@ -405,6 +486,12 @@ pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
             reason: c.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
             message: c.message.clone().unwrap_or_default(),
             container: job_pods.iter().find_map(|p| container_end(p)),
+            exit_code: newest.and_then(|p| exit_code(p)).or_else(|| {
+                job_pods
+                    .iter()
+                    .filter_map(|p| exit_code(p))
+                    .find(|c| *c != 0)
+            }),
         }
     } else if let Some(waiting) = statuses()
         .filter_map(|cs| cs.state.as_ref()?.waiting.as_ref())
@@ -417,6 +504,14 @@ pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
         JobState::Stuck {
             reason: waiting.reason.clone().unwrap_or_default(),
             message: waiting.message.clone().unwrap_or_default(),
+        }
+    } else if let Some(pod) = newest
+        && let Some((reason, message)) = not_started(pod)
+    {
+        JobState::NotStarted {
+            reason,
+            message,
+            since: pod.metadata.creation_timestamp.as_ref().and_then(to_chrono),
         }
     } else {
         JobState::Active
@@ -440,6 +535,55 @@ pub fn observe(job: &Job, pods: &[Pod]) -> Option<ObservedJob> {
         finish_time,
         termination_message,
     })
+}
+
+/// The exit code of a Pod's terminated container.
+fn exit_code(pod: &Pod) -> Option<i32> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find_map(|cs| Some(cs.state.as_ref()?.terminated.as_ref()?.exit_code))
+}
+
+/// Why a Pod has not started, when something says so: the scheduler cannot place it
+/// (`PodScheduled` False, `Unschedulable` and which nodes lack what), or its container waits
+/// (`ContainerCreating` with a volume that will not mount, `ErrImagePull`). A Pod with no
+/// status yet says nothing: it was created a moment ago.
+fn not_started(pod: &Pod) -> Option<(String, String)> {
+    let status = pod.status.as_ref()?;
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    {
+        return Some((
+            c.reason.clone().unwrap_or_else(|| "Unscheduled".to_owned()),
+            c.message.clone().unwrap_or_default(),
+        ));
+    }
+    let statuses = status.container_statuses.as_ref()?;
+    if statuses.is_empty() {
+        return None;
+    }
+    let mut waiting = None;
+    for cs in statuses {
+        let state = cs.state.as_ref()?;
+        if state.running.is_some() || state.terminated.is_some() {
+            return None;
+        }
+        if waiting.is_none()
+            && let Some(w) = &state.waiting
+        {
+            waiting = Some((
+                w.reason.clone().unwrap_or_else(|| "Waiting".to_owned()),
+                w.message.clone().unwrap_or_default(),
+            ));
+        }
+    }
+    waiting
 }
 
 /// How a Pod's container ended, when the kubelet gave a reason other than a plain non-zero
@@ -727,6 +871,7 @@ pub(crate) mod tests {
                 reason: "DeadlineExceeded".into(),
                 message: "too slow".into(),
                 container: None,
+                exit_code: Some(1),
             }
         );
         assert_eq!(o.termination_message.as_deref(), Some("error: boom"));
@@ -790,6 +935,122 @@ mod pod_tests {
     }
 
     #[test]
+    fn permanent_exit_codes_fail_the_job_and_disruptions_are_not_failures() {
+        let job = build_job(&run(serde_json::json!({})), Stage::Validate, 1).unwrap();
+        let spec = job.spec.unwrap();
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(
+            pod.restart_policy.as_deref(),
+            Some("Never"),
+            "podFailurePolicy requires it"
+        );
+        let rules = spec.pod_failure_policy.unwrap().rules;
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].action, "Ignore");
+        let on = rules[0].on_pod_conditions.clone().unwrap();
+        assert_eq!(
+            (on[0].type_.as_str(), on[0].status.as_deref()),
+            ("DisruptionTarget", Some("True"))
+        );
+        assert_eq!(rules[1].action, "FailJob");
+        let codes = rules[1].on_exit_codes.clone().unwrap();
+        assert_eq!(
+            (
+                codes.container_name.as_deref(),
+                codes.operator.as_str(),
+                codes.values
+            ),
+            (Some("validate"), "In", vec![2, 3, 4])
+        );
+    }
+
+    #[test]
+    fn a_failed_jobs_exit_code_is_read_from_its_newest_pod() {
+        let mut job = build_job(&run(serde_json::json!({})), Stage::Validate, 1).unwrap();
+        job.status = serde_json::from_value(serde_json::json!({
+            "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                "message": "Container validate for pod data/daily-validate-1-b failed with exit code 3 matching FailJob rule at index 1"}]
+        }))
+        .unwrap();
+        let ended = |name: &str, created: &str, code: i32| {
+            let mut p = pod(
+                "daily-validate-1",
+                serde_json::json!({"containers": [{"name": "validate"}]}),
+                serde_json::json!({"containerStatuses": [{"name": "validate", "image": "i",
+                    "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": code, "reason": "Error"}}}]}),
+            );
+            p.metadata.name = Some(name.into());
+            p.metadata.creation_timestamp =
+                serde_json::from_value(serde_json::json!(created)).unwrap();
+            p
+        };
+        // The first Pod was disrupted (exit 143 on SIGTERM) and replaced; the second failed.
+        let pods = [
+            ended("daily-validate-1-b", "2026-11-25T10:01:00Z", 3),
+            ended("daily-validate-1-a", "2026-11-25T10:00:00Z", 143),
+        ];
+        let JobState::Failed {
+            reason, exit_code, ..
+        } = observe(&job, &pods).unwrap().state
+        else {
+            panic!("not failed");
+        };
+        assert_eq!((reason.as_str(), exit_code), (POD_FAILURE_POLICY, Some(3)));
+    }
+
+    #[test]
+    fn a_pod_that_has_not_started_says_why() {
+        let job = build_job(&run(serde_json::json!({})), Stage::Ingest, 1).unwrap();
+        let unschedulable = pod(
+            "daily-ingest-1",
+            serde_json::json!({"containers": [{"name": "ingest"}]}),
+            serde_json::json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient memory."}]}),
+        );
+        assert_eq!(
+            observe(&job, &[unschedulable]).unwrap().state,
+            JobState::NotStarted {
+                reason: "Unschedulable".into(),
+                message: "0/1 nodes are available: 1 Insufficient memory.".into(),
+                since: None,
+            }
+        );
+        let creating = pod(
+            "daily-ingest-1",
+            serde_json::json!({"containers": [{"name": "ingest"}]}),
+            serde_json::json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                "status": "True"}], "containerStatuses": [{"name": "ingest", "image": "i",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
+        assert_eq!(
+            observe(&job, &[creating]).unwrap().state,
+            JobState::NotStarted {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+                since: None,
+            }
+        );
+        // Running, or just created with no status yet: nothing to say.
+        let running = pod(
+            "daily-ingest-1",
+            serde_json::json!({"containers": [{"name": "ingest"}]}),
+            serde_json::json!({"phase": "Running", "containerStatuses": [{"name": "ingest",
+                "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+                "state": {"running": {}}}]}),
+        );
+        assert_eq!(observe(&job, &[running]).unwrap().state, JobState::Active);
+        let fresh = pod(
+            "daily-ingest-1",
+            serde_json::json!({"containers": [{"name": "ingest"}]}),
+            serde_json::json!({}),
+        );
+        assert_eq!(observe(&job, &[fresh]).unwrap().state, JobState::Active);
+    }
+
+    #[test]
     fn a_pod_that_cannot_pull_its_image_makes_the_job_stuck() {
         let job = build_job(&run(serde_json::json!({})), Stage::Ingest, 2).unwrap();
         let waiting = |reason: &str| {
@@ -808,17 +1069,18 @@ mod pod_tests {
                 message: "Back-off pulling image \"x:1\"".into()
             }
         );
-        // The first failed pull may be a registry's hiccup: the kubelet retries it.
-        assert_eq!(
-            observe(&job, &[waiting("ErrImagePull")]).unwrap().state,
-            JobState::Active
-        );
-        assert_eq!(
-            observe(&job, &[waiting("ContainerCreating")])
-                .unwrap()
-                .state,
-            JobState::Active
-        );
+        // The first failed pull may be a registry's hiccup: the kubelet retries it, so the
+        // attempt has not started yet (shown, and bounded by the start-up timeout), not stuck.
+        for reason in ["ErrImagePull", "ContainerCreating"] {
+            assert_eq!(
+                observe(&job, &[waiting(reason)]).unwrap().state,
+                JobState::NotStarted {
+                    reason: reason.into(),
+                    message: "Back-off pulling image \"x:1\"".into(),
+                    since: None,
+                }
+            );
+        }
         // Another Job's Pod says nothing about this one.
         let mut other = waiting("ImagePullBackOff");
         other.metadata.labels = Some(BTreeMap::from([(

@@ -15,6 +15,13 @@ use crate::jobs::{JobState, ObservedJob, job_name};
 pub const COND_RUNNING: &str = "Running";
 pub const COND_SUCCEEDED: &str = "Succeeded";
 pub const COND_DEADLINE_MISSED: &str = "DeadlineMissed";
+/// How long an attempt's Pod may take to start (to be scheduled, its image pulled, its
+/// container created) before the attempt fails: long enough for a cluster autoscaler to add a
+/// node and a large image to be pulled, short enough that a Pod no node can take costs minutes,
+/// not the run. An operator-wide default; `stageDeadlineSeconds` still bounds the whole attempt.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How a stage's message starts while its attempt's Pod has not started.
+const NOT_STARTED: &str = "not started: ";
 
 /// What the controller should do after writing the status.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,6 +200,8 @@ pub fn decide(
     let mut action = Action::Wait;
     let mut wake: Option<DateTime<Utc>> = None;
     let mut failed: Option<String> = None;
+    // Why the running attempt's Pod has not started, for the Running condition.
+    let mut not_started: Option<String> = None;
 
     for &stage in &spec.template.stages {
         let mut ss = st.stage(stage).cloned().unwrap_or(StageStatus {
@@ -287,6 +296,32 @@ pub fn decide(
                     if let Some(t) = job.start_time {
                         ss.start_time = Some(t);
                     }
+                    // It started: why it had not is no longer true.
+                    if ss
+                        .message
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with(NOT_STARTED))
+                    {
+                        ss.message = None;
+                    }
+                }
+                JobState::NotStarted {
+                    reason,
+                    message,
+                    since,
+                } if now < startup_due(since.or(ss.start_time).or(job.start_time), now) => {
+                    ss.phase = StagePhase::Running;
+                    if let Some(t) = job.start_time {
+                        ss.start_time = Some(t);
+                    }
+                    let why = cut_message(if message.is_empty() {
+                        format!("{NOT_STARTED}{reason}")
+                    } else {
+                        format!("{NOT_STARTED}{reason}: {message}")
+                    });
+                    ss.message = Some(why.clone());
+                    not_started = Some(why);
+                    wake = Some(startup_due(since.or(ss.start_time), now));
                 }
                 JobState::Succeeded => {
                     let finish = job.finish_time.unwrap_or(now);
@@ -323,28 +358,53 @@ pub fn decide(
                     }
                     stop = false;
                 }
-                state @ (JobState::Failed { .. } | JobState::Stuck { .. }) => {
+                state @ (JobState::Failed { .. }
+                | JobState::Stuck { .. }
+                | JobState::NotStarted { .. }) => {
                     // A stuck Job has no finish time: the failure's, once recorded, holds (so
                     // the backoff does not slide while the Job is being deleted).
                     let recorded = matches!(ss.phase, StagePhase::BackingOff | StagePhase::Failed)
                         .then_some(ss.finish_time)
                         .flatten();
                     let finish = job.finish_time.or(recorded).unwrap_or(now);
+                    let permanent = permanent_failure(state);
                     let why = match state {
                         JobState::Stuck { reason, message } => {
                             delete_jobs.push(job.name.clone());
                             stuck_message(reason, message)
                         }
+                        // Past the start-up timeout (the arm above takes it before).
+                        JobState::NotStarted {
+                            reason, message, ..
+                        } => {
+                            delete_jobs.push(job.name.clone());
+                            let mut out = format!(
+                                "StartupTimeout: the stage's Pod did not start within {}s: {reason}",
+                                STARTUP_TIMEOUT.as_secs()
+                            );
+                            if !message.is_empty() {
+                                out.push_str(": ");
+                                out.push_str(message);
+                            }
+                            cut_message(out)
+                        }
                         JobState::Failed {
                             reason,
                             message,
                             container,
-                        } => failure_message(
-                            reason,
-                            message,
-                            container.as_deref(),
-                            job.termination_message.as_deref(),
-                        ),
+                            ..
+                        } => {
+                            let why = failure_message(
+                                reason,
+                                message,
+                                container.as_deref(),
+                                job.termination_message.as_deref(),
+                            );
+                            match &permanent {
+                                Some(p) => cut_message(format!("{p}, not retried: {why}")),
+                                None => why,
+                            }
+                        }
                         // Not in this arm's pattern.
                         JobState::Active | JobState::Succeeded => String::new(),
                     };
@@ -359,7 +419,7 @@ pub fn decide(
                         t.duration = ss.start_time.map(|s| secs(finish - s));
                         transitions.push(with_job(t, &job.name));
                     }
-                    if latest >= max_attempts {
+                    if latest >= max_attempts || permanent.is_some() {
                         ss.phase = StagePhase::Failed;
                         failed = Some(format!("{stage} failed after {latest} attempt(s): {why}"));
                     } else {
@@ -465,12 +525,16 @@ pub fn decide(
         action = Action::Done;
     } else {
         let stage = st.current_stage.map(|s| s.to_string()).unwrap_or_default();
-        let (reason, message) = match st.next_attempt_time {
-            Some(t) => (
+        let (reason, message) = match (st.next_attempt_time, not_started) {
+            (Some(t), _) => (
                 "BackingOff",
                 format!("{stage}: next attempt at {}", t.to_rfc3339()),
             ),
-            None => (
+            (None, Some(why)) => (
+                "StageNotStarted",
+                format!("{stage}: attempt {} {why}", st.attempts.unwrap_or(0)),
+            ),
+            (None, None) => (
                 "StageRunning",
                 format!("{stage}: attempt {}", st.attempts.unwrap_or(0)),
             ),
@@ -603,6 +667,7 @@ fn lost_job(ss: &StageStatus, attempt: u32) -> ObservedJob {
                 ss.job_name
             ),
             container: None,
+            exit_code: None,
         },
         start_time: ss.start_time,
         finish_time: None,
@@ -642,6 +707,34 @@ fn failure_message(
         }
     }
     cut_message(out)
+}
+
+/// When an attempt fails if its Pod, created at `start` (or, unknown, its Job), has not started.
+fn startup_due(start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    start.unwrap_or(now) + chrono::Duration::from_std(STARTUP_TIMEOUT).unwrap_or_default()
+}
+
+/// Why a failed attempt would fail the same way again, if it would: the job image's
+/// permanent exit codes (read from the Pod, or, once the Pod is gone, from the Job's
+/// `PodFailurePolicy` reason), or a Job the API server refused. No retry is spent on these.
+fn permanent_failure(state: &JobState) -> Option<String> {
+    let JobState::Failed {
+        reason, exit_code, ..
+    } = state
+    else {
+        return None;
+    };
+    if let Some(code) = exit_code.filter(|c| streamflow_core::exit::is_permanent(*c)) {
+        let what = streamflow_core::exit::describe(code).unwrap_or("permanent failure");
+        return Some(format!("{what} (exit code {code})"));
+    }
+    match reason.as_str() {
+        crate::jobs::POD_FAILURE_POLICY => {
+            Some("a permanent failure (the Job's podFailurePolicy failed it)".to_owned())
+        }
+        crate::jobs::REFUSED => Some("the API server refused the Job".to_owned()),
+        _ => None,
+    }
 }
 
 /// Why an attempt whose Pod cannot start failed: the kubelet's waiting reason and message.
@@ -698,6 +791,7 @@ mod tests {
             reason: "BackoffLimitExceeded".into(),
             message: "Job has reached the specified backoff limit".into(),
             container: None,
+            exit_code: Some(1),
         }
     }
 
@@ -714,6 +808,7 @@ mod tests {
             reason: "BackoffLimitExceeded".into(),
             message: "Job has reached the specified backoff limit".into(),
             container: Some("OOMKilled (exit code 137, memory limit 20Mi)".into()),
+            exit_code: Some(137),
         };
         let jobs = [job(
             Stage::Etl,
@@ -813,6 +908,234 @@ mod tests {
             t(now),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_permanent_failure_spends_no_retry() {
+        let r = run(serde_json::json!({"stages": ["validate"], "retry": {"maxAttempts": 3}}));
+        let start = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        let with = |reason: &str, exit_code: Option<i32>| {
+            let state = JobState::Failed {
+                reason: reason.into(),
+                message: "Job has reached the specified backoff limit".into(),
+                container: None,
+                exit_code,
+            };
+            let jobs = [job(
+                Stage::Validate,
+                1,
+                state,
+                Some("2026-11-25T01:01:00Z"),
+                Some("error: cannot parse the checks file"),
+            )];
+            decide_at(&r, &start.status, &jobs, "2026-11-25T01:01:01Z")
+        };
+        // Exit code 3 (invalid input), read from the Pod.
+        let d = with("BackoffLimitExceeded", Some(3));
+        assert_eq!(
+            (d.status.phase, d.action.clone()),
+            (Phase::Failed, Action::Done)
+        );
+        let v = d.status.stage(Stage::Validate).unwrap();
+        assert_eq!((v.phase, v.attempts), (StagePhase::Failed, 1));
+        let message = v.message.clone().unwrap_or_default();
+        assert!(
+            message.starts_with("invalid input or configuration (exit code 3), not retried: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("cannot parse the checks file"),
+            "{message}"
+        );
+        let c = d.status.condition(COND_SUCCEEDED).unwrap();
+        assert!(
+            c.message
+                .starts_with("validate failed after 1 attempt(s): invalid input"),
+            "{}",
+            c.message
+        );
+        // Checks that failed, and a usage error: permanent too.
+        for code in [4, 2] {
+            assert_eq!(
+                with("BackoffLimitExceeded", Some(code)).status.phase,
+                Phase::Failed
+            );
+        }
+        // The Pod is gone, the Job's reason says it: a FailJob rule of its podFailurePolicy.
+        let d = with("PodFailurePolicy", None);
+        assert_eq!(d.status.phase, Phase::Failed, "{:?}", d.status);
+        // A transient failure (exit 1), a kill (137), or nothing known: retried.
+        for code in [Some(1), Some(137), None] {
+            let d = with("BackoffLimitExceeded", code);
+            assert_eq!(
+                d.status.stage(Stage::Validate).unwrap().phase,
+                StagePhase::BackingOff,
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_job_fails_the_run_with_the_api_servers_message() {
+        let r = run(serde_json::json!({"stages": ["etl"], "retry": {"maxAttempts": 3}}));
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        assert_eq!(
+            d.action,
+            Action::CreateJob {
+                stage: Stage::Etl,
+                attempt: 1
+            }
+        );
+        // The controller's create got a 422: the refusal is the attempt's outcome.
+        let server = "Job.batch \"daily-etl-1\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"1Gi\": must be less than or equal to memory limit of 20Mi";
+        let refused = [crate::jobs::refused(
+            "daily",
+            Stage::Etl,
+            1,
+            server.to_owned(),
+        )];
+        let d = decide_at(&r, &d.status, &refused, "2026-11-25T01:00:00Z");
+        assert_eq!(
+            (d.status.phase, d.action.clone()),
+            (Phase::Failed, Action::Done)
+        );
+        let etl = d.status.stage(Stage::Etl).unwrap();
+        assert_eq!((etl.phase, etl.attempts), (StagePhase::Failed, 1));
+        let message = etl.message.clone().unwrap_or_default();
+        assert!(
+            message.starts_with("the API server refused the Job, not retried: JobRefused: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("must be less than or equal to memory limit"),
+            "{message}"
+        );
+        assert_eq!(
+            d.transitions.iter().map(|t| t.reason).collect::<Vec<_>>(),
+            ["StageFailed", "Failed"]
+        );
+        assert!(d.delete_jobs.is_empty(), "there is no Job to delete");
+    }
+
+    #[test]
+    fn an_unschedulable_pod_is_shown_then_fails_its_attempt_after_the_startup_timeout() {
+        let r = run(
+            serde_json::json!({"stages": ["ingest"], "retry": {"maxAttempts": 2, "initialBackoff": "10s"}}),
+        );
+        let d = decide_at(
+            &r,
+            &PipelineRunStatus::default(),
+            &[],
+            "2026-11-25T01:00:00Z",
+        );
+        let scheduler = "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
+        let pending = |reason: &str, message: &str| {
+            [job(
+                Stage::Ingest,
+                1,
+                JobState::NotStarted {
+                    reason: reason.into(),
+                    message: message.into(),
+                    since: None,
+                },
+                None,
+                None,
+            )]
+        };
+        let unschedulable = pending("Unschedulable", scheduler);
+        // Seen at once: the stage's message and the Running condition say why.
+        let d = decide_at(&r, &d.status, &unschedulable, "2026-11-25T01:00:05Z");
+        let ingest = d.status.stage(Stage::Ingest).unwrap();
+        assert_eq!(ingest.phase, StagePhase::Running);
+        assert_eq!(
+            ingest.message.as_deref(),
+            Some(format!("not started: Unschedulable: {scheduler}").as_str())
+        );
+        let running = d.status.condition(COND_RUNNING).unwrap();
+        assert_eq!(
+            (running.reason.as_str(), running.message.as_str()),
+            (
+                "StageNotStarted",
+                format!("ingest: attempt 1 not started: Unschedulable: {scheduler}").as_str()
+            )
+        );
+        // Woken when the start-up timeout ends (the Job started at 01:00:00).
+        assert_eq!(
+            d.action,
+            Action::WaitFor(STARTUP_TIMEOUT - Duration::from_secs(5))
+        );
+        assert!(d.transitions.is_empty(), "{:?}", d.transitions);
+        // Still waiting just before: nothing changes.
+        let early = decide_at(&r, &d.status, &unschedulable, "2026-11-25T01:04:59Z");
+        assert_eq!(early.status, d.status);
+        // After it: the attempt fails, its Job is deleted, the retry policy decides.
+        let late = decide_at(&r, &d.status, &unschedulable, "2026-11-25T01:05:00Z");
+        let ingest = late.status.stage(Stage::Ingest).unwrap();
+        assert_eq!(ingest.phase, StagePhase::BackingOff);
+        let message = ingest.message.clone().unwrap_or_default();
+        assert!(
+            message.starts_with(
+                "StartupTimeout: the stage's Pod did not start within 300s: Unschedulable: 0/1 nodes"
+            ),
+            "{message}"
+        );
+        assert_eq!(late.delete_jobs, ["daily-ingest-1"]);
+        assert_eq!(
+            late.transitions
+                .iter()
+                .map(|t| t.reason)
+                .collect::<Vec<_>>(),
+            ["StageFailed"]
+        );
+        // A Pod that replaced a disrupted one at 01:20 has its own five minutes.
+        let replacement = [job(
+            Stage::Ingest,
+            1,
+            JobState::NotStarted {
+                reason: "Unschedulable".into(),
+                message: scheduler.into(),
+                since: Some(t("2026-11-25T01:20:00Z")),
+            },
+            None,
+            None,
+        )];
+        let d2 = decide_at(&r, &d.status, &replacement, "2026-11-25T01:21:00Z");
+        assert_eq!(
+            (
+                d2.status.stage(Stage::Ingest).unwrap().phase,
+                d2.action.clone()
+            ),
+            (
+                StagePhase::Running,
+                Action::WaitFor(STARTUP_TIMEOUT - Duration::from_secs(60))
+            )
+        );
+        // A Pod that starts after a wait: the wait is no longer the stage's message.
+        let started = decide_at(
+            &r,
+            &d.status,
+            &[job(Stage::Ingest, 1, JobState::Active, None, None)],
+            "2026-11-25T01:02:00Z",
+        );
+        let ingest = started.status.stage(Stage::Ingest).unwrap();
+        assert_eq!(
+            (ingest.phase, ingest.message.as_deref()),
+            (StagePhase::Running, None)
+        );
+        assert_eq!(
+            started.status.condition(COND_RUNNING).unwrap().reason,
+            "StageRunning"
+        );
     }
 
     #[test]

@@ -239,13 +239,13 @@ async fn landing_objects(
         .collect())
 }
 
-/// A stage that fails is retried after 1 s, then 2 s, and the run fails after three attempts
-/// with the reason from the Job and the stage's last log lines.
+/// A stage that fails for a reason a retry may get past (exit code 1: Kafka unreachable) is
+/// retried after 1 s, then 2 s, and the run fails after three attempts with the reason from the
+/// Job and the stage's last log lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_stage_retries_with_backoff_then_fails() -> Result<()> {
     require_streamflow_bin()?;
     let (client, ns) = setup("sf-retry").await?;
-    bad_checks(&client, &ns).await?;
     let op = Operator::start(&ns).await?;
     let _kubelet = Kubelet::start(client.clone(), &ns);
     create_run(
@@ -254,8 +254,9 @@ async fn failing_stage_retries_with_backoff_then_fails() -> Result<()> {
         run_body(
             "retry",
             json!({
-                "stages": ["validate"],
-                "validation": {"checksConfigMap": {"name": "bad-checks"}},
+                "stages": ["ingest"],
+                // Nothing listens there: the drain fails at once, and may not next time.
+                "kafka": {"bootstrap": "127.0.0.1:1"},
                 "retry": {"maxAttempts": 3, "initialBackoff": "1s", "factor": 2, "maxBackoff": "10s"},
             }),
         ),
@@ -267,14 +268,14 @@ async fn failing_stage_retries_with_backoff_then_fails() -> Result<()> {
     .await?;
     let st = run.status.clone().unwrap_or_default();
     assert_eq!(st.phase, Phase::Failed, "{st:#?}");
-    let v = st.stage(Stage::Validate).context("validate stage")?;
+    let v = st.stage(Stage::Ingest).context("ingest stage")?;
     assert_eq!((v.phase, v.attempts), (StagePhase::Failed, 3));
-    assert_eq!(v.job_name, "retry-validate-3");
+    assert_eq!(v.job_name, "retry-ingest-3");
     let message = v.message.clone().unwrap_or_default();
     assert!(message.starts_with("BackoffLimitExceeded"), "{message}");
     assert!(
-        message.contains("no_such_check"),
-        "the log tail names the bad check: {message}"
+        message.contains("Kafka is not reachable at 127.0.0.1:1"),
+        "the log tail says why: {message}"
     );
     let cond = st.condition("Succeeded").context("Succeeded condition")?;
     assert_eq!(
@@ -282,13 +283,13 @@ async fn failing_stage_retries_with_backoff_then_fails() -> Result<()> {
         ("False", "StageFailed")
     );
     assert!(
-        cond.message.contains("validate failed after 3 attempt(s)"),
+        cond.message.contains("ingest failed after 3 attempt(s)"),
         "{}",
         cond.message
     );
     assert_eq!(
         job_names(&client, &ns, "retry").await?,
-        vec!["retry-validate-1", "retry-validate-2", "retry-validate-3"]
+        vec!["retry-ingest-1", "retry-ingest-2", "retry-ingest-3"]
     );
     let ev = wait_events(&client, &ns, "retry", "Failed", 1).await?;
     let retries: Vec<&String> = ev
@@ -315,6 +316,130 @@ async fn failing_stage_retries_with_backoff_then_fails() -> Result<()> {
     };
     assert_eq!(op.metric(&finished("failed")).await?, 1.0);
     assert_eq!(op.metric(&finished("succeeded")).await?, 0.0);
+    Ok(())
+}
+
+/// A stage that fails in a way a retry meets again (checks the validate stage cannot parse:
+/// exit code 3) fails its Job through the Job's podFailurePolicy, and the run after one
+/// attempt, whatever `retry.maxAttempts` allows, saying why it was not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_fails_the_run_after_one_attempt() -> Result<()> {
+    require_streamflow_bin()?;
+    let (client, ns) = setup("sf-permanent").await?;
+    bad_checks(&client, &ns).await?;
+    let _op = Operator::start(&ns).await?;
+    let kubelet = Kubelet::start(client.clone(), &ns);
+    create_run(
+        &client,
+        &ns,
+        run_body(
+            "bad",
+            json!({
+                "stages": ["validate"],
+                "validation": {"checksConfigMap": {"name": "bad-checks"}},
+                "retry": {"maxAttempts": 3, "initialBackoff": "1s", "factor": 2, "maxBackoff": "10s"},
+            }),
+        ),
+    )
+    .await?;
+    let run = wait_run(&client, &ns, "bad", "phase Failed", |r| {
+        r.status.as_ref().is_some_and(|s| s.phase.is_finished())
+    })
+    .await?;
+    let st = run.status.clone().unwrap_or_default();
+    assert_eq!(st.phase, Phase::Failed, "{st:#?}");
+    let v = st.stage(Stage::Validate).context("validate stage")?;
+    assert_eq!((v.phase, v.attempts), (StagePhase::Failed, 1), "{v:?}");
+    let ran = kubelet.ran.lock().map(|r| r.clone()).unwrap_or_default();
+    assert_eq!(
+        ran.iter().map(|r| r.exit_code).collect::<Vec<_>>(),
+        [3],
+        "{ran:?}"
+    );
+    let message = v.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "invalid input or configuration (exit code 3), not retried: PodFailurePolicy: Container validate"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("no_such_check"),
+        "the log tail names the bad check: {message}"
+    );
+    let cond = st.condition("Succeeded").context("Succeeded condition")?;
+    assert!(
+        cond.message.contains("validate failed after 1 attempt(s)"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(
+        job_names(&client, &ns, "bad").await?,
+        vec!["bad-validate-1"]
+    );
+    let ev = wait_events(&client, &ns, "bad", "Failed", 1).await?;
+    assert!(!ev.iter().any(|e| e.0 == "Retrying"), "{ev:?}");
+    Ok(())
+}
+
+/// A Job the API server refuses (requests above limits, which the PipelineRun's schema lets
+/// through) fails the run with the server's message, once, instead of a reconcile error
+/// retried for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_api_server_refuses_fails_the_run_with_its_message() -> Result<()> {
+    let (client, ns) = setup("sf-refused").await?;
+    let _op = Operator::start(&ns).await?;
+    create_run(
+        &client,
+        &ns,
+        run_body(
+            "refused",
+            json!({
+                "stages": ["etl"],
+                "resources": {"limits": {"memory": "20Mi"}, "requests": {"memory": "1Gi"}},
+                "retry": {"maxAttempts": 3, "initialBackoff": "1s"},
+            }),
+        ),
+    )
+    .await?;
+    let run = wait_run(&client, &ns, "refused", "phase Failed", |r| {
+        r.status.as_ref().is_some_and(|s| s.phase.is_finished())
+    })
+    .await?;
+    let st = run.status.clone().unwrap_or_default();
+    assert_eq!(st.phase, Phase::Failed, "{st:#?}");
+    let etl = st.stage(Stage::Etl).context("etl stage")?;
+    assert_eq!(
+        (etl.phase, etl.attempts),
+        (StagePhase::Failed, 1),
+        "{etl:?}"
+    );
+    let message = etl.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("the API server refused the Job, not retried: JobRefused: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("must be less than or equal to memory limit"),
+        "the server's own words: {message}"
+    );
+    let cond = st.condition("Succeeded").context("Succeeded condition")?;
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "StageFailed")
+    );
+    assert!(
+        st.condition("ReconcileError")
+            .is_none_or(|c| c.status == "False"),
+        "{st:#?}"
+    );
+    assert!(job_names(&client, &ns, "refused").await?.is_empty());
+    let ev = wait_events(&client, &ns, "refused", "Failed", 1).await?;
+    assert!(
+        ev.iter()
+            .any(|e| e.0 == "StageFailed" && e.1.contains("memory limit")),
+        "{ev:?}"
+    );
     Ok(())
 }
 

@@ -251,12 +251,12 @@ pub async fn validate(
     ui: &Ui,
 ) -> anyhow::Result<(Report, ValidateSummary)> {
     let started = Instant::now();
-    let yaml = std::fs::read_to_string(checks).with_context(|| {
-        format!(
-            "cannot read the checks file {}: pass --checks (STREAMFLOW_CHECKS) with a YAML file like examples/checks.yaml",
-            checks.display()
-        )
-    })?;
+    // A typed error: the exit code tells a missing checks file (permanent) from the rest.
+    let yaml =
+        std::fs::read_to_string(checks).map_err(|source| validate::ValidateError::ReadChecks {
+            file: checks.display().to_string(),
+            source,
+        })?;
     let checks = ChecksFile::parse(&checks.display().to_string(), &yaml)?;
     let config = ValidateConfig {
         gold: Location::parse(gold).context("gold location")?,

@@ -29,6 +29,13 @@ pub enum ValidateError {
     BadChecks { file: String, problem: String },
     #[error("check {check:?}: {problem}")]
     BadCheck { check: String, problem: String },
+    #[error(
+        "cannot read the checks file {file}: {source}: pass --checks (STREAMFLOW_CHECKS) with a YAML file like examples/checks.yaml"
+    )]
+    ReadChecks {
+        file: String,
+        source: std::io::Error,
+    },
 }
 
 /// The checks file: `checks:` followed by a list.
@@ -196,6 +203,10 @@ pub struct CheckResult {
     pub severity: Severity,
     pub passed: bool,
     pub message: String,
+    /// The check could not run (its table could not be loaded, its query failed): its failure
+    /// says nothing of the data, and may not happen again (a store that was unreachable).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unevaluated: bool,
 }
 
 /// The full report (`--report`); the summary is its compact form.
@@ -570,17 +581,21 @@ pub async fn validate(config: &ValidateConfig) -> Result<Report, ValidateError> 
                 break;
             }
         }
-        let (passed, message) = match problem {
-            Some(p) => (false, p),
-            None => evaluate(&ctx, config.landing.as_ref(), &config.interval, &spec.check)
-                .await
-                .unwrap_or_else(|e| (false, format!("could not be evaluated: {e}"))),
+        let (passed, message, unevaluated) = match problem {
+            Some(p) => (false, p, true),
+            None => {
+                match evaluate(&ctx, config.landing.as_ref(), &config.interval, &spec.check).await {
+                    Ok((passed, message)) => (passed, message, false),
+                    Err(e) => (false, format!("could not be evaluated: {e}"), true),
+                }
+            }
         };
         results.push(CheckResult {
             name,
             severity: spec.severity,
             passed,
             message,
+            unevaluated,
         });
     }
     Ok(Report {

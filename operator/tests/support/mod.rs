@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt as _;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -500,6 +500,14 @@ async fn run_job(client: &Client, ns: &str, job: Job) -> Result<Ran> {
         json!({"startTime": started, "active": 0, "failed": 1, "ready": 0,
             "conditions": [cond("FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline"),
                            cond("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")]})
+    } else if let Some(index) = fail_job_rule(&spec, &container.name, exit_code) {
+        let msg = format!(
+            "Container {} for pod {ns}/{pod_name} failed with exit code {exit_code} matching FailJob rule at index {index}",
+            container.name
+        );
+        json!({"startTime": started, "active": 0, "failed": 1, "ready": 0,
+            "conditions": [cond("FailureTarget", "PodFailurePolicy", &msg),
+                           cond("Failed", "PodFailurePolicy", &msg)]})
     } else {
         json!({"startTime": started, "active": 0, "failed": 1, "ready": 0,
             "conditions": [cond("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
@@ -517,6 +525,26 @@ async fn run_job(client: &Client, ns: &str, job: Job) -> Result<Ran> {
         exit_code,
         message,
     })
+}
+
+/// The Job controller's `podFailurePolicy` for a Pod whose container exited with `exit_code`:
+/// the index of the first rule that matches, if it is a FailJob rule. Only `onExitCodes` rules
+/// can match here (the stand-in's Pods are never disrupted, so no `onPodConditions` rule does);
+/// a Count rule, or none, leaves it to `backoffLimit` (0 for the operator's Jobs).
+fn fail_job_rule(spec: &JobSpec, container: &str, exit_code: i32) -> Option<usize> {
+    let policy = spec.pod_failure_policy.as_ref()?;
+    let (index, rule) = policy.rules.iter().enumerate().find(|(_, rule)| {
+        rule.on_exit_codes.as_ref().is_some_and(|on| {
+            let listed = on.values.contains(&exit_code);
+            on.container_name.as_deref().is_none_or(|c| c == container)
+                && match on.operator.as_str() {
+                    "In" => listed,
+                    "NotIn" => !listed,
+                    _ => false,
+                }
+        })
+    })?;
+    (rule.action == "FailJob").then_some(index)
 }
 
 /// Creates a PipelineRun from JSON.
