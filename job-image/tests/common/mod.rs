@@ -396,6 +396,13 @@ pub fn send_transaction(
         "records not delivered: {:?}",
         failed.first()
     );
+    // The commit or abort returns before the brokers have written the transaction's markers;
+    // until then the last stable offset stays before the transaction.
+    wait_for("the transaction's markers", Duration::from_secs(30), || {
+        (high_watermarks_as(topic, "read_committed")
+            == high_watermarks_as(topic, "read_uncommitted"))
+        .then_some(())
+    });
 }
 
 /// The oracle: the event ids a `read_committed` consumer of its own reads from every
@@ -526,11 +533,17 @@ pub async fn recreate_topic(topic: &str, partitions: i32) {
 /// The high watermarks (last stable offsets, read_committed) of every partition of `topic`,
 /// read by a client of its own.
 pub fn high_watermarks(topic: &str) -> BTreeMap<i32, i64> {
+    high_watermarks_as(topic, "read_committed")
+}
+
+/// The high watermarks of `topic` as a consumer of `isolation` (librdkafka's
+/// `isolation.level`) sees them.
+fn high_watermarks_as(topic: &str, isolation: &str) -> BTreeMap<i32, i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", format!("wm-{}", uuid::Uuid::new_v4().simple()))
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .create()
         .expect("watermark consumer");
     let metadata = consumer
