@@ -7,7 +7,7 @@ use std::time::Duration;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutPayload, RetryConfig};
 use url::Url;
 
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +178,40 @@ impl Location {
         else {
             return self.store.put(object, payload).await.map(|_| ());
         };
-        tokio::task::spawn_blocking(move || write_local_durably(&root, &file, &payload))
+        tokio::task::spawn_blocking(move || write_local_durably(&root, &file, &payload, true))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|written| written)
+            .map(|_| ())
+            .map_err(|source| object_store::Error::Generic {
+                store: "local",
+                source: Box::new(source),
+            })
+    }
+
+    /// [`Location::put_durable`] that creates the object only if it does not exist yet: true
+    /// when written, false when an object of that name was there already (and is left as it
+    /// is). Atomic against other writers: on S3 a conditional PUT (`If-None-Match: *`, which
+    /// SeaweedFS, MinIO, R2 and AWS S3 honour), locally a hard link of the written file to the
+    /// name, which fails if the name exists.
+    pub async fn put_durable_new(
+        &self,
+        object: &Path,
+        payload: PutPayload,
+    ) -> Result<bool, object_store::Error> {
+        let (Some(file), Some(root)) = (self.local_path(object), self.local_path(&self.prefix))
+        else {
+            return match self
+                .store
+                .put_opts(object, payload, PutMode::Create.into())
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        tokio::task::spawn_blocking(move || write_local_durably(&root, &file, &payload, false))
             .await
             .map_err(std::io::Error::other)
             .and_then(|written| written)
@@ -207,12 +240,14 @@ fn partial_name(file: &std::path::Path) -> Option<std::path::PathBuf> {
     Some(file.with_file_name(format!(".{name}.partial")))
 }
 
-/// [`Location::put_durable`] for a local file under the directory `root`.
+/// [`Location::put_durable`] for a local file under the directory `root`; when not `replace`,
+/// an existing file is left as it is and false returned.
 fn write_local_durably(
     root: &std::path::Path,
     file: &std::path::Path,
     payload: &PutPayload,
-) -> std::io::Result<()> {
+    replace: bool,
+) -> std::io::Result<bool> {
     use std::io::Write as _;
     let (Some(dir), Some(partial)) = (file.parent(), partial_name(file)) else {
         return Err(std::io::Error::other(format!(
@@ -227,11 +262,23 @@ fn write_local_durably(
     }
     written.sync_all()?;
     drop_cached_pages(&written);
-    std::fs::rename(&partial, file)?;
+    let created = if replace {
+        std::fs::rename(&partial, file)?;
+        true
+    } else {
+        // link(2) refuses an existing name, atomically; the hidden name is removed either way.
+        let linked = std::fs::hard_link(&partial, file);
+        std::fs::remove_file(&partial)?;
+        match linked {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        }
+    };
     for folder in dir.ancestors().take_while(|d| d.starts_with(root)) {
         std::fs::File::open(folder)?.sync_all()?;
     }
-    Ok(())
+    Ok(created)
 }
 
 /// Gives a durable file's pages back to the kernel's free lists: the drain does not read them
@@ -281,6 +328,23 @@ mod tests {
         assert_eq!(names, ["a.ndjson"]);
         let got = loc.store.get(&object).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], b"{}\n");
+    }
+
+    #[tokio::test]
+    async fn a_local_create_refuses_an_existing_object_and_leaves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let object = loc.child("t/a.json");
+        let put = |body: &'static [u8]| loc.put_durable_new(&object, PutPayload::from_static(body));
+        assert!(put(b"first").await.unwrap());
+        assert!(!put(b"second").await.unwrap());
+        let got = loc.store.get(&object).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], b"first");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("t")).unwrap().count(),
+            1,
+            "no hidden file left"
+        );
     }
 
     #[test]

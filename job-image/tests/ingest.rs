@@ -31,10 +31,12 @@ fn ingest_args<'a>(
 }
 
 fn assert_exactly_once(landed: &LandingContents, expected: &[String]) {
+    let duplicates = landed.duplicates();
     assert!(
-        landed.duplicates().is_empty(),
-        "duplicated event ids: {:?}",
-        landed.duplicates()
+        duplicates.is_empty(),
+        "{} event ids landed more than once, e.g. {:?}",
+        duplicates.len(),
+        &duplicates[..duplicates.len().min(3)]
     );
     let got: BTreeSet<&String> = landed.event_ids.keys().collect();
     let want: BTreeSet<&String> = expected.iter().collect();
@@ -468,13 +470,10 @@ async fn a_crash_between_upload_and_commit_is_finished_by_the_next_run_with_the_
             .args(["--max-file-records", "300"]),
     ));
     assert_eq!(
-        resumed["topics"][&topic]["partitions"]["0"]["from"], 900,
-        "resumes at the uncommitted batch"
+        resumed["topics"][&topic]["partitions"]["0"]["from"], 1000,
+        "the landing log knows the uncommitted batch is landed"
     );
-    assert_eq!(
-        resumed["topics"][&topic]["partitions"]["0"]["to"], 1000,
-        "and ends where the crashed plan ended"
-    );
+    assert_eq!(resumed["topics"][&topic]["partitions"]["0"]["to"], 1500);
     run_ok(
         ingest_args(&mut streamflow(), &[&topic], landing, &group)
             .args(["--max-file-records", "300"]),
@@ -620,6 +619,23 @@ async fn a_plan_whose_last_offsets_are_never_delivered_still_reaches_its_end() {
     assert_exactly_once(&read_landing(&location, &topic).await, &oracle);
 }
 
+/// Every file under `dir`, recursively.
+fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
 /// Files under `dir` whose path has no component starting with `.` or `_`: what Spark, DuckDB
 /// or `cat */*/*` read from a landing directory.
 fn visible_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -675,10 +691,16 @@ async fn a_write_cut_off_mid_file_leaves_nothing_other_readers_see() {
         &read_landing(&Location::parse(landing).unwrap(), &topic).await,
         &good_ids(&recs),
     );
-    assert_eq!(
-        count_files(dir.path()),
-        visible_files(dir.path()).len(),
-        "the rerun left no temporary file behind"
+    let hidden: Vec<_> = walkdir_files(dir.path())
+        .into_iter()
+        .filter(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    assert!(
+        hidden.is_empty(),
+        "the rerun left temporary files behind: {hidden:?}"
     );
 }
 
@@ -793,5 +815,207 @@ async fn quarantine_keeps_key_headers_and_value_losslessly() {
     assert!(
         q[2].get("headers")
             .is_none_or(|h| h.as_array().is_some_and(Vec::is_empty))
+    );
+}
+
+/// The drain's summary figure of one partition.
+fn partition_field(summary: &serde_json::Value, topic: &str, partition: i32, field: &str) -> i64 {
+    summary["topics"][topic]["partitions"][partition.to_string()][field]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{field} of {topic}/{partition} in {summary}"))
+}
+
+/// A fresh topic of user events, its generator, and a local landing directory and consumer
+/// group of their own to drain it with.
+struct Drains {
+    topic: String,
+    generator: streamflow::produce::EventGenerator,
+    dir: tempfile::TempDir,
+    group: String,
+}
+
+impl Drains {
+    async fn new(partitions: i32, seed: u64) -> Self {
+        Self {
+            topic: fresh_topic(EventKind::User, partitions).await,
+            generator: generator(EventKind::User, seed, "2026-11-25T10:00:00Z", 0.0),
+            dir: tempfile::tempdir().unwrap(),
+            group: format!("g-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Sends `n` more records.
+    fn send(&mut self, n: usize) {
+        let recs: Vec<_> = (0..n).map(|_| self.generator.next_record()).collect();
+        send_all(&self.topic, &recs);
+    }
+
+    fn landing(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    /// A watermark-mode drain of the topic with `args`.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = streamflow();
+        ingest_args(&mut cmd, &[&self.topic], self.landing(), &self.group).args(args);
+        cmd
+    }
+
+    /// Runs a drain that must succeed; its summary.
+    fn run(&self, args: &[&str]) -> serde_json::Value {
+        summary_of(&run_ok(&mut self.command(args)))
+    }
+
+    /// `[from, to)` of a partition in a summary.
+    fn range(&self, summary: &serde_json::Value, partition: i32) -> (i64, i64) {
+        (
+            partition_field(summary, &self.topic, partition, "from"),
+            partition_field(summary, &self.topic, partition, "to"),
+        )
+    }
+
+    async fn landed(&self) -> LandingContents {
+        read_landing(&Location::parse(self.landing()).unwrap(), &self.topic).await
+    }
+}
+
+#[tokio::test]
+async fn committed_offsets_that_disappear_land_nothing_again() {
+    // Kafka forgets a group's committed offsets (offsets.retention.minutes after the last
+    // commit of a quiet partition, or an operator deletes or resets the group). A drain that
+    // resumed from Kafka would start at the earliest offset again and, with more records
+    // since, cut the tail differently: 200..249 landed twice. The landing log remembers.
+    let mut d = Drains::new(1, 21).await;
+    d.send(250);
+    d.run(&["--max-file-records", "100"]);
+    d.send(100);
+    delete_group(&d.group).await;
+    let s = d.run(&["--max-file-records", "100"]);
+    assert_eq!(d.range(&s, 0), (250, 350), "resumes where the landing ends");
+    assert_exactly_once(&d.landed().await, &committed_event_ids(&d.topic));
+}
+
+#[tokio::test]
+async fn retention_between_a_crash_and_its_retry_lands_nothing_twice() {
+    // Files of 300: the crashed run uploaded 0..299 and 300..599 but committed only 300.
+    // Retention then deletes everything before 400. A retry from Kafka's committed offset
+    // starts at 400, cuts 400..699, lands 400..599 twice and reports 100 records as expired
+    // although they were landed.
+    let mut d = Drains::new(1, 22).await;
+    d.send(1000);
+    // Read before retention deletes the start of the topic.
+    let oracle = committed_event_ids(&d.topic);
+    let crashed = d
+        .command(&["--max-file-records", "300", "--crash-after-uploads", "2"])
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the fault hook aborts the run");
+    delete_records_before(&d.topic, 0, 400).await;
+    let s = d.run(&["--max-file-records", "300"]);
+    assert_eq!(s["expired"], 0, "every deleted record had been landed: {s}");
+    assert_eq!(d.range(&s, 0).1, 1000);
+    assert_exactly_once(&d.landed().await, &oracle);
+}
+
+#[tokio::test]
+async fn two_drains_at_once_land_each_record_once() {
+    // A drain run by hand (its own consumer group, other file sizes) next to the scheduled
+    // one: nothing fenced them, and both landed everything under different names. Now the
+    // second to claim a range of the landing log stops, and the log, not the group, says what
+    // is landed.
+    let mut d = Drains::new(3, 23).await;
+    d.send(20_000);
+    let by_hand = format!("by-hand-{}", uuid::Uuid::new_v4().simple());
+    let spawn = |group: &str, files: &str| {
+        ingest_args(&mut streamflow(), &[&d.topic], d.landing(), group)
+            .args(["--max-file-records", files])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Either may be refused first, on any partition; both may be, on different ones.
+    let (a, b) = (spawn(&d.group, "100"), spawn(&by_hand, "70"));
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("another drain is landing"),
+            "a drain failed for another reason: {stderr}"
+        );
+    }
+    assert_eq!(d.run(&["--max-file-records", "100"])["complete"], true);
+    assert_exactly_once(&d.landed().await, &committed_event_ids(&d.topic));
+}
+
+#[tokio::test]
+async fn a_topic_deleted_and_created_again_keeps_what_its_predecessor_landed() {
+    // The new topic's offsets start at 0 again: objects named by offsets alone took the old
+    // topic's names and replaced what it had landed. Names carry the topic id now.
+    let mut d = Drains::new(1, 24).await;
+    d.send(150);
+    d.run(&["--max-file-records", "100"]);
+    let mut expected = committed_event_ids(&d.topic);
+    recreate_topic(&d.topic, 1).await;
+    d.send(120);
+    let s = d.run(&["--max-file-records", "100"]);
+    assert_eq!(d.range(&s, 0), (0, 120), "the new topic from its start");
+    expected.extend(committed_event_ids(&d.topic));
+    assert_eq!(expected.len(), 270);
+    assert_exactly_once(&d.landed().await, &expected);
+}
+
+#[tokio::test]
+async fn interval_replays_with_other_settings_or_more_records_land_each_record_once() {
+    // An interval drained with files of 100, then replayed after more of its records arrived,
+    // with files of 70 and gzip, then with the defaults: each replay cut other names and
+    // landed the same records again. A replay now carries on after what the interval's log
+    // holds.
+    let mut d = Drains::new(2, 25).await;
+    d.send(300);
+    let replay = |d: &Drains, extra: &[&str]| {
+        let mut cmd = streamflow();
+        cmd.args(["ingest", "--landing", d.landing(), "--topic", &d.topic])
+            .args(["--interval", "2026-11-25T10:00:00Z/2026-11-25T11:00:00Z"])
+            .args(extra);
+        summary_of(&run_ok(&mut cmd))
+    };
+    let s = replay(&d, &["--max-file-records", "100"]);
+    assert_eq!(s["records"], 300);
+    assert!(
+        s["topics"][&d.topic].get("lag").is_none(),
+        "no lag in interval mode: {s}"
+    );
+    d.send(200);
+    let s = replay(&d, &["--max-file-records", "70", "--compression", "gzip"]);
+    assert_eq!(s["records"], 200, "only the records that arrived since");
+    replay(&d, &[]);
+    let landed = d.landed().await;
+    assert!(
+        landed.objects.iter().any(|o| o.ends_with(".gz")),
+        "the replay's own settings apply to what it lands"
+    );
+    assert_exactly_once(&landed, &committed_event_ids(&d.topic));
+}
+
+#[tokio::test]
+async fn the_summary_says_how_far_behind_the_topic_the_landing_is() {
+    let mut d = Drains::new(2, 26).await;
+    d.send(60_000);
+    let s = d.run(&["--max-duration", "200ms", "--max-file-records", "1000"]);
+    assert_eq!(s["complete"], false, "the cap cut the run short: {s}");
+    let landed_to: i64 = (0..2).map(|p| d.range(&s, p).1).sum();
+    let behind = high_watermarks(&d.topic).values().sum::<i64>() - landed_to;
+    assert!(behind > 0);
+    assert_eq!(s["topics"][&d.topic]["lag"], behind, "{s}");
+    assert_eq!(
+        s["topics"][&d.topic]["lag"],
+        60_000 - s["records"].as_i64().unwrap(),
+        "every record not landed yet"
+    );
+    let s = d.run(&["--max-file-records", "1000"]);
+    assert_eq!(
+        (&s["complete"], &s["topics"][&d.topic]["lag"]),
+        (&true.into(), &0.into())
     );
 }

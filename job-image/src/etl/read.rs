@@ -29,7 +29,7 @@ use object_store::{ObjectStore, ObjectStoreExt as _};
 use streamflow_core::{EtlReadSummary, Interval};
 
 use crate::events::EventKind;
-use crate::ingest::plan::Compression;
+use crate::landing::{Compression, LandingError, list_objects};
 use crate::store::Location;
 
 /// Precision and scale of every money column: two decimals, as upstream sends them.
@@ -43,12 +43,9 @@ pub const SOURCE_ORDER: &str = "source_order";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot list {prefix} in the landing zone {store}: {source}")]
-    List {
-        store: String,
-        prefix: String,
-        source: object_store::Error,
-    },
+    /// Listing the landing zone failed ([`crate::landing::list_objects`]).
+    #[error(transparent)]
+    List(#[from] LandingError),
     #[error("cannot read landing object {object}: {source}")]
     Get {
         object: String,
@@ -218,40 +215,6 @@ impl LandingCounts {
             rows,
         }
     }
-}
-
-/// Lists the landing objects of `topic` for `dates`, sorted by name (so reruns read them, and
-/// number their rows, in the same order). `_quarantine/` and names starting with `_` or `.`
-/// (temporary uploads) are not data.
-pub async fn list_objects(
-    landing: &Location,
-    topic: &str,
-    dates: &[chrono::NaiveDate],
-) -> Result<Vec<Path>, ReadError> {
-    let mut objects = Vec::new();
-    for date in dates {
-        let prefix = landing.child(&format!("{topic}/date={date}"));
-        let listed: Vec<_> = landing
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|source| ReadError::List {
-                store: landing.display.clone(),
-                prefix: prefix.to_string(),
-                source,
-            })?;
-        for meta in listed {
-            let name = meta.location.filename().unwrap_or_default();
-            let is_data =
-                Compression::of_landing_object(name).is_some() && !name.starts_with(['_', '.']);
-            if is_data {
-                objects.push(meta.location);
-            }
-        }
-    }
-    objects.sort();
-    Ok(objects)
 }
 
 /// Registers the landing objects of `topic` for the interval's dates as the streaming table

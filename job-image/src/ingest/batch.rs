@@ -9,7 +9,7 @@
 //! NDJSON, so a batch never holds its raw bytes whole: that halved a zstd drain's peak RSS. zstd
 //! and gzip readers decode concatenated frames as one stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -18,12 +18,9 @@ use serde::Serialize;
 use super::buffers::BufferPool;
 use super::plan::{Compression, Rotation};
 use crate::events::{EventKind, check_record};
+use crate::landing::ObjectName;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ChunkKind {
-    Landing,
-    Quarantine,
-}
+pub use crate::landing::ChunkKind;
 
 /// NDJSON compressed at a time into one frame of a compressed object. Frames of 1 MiB made a
 /// 16 MiB landing file 0.3 % larger than one frame did (zstd -1), at the same speed.
@@ -117,9 +114,13 @@ thread_local! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub topic: String,
+    /// The topic's id (docs/ingest.md): part of every object name.
+    pub topic_id: String,
     pub partition: i32,
-    /// The offsets `[first, last]` it holds; `last < first` (and no chunks) for a batch that
-    /// only carries the commit of a plan's end ([`Batcher::finish`]).
+    /// The range of offsets `[first, next)` it covers, which its objects are named after:
+    /// from the end of the batch before, so a retry that finds fewer records (retention)
+    /// still names the range alike. `last` is its last record's offset; `last < first` (and no
+    /// chunks) for a batch that only carries the commit of a plan's end ([`Batcher::finish`]).
     pub first: i64,
     pub last: i64,
     /// The offset to commit once the batch is durable.
@@ -134,9 +135,16 @@ pub struct Batch {
 
 impl Batch {
     /// A batch of no records that starts at `first` and, as it is, commits `first`.
-    fn empty(topic: &str, partition: i32, compression: Compression, first: i64) -> Self {
+    fn empty(
+        topic: &str,
+        topic_id: &str,
+        partition: i32,
+        compression: Compression,
+        first: i64,
+    ) -> Self {
         Batch {
             topic: topic.to_owned(),
+            topic_id: topic_id.to_owned(),
             partition,
             first,
             last: first - 1,
@@ -152,18 +160,17 @@ impl Batch {
 
     /// The object name of one chunk, relative to the landing location.
     pub fn object_name(&self, kind: ChunkKind, date: NaiveDate) -> String {
-        let root = match kind {
-            ChunkKind::Landing => String::new(),
-            ChunkKind::Quarantine => "_quarantine/".to_owned(),
-        };
-        format!(
-            "{root}{topic}/date={date}/{topic}-p{partition:03}-{first:012}-{last:012}.ndjson{ext}",
-            topic = self.topic,
-            partition = self.partition,
-            first = self.first,
-            last = self.last,
-            ext = self.compression.extension(),
-        )
+        ObjectName {
+            topic: &self.topic,
+            topic_id: &self.topic_id,
+            partition: self.partition,
+            first: self.first,
+            next: self.next,
+            kind,
+            date,
+            compression: self.compression,
+        }
+        .relative()
     }
 }
 
@@ -228,6 +235,7 @@ impl RecordHeaders for () {
 /// Accumulates one partition's records and closes batches at deterministic offsets.
 pub struct Batcher {
     topic: String,
+    topic_id: String,
     kind: EventKind,
     partition: i32,
     rotation: Rotation,
@@ -235,8 +243,13 @@ pub struct Batcher {
     /// Interval mode keeps only records timestamped inside it.
     keep: Option<(i64, i64)>,
     open: Option<Batch>,
-    /// The `next` of the last batch closed: what its commit covers.
-    closed_next: Option<i64>,
+    /// Where the next batch's range starts: the plan's start, then the end of the batch
+    /// before. None: at its first record (tests).
+    range_start: Option<i64>,
+    /// Ends of log entries being written again ([`super::plan::PartitionPlan::redo`]): the
+    /// batches are cut at exactly these offsets, whatever the rotation, so they take the names
+    /// the entries recorded.
+    cuts: VecDeque<i64>,
     buffers: BufferPool,
 }
 
@@ -261,26 +274,79 @@ impl Batcher {
     ) -> Self {
         Self {
             topic: topic.to_owned(),
+            topic_id: String::new(),
             kind: EventKind::for_topic(topic),
             partition,
             rotation,
             max_record_bytes,
             keep,
             open: None,
-            closed_next: None,
+            range_start: None,
+            cuts: VecDeque::new(),
             buffers,
         }
+    }
+
+    /// Cuts the plan of topic `topic_id` from `start`, first at `cuts` (ascending).
+    pub fn starting_at(mut self, topic_id: &str, start: i64, cuts: Vec<i64>) -> Self {
+        self.topic_id = topic_id.to_owned();
+        self.range_start = Some(start);
+        self.cuts = cuts.into();
+        self
+    }
+
+    /// Whether ends of log entries remain to be cut at ([`Batcher::reach`]).
+    pub fn has_cuts(&self) -> bool {
+        !self.cuts.is_empty()
+    }
+
+    /// Closes the ranges of log entries that end at or before `offset` (the next record's):
+    /// their last offsets delivered no record. Called before [`Batcher::push`] while
+    /// [`Batcher::has_cuts`].
+    pub fn reach(&mut self, offset: i64) -> std::io::Result<Vec<Batch>> {
+        let mut closed = Vec::new();
+        while let Some(&cut) = self.cuts.front()
+            && cut <= offset
+        {
+            closed.extend(self.close_at(cut)?);
+        }
+        Ok(closed)
+    }
+
+    /// Closes the range ending at the next cut `cut`: the open batch stretched to it, or an
+    /// empty batch when none of its offsets delivered a record.
+    fn close_at(&mut self, cut: i64) -> std::io::Result<Option<Batch>> {
+        self.cuts.pop_front();
+        if self.open.is_some() {
+            return self.close(Some(cut));
+        }
+        let first = self.range_start.unwrap_or(cut);
+        if first >= cut {
+            return Ok(None);
+        }
+        self.range_start = Some(cut);
+        let mut batch = Batch::empty(
+            &self.topic,
+            &self.topic_id,
+            self.partition,
+            self.rotation.compression,
+            first,
+        );
+        batch.next = cut;
+        Ok(Some(batch))
     }
 
     /// Adds a record; returns the batch it closed, if the rotation limits were reached. Fails
     /// only if compressing a frame fails.
     pub fn push(&mut self, record: &Record<'_>) -> std::io::Result<Option<Batch>> {
+        let first = self.range_start.unwrap_or(record.offset);
         let batch = self.open.get_or_insert_with(|| {
             Batch::empty(
                 &self.topic,
+                &self.topic_id,
                 self.partition,
                 self.rotation.compression,
-                record.offset,
+                first,
             )
         });
         batch.last = record.offset;
@@ -388,9 +454,33 @@ impl Batcher {
                 }
             }
         }
+        if let Some(&cut) = self.cuts.front() {
+            // A range of the log is written again: it ends where it ended, not by rotation.
+            return if batch.next >= cut {
+                self.close_at(cut)
+            } else {
+                Ok(None)
+            };
+        }
         let full = batch.good + batch.quarantined + batch.skipped >= self.rotation.max_records
             || batch.value_bytes >= self.rotation.max_bytes;
         if full { self.close(None) } else { Ok(None) }
+    }
+
+    /// Closes the open batch as it is, when the run stops early; a range of the log being
+    /// written again is dropped instead (a later run writes it whole), since it must end where
+    /// the log says.
+    pub fn cut_short(&mut self) -> std::io::Result<Option<Batch>> {
+        if self.has_cuts() {
+            if let Some(batch) = self.open.take() {
+                for chunk in batch.chunks.into_values() {
+                    self.buffers.give(chunk.body);
+                    self.buffers.give(chunk.pending);
+                }
+            }
+            return Ok(None);
+        }
+        self.close(None)
     }
 
     /// Takes the open batch, if any, with its last frames compressed: when it is full, at the
@@ -407,7 +497,7 @@ impl Batcher {
             chunk.compress_pending(batch.compression, true)?;
             self.buffers.give(std::mem::take(&mut chunk.pending));
         }
-        self.closed_next = Some(batch.next);
+        self.range_start = Some(batch.next);
         Ok(Some(batch))
     }
 
@@ -417,20 +507,28 @@ impl Batcher {
     /// compacted-away record); without that commit the plan would stay unfinished and every
     /// later run would resume it and never read past it. No batch when the last one closed
     /// already ends there.
-    pub fn finish(&mut self, end: i64) -> std::io::Result<Option<Batch>> {
+    pub fn finish(&mut self, end: i64) -> std::io::Result<Vec<Batch>> {
+        let mut closed = self.reach(end)?;
         if self.open.is_some() {
-            return self.close(Some(end));
+            closed.extend(self.close(Some(end))?);
+            return Ok(closed);
         }
-        if self.closed_next == Some(end) {
-            return Ok(None);
+        match self.range_start {
+            Some(first) if first >= end => {}
+            first => {
+                self.range_start = Some(end);
+                let mut batch = Batch::empty(
+                    &self.topic,
+                    &self.topic_id,
+                    self.partition,
+                    self.rotation.compression,
+                    first.unwrap_or(end),
+                );
+                batch.next = end;
+                closed.push(batch);
+            }
         }
-        self.closed_next = Some(end);
-        Ok(Some(Batch::empty(
-            &self.topic,
-            self.partition,
-            self.rotation.compression,
-            end,
-        )))
+        Ok(closed)
     }
 
     pub fn has_open_batch(&self) -> bool {
@@ -552,7 +650,11 @@ mod tests {
                 BufferPool::default(),
             )
         };
-        let nothing = new().finish(21).unwrap().expect("a batch to commit 21");
+        let nothing = new()
+            .finish(21)
+            .unwrap()
+            .pop()
+            .expect("a batch to commit 21");
         assert_eq!((nothing.next, nothing.chunks.len()), (21, 0));
 
         let recs = records(50, 0.0);
@@ -562,13 +664,66 @@ mod tests {
         let marker = b
             .finish(72)
             .unwrap()
+            .pop()
             .expect("the marker at 71 is committed past");
         assert_eq!((marker.next, marker.good, marker.chunks.len()), (72, 0, 0));
-        assert_eq!(b.finish(72).unwrap(), None, "committed already");
+        assert_eq!(b.finish(72).unwrap(), [], "committed already");
 
         let mut c = new();
         assert!(feed(&mut c, &recs, 21).len() == 1);
-        assert_eq!(c.finish(71).unwrap(), None, "the full batch commits 71");
+        assert_eq!(c.finish(71).unwrap(), [], "the full batch commits 71");
+    }
+
+    #[test]
+    fn ranges_of_the_log_written_again_end_where_they_ended() {
+        // The log holds [100, 110), [110, 120) and [120, 160); retention has since deleted
+        // offsets up to 124, and today's rotation is 7 records. The retry still cuts the
+        // logged ranges, named alike, then rotates.
+        let recs = records(60, 0.0);
+        let mut b = Batcher::new(
+            "user_events",
+            0,
+            rotation(7),
+            1 << 19,
+            None,
+            BufferPool::default(),
+        )
+        .starting_at("id", 100, vec![110, 120, 160]);
+        let mut out = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            let offset = 125 + i as i64;
+            if b.has_cuts() {
+                out.extend(b.reach(offset).unwrap());
+            }
+            let rec = Record {
+                offset,
+                timestamp_ms: Some(r.timestamp.timestamp_millis()),
+                key: Some(r.key.as_bytes()),
+                value: Some(&r.value),
+                headers: &(),
+            };
+            out.extend(b.push(&rec).unwrap());
+        }
+        out.extend(b.finish(190).unwrap());
+        let ranges: Vec<_> = out.iter().map(|b| (b.first, b.next, b.good)).collect();
+        assert_eq!(
+            ranges,
+            [
+                (100, 110, 0),
+                (110, 120, 0),
+                (120, 160, 35),
+                (160, 167, 7),
+                (167, 174, 7),
+                (174, 181, 7),
+                (181, 190, 4)
+            ]
+        );
+        let date = out[2].chunks.keys().next().map(|(_, d)| *d).unwrap();
+        assert!(
+            out[2]
+                .object_name(ChunkKind::Landing, date)
+                .ends_with("user_events-id-p000-000000000120-000000000159.ndjson")
+        );
     }
 
     #[test]
@@ -595,14 +750,14 @@ mod tests {
             .collect();
         assert!(
             names.contains(
-                &"user_events/date=2026-11-24/user_events-p000-000000000040-000000000239.ndjson"
+                &"user_events/date=2026-11-24/user_events--p000-000000000040-000000000239.ndjson"
                     .to_owned()
             ),
             "{names:?}"
         );
         assert!(
             names.contains(
-                &"user_events/date=2026-11-25/user_events-p000-000000000040-000000000239.ndjson"
+                &"user_events/date=2026-11-25/user_events--p000-000000000040-000000000239.ndjson"
                     .to_owned()
             ),
             "{names:?}"

@@ -1,14 +1,17 @@
 //! `streamflow ingest`: the bounded drain from Kafka into the landing zone.
 //!
 //! Per topic, one consumer polled on a dedicated thread reads each partition's planned offsets
-//! ([`plan`]) and cuts them into batches ([`batch`]); an uploader task writes each batch's
-//! objects and only then commits the offset after it. Deterministic cuts and names make a
-//! retry overwrite what a crashed run left, so the landing zone holds each record once.
+//! ([`plan`]) and cuts them into batches ([`batch`]); an uploader task records each batch's
+//! range in the landing zone's log ([`crate::landing`]), created only if absent, then creates
+//! its objects, then commits the offset after it to Kafka as progress. The log, not Kafka,
+//! says where the next run starts, so the landing zone holds each record once even when
+//! Kafka forgets its offsets, a second drain runs, or the topic is recreated.
 
 pub mod batch;
 pub mod buffers;
 pub mod fetch;
 pub mod plan;
+pub mod topic_id;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,12 +28,13 @@ use rdkafka::error::KafkaError;
 use streamflow_core::{IngestSummary, Interval, PartitionSummary};
 use tokio::sync::mpsc;
 
+use crate::landing::{self, Claim, LandingError, Scope};
 use crate::produce::kafka_config;
 use crate::store::Location;
 use batch::{Batch, Batcher, Record};
 use buffers::BufferPool;
 use fetch::{BatchQueue, KafkaRecord, Polled};
-use plan::{PartitionPlan, Rotation, StoredPlan, watermark_plan};
+use plan::{PartitionPlan, Progress, Rotation, landing_plan, seeds_log};
 
 /// How a run is bounded.
 #[derive(Debug, Clone)]
@@ -106,6 +110,24 @@ pub enum IngestError {
         "interval {interval} was not fully drained within {seconds}s; rerun with a larger --max-duration (what was written is kept and will be overwritten identically)"
     )]
     IntervalIncomplete { interval: String, seconds: u64 },
+    #[error("cannot tell the identity of topic {topic} at {bootstrap}: {source}")]
+    TopicId {
+        topic: String,
+        bootstrap: String,
+        source: topic_id::TopicIdError,
+    },
+    #[error(
+        "another drain is landing {topic} partition {partition} into {landing}: it wrote entry {seq} of the landing log ({object}) first; this run stopped before writing that range, so nothing is landed twice. Run one drain at a time; a rerun carries on after the other's last entry"
+    )]
+    Fenced {
+        topic: String,
+        partition: i32,
+        landing: String,
+        seq: u64,
+        object: String,
+    },
+    #[error(transparent)]
+    Landing(#[from] LandingError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -143,6 +165,7 @@ pub async fn ingest(config: IngestConfig, stop: StopFlag) -> Result<IngestSummar
         for (partition, part) in outcome.partitions {
             summary.add_partition(&outcome.topic, partition, part);
         }
+        summary.topics.entry(outcome.topic).or_default().lag = outcome.lag;
     }
     summary.duration_ms = started.elapsed().as_millis() as u64;
     if let (false, Bound::Interval { interval, .. }) = (summary.complete, &config.bound) {
@@ -156,6 +179,8 @@ pub async fn ingest(config: IngestConfig, stop: StopFlag) -> Result<IngestSummar
 
 struct TopicOutcome {
     topic: String,
+    /// Watermark mode: the last stable offsets at the end minus the offsets landed up to.
+    lag: Option<u64>,
     complete: bool,
     files: u64,
     skipped: u64,
@@ -165,9 +190,6 @@ struct TopicOutcome {
 /// What the poll thread hands the uploader.
 enum Work {
     Batch(Batch),
-    /// A batch cut short by the run's end: its end is written ahead into the plan first, so a
-    /// retry after a crash cuts the same batch.
-    CutBatch(Batch),
     /// A worker could not compress a batch: the run fails with this.
     Failed(IngestError),
 }
@@ -232,12 +254,13 @@ async fn drain_topic(
             .map_err(kafka_err(&config, "create consumer"))?,
     );
 
-    let plans = {
+    let view = {
         let (config, consumer, topic) = (config.clone(), consumer.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || make_plans(&config, &consumer, &topic))
+        tokio::task::spawn_blocking(move || read_kafka(&config, &consumer, &topic))
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))??
     };
+    let plans = make_plans(&config, &topic, &view).await?;
     if let Some(progress) = &config.progress {
         let planned: i64 = plans.iter().map(|p| (p.end - p.start).max(0)).sum();
         progress
@@ -267,18 +290,20 @@ async fn drain_topic(
     let uploader = tokio::spawn(upload_and_commit(
         config.clone(),
         consumer.clone(),
-        topic.clone(),
+        Topic {
+            name: topic.clone(),
+            id: view.topic_id.clone(),
+        },
         plans.clone(),
         rx,
         buffers.clone(),
     ));
     let poller = {
-        let (config, consumer, topic, plans) = (
-            config.clone(),
-            consumer.clone(),
-            topic.clone(),
-            plans.clone(),
-        );
+        let (config, consumer, plans) = (config.clone(), consumer.clone(), plans.clone());
+        let topic = Topic {
+            name: topic.clone(),
+            id: view.topic_id.clone(),
+        };
         tokio::task::spawn_blocking(move || {
             poll_partitions(&config, &consumer, &topic, &plans, &tx, &stop, &buffers)
         })
@@ -293,8 +318,25 @@ async fn drain_topic(
         .map_err(|e| IngestError::Internal(e.to_string()))?;
     let uploaded = uploaded?;
     let polled = polled?;
+    let lag = match config.bound {
+        Bound::Watermark { .. } => {
+            let landed: Vec<(i32, i64)> = uploaded
+                .partitions
+                .iter()
+                .map(|(p, s)| (*p, s.to))
+                .collect();
+            let (config, consumer, topic) = (config.clone(), consumer.clone(), topic.clone());
+            Some(
+                tokio::task::spawn_blocking(move || lag(&config, &consumer, &topic, &landed))
+                    .await
+                    .map_err(|e| IngestError::Internal(e.to_string()))??,
+            )
+        }
+        Bound::Interval { .. } => None,
+    };
     Ok(TopicOutcome {
         topic,
+        lag,
         complete: polled.complete,
         files: uploaded.files,
         skipped: uploaded.skipped,
@@ -302,12 +344,51 @@ async fn drain_topic(
     })
 }
 
-/// Reads watermarks and committed offsets and decides each partition's `[start, end)`.
-fn make_plans(
+/// A topic's name and identity (docs/ingest.md): objects and the log are named by both.
+#[derive(Debug, Clone)]
+struct Topic {
+    name: String,
+    id: String,
+}
+
+/// What Kafka says about a topic at the start of a run.
+struct KafkaView {
+    topic_id: String,
+    /// Per partition, the low watermark and where the plan may end: the last stable offset
+    /// (watermark mode) or the offset of the interval's end.
+    bounds: BTreeMap<i32, (i64, i64)>,
+    /// Where a partition without a landing log starts: a committed offset of this topic's
+    /// (watermark mode) or the offset of the interval's start.
+    seeds: BTreeMap<i32, i64>,
+}
+
+/// The sum over `landed` (partition, offset landed up to) of how far the last stable offset
+/// is now past it.
+fn lag(
     config: &IngestConfig,
     consumer: &BaseConsumer,
     topic: &str,
-) -> Result<Vec<PartitionPlan>, IngestError> {
+    landed: &[(i32, i64)],
+) -> Result<u64, IngestError> {
+    let mut lag = 0u64;
+    for &(p, to) in landed {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
+            .map_err(kafka_err(
+                config,
+                format!("fetch watermarks of {topic}/{p}"),
+            ))?;
+        lag += (high - to).max(0) as u64;
+    }
+    Ok(lag)
+}
+
+/// Reads the topic's id, watermarks, and committed offsets or interval offsets.
+fn read_kafka(
+    config: &IngestConfig,
+    consumer: &BaseConsumer,
+    topic: &str,
+) -> Result<KafkaView, IngestError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
         .map_err(kafka_err(config, format!("fetch metadata of {topic}")))?;
@@ -323,6 +404,15 @@ fn make_plans(
             bootstrap: config.bootstrap.clone(),
         });
     }
+    let broker = metadata.brokers().first().map_or(-1, |b| b.id());
+    let topic_id =
+        topic_id::topic_id(consumer, topic, broker, KAFKA_TIMEOUT).map_err(|source| {
+            IngestError::TopicId {
+                topic: topic.to_owned(),
+                bootstrap: config.bootstrap.clone(),
+                source,
+            }
+        })?;
     let mut watermarks = BTreeMap::new();
     for &p in &partitions {
         let wm = consumer
@@ -345,37 +435,21 @@ fn make_plans(
                 is_transient,
                 || consumer.committed_offsets(tpl.clone(), KAFKA_TIMEOUT),
             )?;
-            let mut plans = Vec::new();
-            let mut write_ahead = TopicPartitionList::new();
-            for &p in &partitions {
-                let (low, high) = watermarks[&p];
-                let (offset, meta) = committed
-                    .find_partition(topic, p)
-                    .map(|e| (e.offset(), e.metadata().to_owned()))
-                    .unwrap_or((Offset::Invalid, String::new()));
-                let committed_offset = match offset {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                let plan = watermark_plan(p, committed_offset, &meta, low, high, config.rotation);
-                if !plan.resumed && plan.start < plan.end {
-                    let stored = StoredPlan {
-                        end: plan.end,
-                        rotation: plan.rotation,
-                    };
-                    write_ahead
-                        .add_partition_offset(topic, p, Offset::Offset(plan.start))
-                        .map_err(kafka_err(config, "build the plan commit"))?;
-                    if let Some(mut e) = write_ahead.find_partition(topic, p) {
-                        e.set_metadata(stored.to_metadata());
+            let seeds = partitions
+                .iter()
+                .filter_map(|&p| {
+                    let e = committed.find_partition(topic, p)?;
+                    match e.offset() {
+                        Offset::Offset(o) if seeds_log(e.metadata(), &topic_id) => Some((p, o)),
+                        _ => None,
                     }
-                }
-                plans.push(plan);
-            }
-            if write_ahead.count() > 0 {
-                commit_with_retry(config, consumer, &write_ahead)?;
-            }
-            Ok(plans)
+                })
+                .collect();
+            Ok(KafkaView {
+                topic_id,
+                bounds: watermarks,
+                seeds,
+            })
         }
         Bound::Interval { interval, grace } => {
             let lookup = |t: i64| -> Result<BTreeMap<i32, Offset>, IngestError> {
@@ -400,10 +474,14 @@ fn make_plans(
             let to_ms = (interval.end + chrono::Duration::from_std(*grace).unwrap_or_default())
                 .timestamp_millis();
             let to = lookup(to_ms)?;
-            let mut plans = Vec::new();
+            let mut view = KafkaView {
+                topic_id,
+                bounds: BTreeMap::new(),
+                seeds: BTreeMap::new(),
+            };
             let mut open = Vec::new();
             for &p in &partitions {
-                let (_, high) = watermarks[&p];
+                let (low, high) = watermarks[&p];
                 // "No record at or after the time" comes back as the end of the partition.
                 let at = |o: Option<&Offset>| match o {
                     Some(Offset::Offset(o)) => *o,
@@ -413,14 +491,8 @@ fn make_plans(
                 if !matches!(to.get(&p), Some(Offset::Offset(_))) && high > 0 {
                     open.push(p);
                 }
-                plans.push(PartitionPlan {
-                    partition: p,
-                    start: at(from.get(&p)).min(end),
-                    end,
-                    rotation: config.rotation,
-                    resumed: false,
-                    expired: 0,
-                });
+                view.bounds.insert(p, (low, end));
+                view.seeds.insert(p, at(from.get(&p)).min(end));
             }
             if !open.is_empty() {
                 tracing::warn!(
@@ -429,8 +501,51 @@ fn make_plans(
                     "no record after the interval's end yet: the interval may still be receiving records"
                 );
             }
-            Ok(plans)
+            Ok(view)
         }
+    }
+}
+
+/// Each partition's `[start, end)` from its landing log and what Kafka says.
+async fn make_plans(
+    config: &IngestConfig,
+    topic: &str,
+    view: &KafkaView,
+) -> Result<Vec<PartitionPlan>, IngestError> {
+    let scope = log_scope(&config.bound);
+    let mut plans = Vec::new();
+    for (&p, &(low, end)) in &view.bounds {
+        let prefix = landing::log_prefix(topic, &view.topic_id, scope, p);
+        // Entries are written before their objects, and at most UPLOADS_IN_FLIGHT batches of a
+        // topic upload at once: only the last so many may name objects not written.
+        let log = landing::read_log(&config.landing, &prefix, UPLOADS_IN_FLIGHT).await?;
+        let mut recent = Vec::with_capacity(log.recent.len());
+        for claim in log.recent {
+            let complete = landing::is_complete(&config.landing, &claim).await?;
+            recent.push((claim, complete));
+        }
+        let seed = view.seeds.get(&p).copied();
+        plans.push(landing_plan(
+            p,
+            &recent,
+            log.next_seq,
+            seed,
+            low,
+            end,
+            config.rotation,
+        ));
+    }
+    Ok(plans)
+}
+
+/// Which log of the landing zone a run extends.
+fn log_scope(bound: &Bound) -> Scope {
+    match bound {
+        Bound::Watermark { .. } => Scope::Watermark,
+        Bound::Interval { interval, .. } => Scope::Interval {
+            start_ms: interval.start.timestamp_millis(),
+            end_ms: interval.end.timestamp_millis(),
+        },
     }
 }
 
@@ -511,12 +626,13 @@ struct PollOutcome {
 fn poll_partitions(
     config: &IngestConfig,
     consumer: &BaseConsumer,
-    topic: &str,
+    named: &Topic,
     plans: &[PartitionPlan],
     tx: &mpsc::Sender<Work>,
     stop: &AtomicBool,
     buffers: &BufferPool,
 ) -> Result<PollOutcome, IngestError> {
+    let topic = named.name.as_str();
     let keep = match &config.bound {
         Bound::Interval { interval, .. } => Some((
             interval.start.timestamp_millis(),
@@ -546,7 +662,7 @@ fn poll_partitions(
             (
                 p.partition,
                 Progress {
-                    plan: *p,
+                    plan: p.clone(),
                     worker,
                     position: p.start,
                     done: p.start >= p.end,
@@ -582,6 +698,11 @@ fn poll_partitions(
                         config.max_record_bytes,
                         keep,
                         buffers.clone(),
+                    )
+                    .starting_at(
+                        &named.id,
+                        p.plan.start,
+                        p.plan.redo.iter().map(|c| c.next).collect(),
                     );
                     (p.plan.partition, batcher)
                 })
@@ -774,16 +895,24 @@ fn check_and_cut(
 ) {
     // Hands a closed batch on; false ends the worker (and so the run): compressing failed or
     // the uploader is gone.
-    let hand = |closed: std::io::Result<Option<Batch>>, partition: i32, work: fn(Batch) -> Work| {
-        match closed {
-            Ok(None) => true,
-            Ok(Some(batch)) => tx.blocking_send(work(batch)).is_ok(),
-            Err(e) => {
-                let _ = tx.blocking_send(Work::Failed(IngestError::Internal(format!(
-                    "cannot compress a landing object of partition {partition}: {e}"
-                ))));
-                false
-            }
+    let hand = |closed: std::io::Result<Option<Batch>>, partition: i32| match closed {
+        Ok(None) => true,
+        Ok(Some(batch)) => tx.blocking_send(Work::Batch(batch)).is_ok(),
+        Err(e) => {
+            let _ = tx.blocking_send(Work::Failed(IngestError::Internal(format!(
+                "cannot compress a landing object of partition {partition}: {e}"
+            ))));
+            false
+        }
+    };
+    // Several closed batches at once (ranges of the log closed together); false as `hand`.
+    let hand_all = |closed: std::io::Result<Vec<Batch>>, partition: i32| match closed {
+        Ok(closed) => closed
+            .into_iter()
+            .all(|batch| hand(Ok(Some(batch)), partition)),
+        Err(e) => {
+            hand(Err(e), partition);
+            false
         }
     };
     for step in steps {
@@ -794,6 +923,9 @@ fn check_and_cut(
                     let Some(batcher) = batchers.get_mut(&partition) else {
                         continue;
                     };
+                    if batcher.has_cuts() && !hand_all(batcher.reach(message.offset()), partition) {
+                        return;
+                    }
                     let record = Record {
                         offset: message.offset(),
                         timestamp_ms: message.timestamp_ms(),
@@ -801,14 +933,14 @@ fn check_and_cut(
                         value: message.payload(),
                         headers: message,
                     };
-                    if !hand(batcher.push(&record), partition, Work::Batch) {
+                    if !hand(batcher.push(&record), partition) {
                         return;
                     }
                 }
             }
             Step::Finish { partition, next } => {
                 if let Some(batcher) = batchers.get_mut(&partition)
-                    && !hand(batcher.finish(next), partition, Work::Batch)
+                    && !hand_all(batcher.finish(next), partition)
                 {
                     return;
                 }
@@ -817,13 +949,13 @@ fn check_and_cut(
                 for (partition, batcher) in &mut batchers {
                     // Interval mode keeps only whole batches; the run fails and its rerun
                     // drains the interval again.
-                    let closed = batcher.close(None);
+                    let closed = batcher.cut_short();
                     let closed = if cut_keeps {
                         closed
                     } else {
                         closed.map(|_| None)
                     };
-                    if !hand(closed, *partition, Work::CutBatch) {
+                    if !hand(closed, *partition) {
                         return;
                     }
                 }
@@ -838,11 +970,20 @@ struct UploadOutcome {
     partitions: BTreeMap<i32, PartitionSummary>,
 }
 
-/// Uploads each batch's objects, then commits the offset after it (watermark mode).
+/// One partition's log as the uploader extends it.
+struct Chain {
+    prefix: String,
+    next_seq: u64,
+    /// Entries being written again, oldest first: batches with their ranges take them.
+    redo: std::collections::VecDeque<Claim>,
+}
+
+/// Records each batch's range in the landing log, creates its objects, then commits the offset
+/// after it to Kafka (watermark mode) as progress.
 async fn upload_and_commit(
     config: Arc<IngestConfig>,
     consumer: Arc<BaseConsumer>,
-    topic: String,
+    topic: Topic,
     plans: Vec<PartitionPlan>,
     mut rx: mpsc::Receiver<Work>,
     buffers: BufferPool,
@@ -865,6 +1006,25 @@ async fn upload_and_commit(
             })
             .collect(),
     };
+    let scope = log_scope(&config.bound);
+    let mut chains: BTreeMap<i32, Chain> = plans
+        .iter()
+        .map(|p| {
+            (
+                p.partition,
+                Chain {
+                    prefix: landing::log_prefix(&topic.name, &topic.id, scope, p.partition),
+                    next_seq: p.next_seq,
+                    redo: p.redo.iter().cloned().collect(),
+                },
+            )
+        })
+        .collect();
+    // Tells this run's own log entries from another drain's.
+    let writer = uuid::Uuid::new_v4().simple().to_string();
+    let progress = Progress {
+        topic_id: topic.id.clone(),
+    };
     let commits = matches!(config.bound, Bound::Watermark { .. });
     let mut uploaded = 0u64;
     // Several batches upload at once (S3 PUTs are mostly waiting), but they are finished, and
@@ -876,19 +1036,14 @@ async fn upload_and_commit(
             if config.crash_after_uploads == Some(uploaded) {
                 std::process::abort();
             }
-            let plan = plans.iter().find(|p| p.partition == done.partition);
-            if commits && let Some(plan) = plan {
-                let stored = StoredPlan {
-                    end: if done.cut { done.next } else { plan.end },
-                    rotation: plan.rotation,
-                };
+            if commits {
                 commit_offset(
                     &config,
                     &consumer,
-                    &topic,
+                    &topic.name,
                     done.partition,
                     done.next,
-                    &stored,
+                    &progress,
                 )
                 .await?;
             }
@@ -907,38 +1062,50 @@ async fn upload_and_commit(
             Ok(())
         };
     while let Some(work) = rx.recv().await {
-        let (batch, cut) = match work {
-            Work::Batch(b) => (b, false),
-            Work::CutBatch(b) => (b, true),
+        let batch = match work {
+            Work::Batch(b) => b,
             Work::Failed(e) => return Err(e),
         };
-        if cut {
-            // The cut is written ahead at the partition's committed position, so everything
-            // before it must be committed first.
-            while let Some(done) = in_flight.next().await {
-                finish(done?, &mut outcome).await?;
+        let Some(chain) = chains.get_mut(&batch.partition) else {
+            return Err(IngestError::Internal(format!(
+                "a batch of partition {} that has no plan",
+                batch.partition
+            )));
+        };
+        if let Some(entry) = chain.redo.front().filter(|c| c.first == batch.first) {
+            // An entry written before a crash: the batch was cut to its range, so its objects
+            // take the names the entry holds, and those already written are kept.
+            if entry.next != batch.next {
+                return Err(IngestError::Internal(format!(
+                    "partition {} entry {} ends at {}, the batch written again at {}",
+                    batch.partition, entry.seq, entry.next, batch.next
+                )));
             }
-            if commits && let Some(plan) = plans.iter().find(|p| p.partition == batch.partition) {
-                let stored = StoredPlan {
-                    end: batch.next,
-                    rotation: plan.rotation,
-                };
-                let position = outcome
-                    .partitions
-                    .get(&batch.partition)
-                    .map_or(batch.first, |s| s.to);
-                commit_offset(
-                    &config,
-                    &consumer,
-                    &topic,
-                    batch.partition,
-                    position,
-                    &stored,
-                )
-                .await?;
-            }
+            chain.redo.pop_front();
+        } else {
+            let claim = Claim {
+                seq: chain.next_seq,
+                first: batch.first,
+                next: batch.next,
+                compression: batch.compression,
+                objects: batch
+                    .chunks
+                    .keys()
+                    .map(|(kind, date)| batch.object_name(*kind, *date))
+                    .collect(),
+                writer: writer.clone(),
+            };
+            create_claim(
+                &config.landing,
+                &topic.name,
+                batch.partition,
+                &chain.prefix,
+                &claim,
+            )
+            .await?;
+            chain.next_seq += 1;
         }
-        in_flight.push_back(upload_batch(&config.landing, batch, cut, &buffers));
+        in_flight.push_back(upload_batch(&config.landing, batch, &buffers));
         if in_flight.len() >= UPLOADS_IN_FLIGHT
             && let Some(done) = in_flight.next().await
         {
@@ -951,19 +1118,46 @@ async fn upload_and_commit(
     Ok(outcome)
 }
 
+/// Creates a log entry, or finds that the range is taken: by this run's own earlier attempt
+/// (a PUT whose answer was lost), which is fine, or by another drain, which ends this run.
+async fn create_claim(
+    landing: &Location,
+    topic: &str,
+    partition: i32,
+    prefix: &str,
+    claim: &Claim,
+) -> Result<(), IngestError> {
+    let object = landing.child(&Claim::object_name(prefix, claim.seq));
+    let body = serde_json::to_vec(claim).map_err(|e| IngestError::Internal(e.to_string()))?;
+    if put_with_retry(landing, &object, PutPayload::from(body)).await? {
+        return Ok(());
+    }
+    let found = landing::get_claim(landing, &object).await?;
+    if found.writer == claim.writer {
+        return Ok(());
+    }
+    Err(IngestError::Fenced {
+        topic: topic.to_owned(),
+        partition,
+        landing: landing.display.clone(),
+        seq: claim.seq,
+        object: object.to_string(),
+    })
+}
+
 async fn commit_offset(
     config: &Arc<IngestConfig>,
     consumer: &Arc<BaseConsumer>,
     topic: &str,
     partition: i32,
     offset: i64,
-    stored: &StoredPlan,
+    progress: &Progress,
 ) -> Result<(), IngestError> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
         .map_err(kafka_err(config, "build the offset commit"))?;
     if let Some(mut e) = tpl.find_partition(topic, partition) {
-        e.set_metadata(stored.to_metadata());
+        e.set_metadata(progress.to_metadata());
     }
     let (config, consumer) = (config.clone(), consumer.clone());
     tokio::task::spawn_blocking(move || commit_with_retry(&config, &consumer, &tpl))
@@ -978,7 +1172,6 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 struct Uploaded {
     partition: i32,
     next: i64,
-    cut: bool,
     files: u64,
     good: u64,
     quarantined: u64,
@@ -986,12 +1179,14 @@ struct Uploaded {
     value_bytes: u64,
 }
 
-/// Writes every object of a batch, consuming it: its buffers go to the store, not copied, and
-/// come back to the pool once the store is done with them.
+/// Creates every object of a batch that does not exist yet, consuming it: its buffers go to
+/// the store, not copied, and come back to the pool once the store is done with them. An
+/// object that exists was written by an attempt before a crash: the records of its range and
+/// date, all of them, since an object is written whole or not at all, so it is kept; a retry
+/// may hold fewer (retention since) and must not replace it.
 async fn upload_batch(
     landing: &Location,
     batch: Batch,
-    cut: bool,
     buffers: &BufferPool,
 ) -> Result<Uploaded, IngestError> {
     let names: Vec<String> = batch
@@ -1002,7 +1197,6 @@ async fn upload_batch(
     let done = Uploaded {
         partition: batch.partition,
         next: batch.next,
-        cut,
         files: names.len() as u64,
         good: batch.good,
         quarantined: batch.quarantined,
@@ -1034,26 +1228,27 @@ async fn upload_batch(
 /// S3 server, short enough that a stage with a deadline still fails in time.
 const STORE_RETRY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Puts one object, retrying with exponential backoff (on top of object_store's own quick
-/// retries) until [`STORE_RETRY_TIMEOUT`]. A PUT replaces the whole object, so a retry after
-/// an unknown outcome is safe.
+/// Creates one object unless one of that name exists (false then: a retry after an unknown
+/// outcome may find its own first attempt so), retrying with exponential backoff (on top of
+/// object_store's own quick retries) until [`STORE_RETRY_TIMEOUT`].
 async fn put_with_retry(
     landing: &Location,
     object: &object_store::path::Path,
     payload: PutPayload,
-) -> Result<(), IngestError> {
+) -> Result<bool, IngestError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
         // Offsets are committed after this returns: the object must outlive a power cut.
-        match landing.put_durable(object, payload.clone()).await {
-            Ok(()) => return Ok(()),
+        match landing.put_durable_new(object, payload.clone()).await {
+            Ok(created) => return Ok(created),
             Err(e)
                 if started.elapsed() + delay < STORE_RETRY_TIMEOUT
                     && !matches!(
                         e,
                         object_store::Error::PermissionDenied { .. }
                             | object_store::Error::Unauthenticated { .. }
+                            | object_store::Error::NotImplemented { .. }
                     ) =>
             {
                 tracing::warn!(object = %object, error = %e, retry_in = ?delay, "upload failed; retrying");
@@ -1099,9 +1294,10 @@ mod tests {
             skipped: 0,
             value_bytes: 18,
             compression: plan::Compression::None,
+            topic_id: "id".to_owned(),
         };
         let name = batch.object_name(ChunkKind::Landing, date);
-        upload_batch(&landing, batch, false, &pool).await.unwrap();
+        upload_batch(&landing, batch, &pool).await.unwrap();
         assert!(dir.path().join(&name).is_file(), "{name} written");
         assert_eq!(pool.pooled(), 1);
         let reused = pool.take(2 << 20);

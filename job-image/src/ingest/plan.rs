@@ -1,15 +1,22 @@
 //! The drain plan of one partition: which offsets `[start, end)` a run reads and how it cuts
 //! them into files.
 //!
-//! Exactly-once into the landing zone rests on one rule: a retry after a crash must cut the
-//! same offsets into the same files, so it overwrites what the crashed run left instead of
-//! adding to it. In watermark mode the end (the high watermark seen at start) and the rotation
-//! settings are therefore written ahead into the consumer group's committed offset metadata,
-//! before any file; a run that finds an unfinished plan there finishes that plan.
+//! Where a partition resumes comes from the landing zone's own log of landed ranges
+//! ([`crate::landing`]), not from Kafka: the log's last entry ends where the next run starts.
+//! An entry is written before the objects it names, so the last few entries (as many as were
+//! uploading at once) may name objects a crashed run never wrote; such entries are read again
+//! and cut at exactly their recorded ends, so the retry writes the same names. Kafka's
+//! committed offset only seeds the log of a partition that has none (a landing zone written
+//! before the log existed), and only when it was committed for the same topic id.
 
 use serde::{Deserialize, Serialize};
 
-const METADATA_PREFIX: &str = "streamflow-plan/v1 ";
+use crate::landing::Claim;
+pub use crate::landing::Compression;
+
+const METADATA_PREFIX: &str = "streamflow-landed/v2 ";
+/// The plan the drain used to keep in the commit metadata: its offset still seeds a new log.
+const LEGACY_PREFIX: &str = "streamflow-plan/v1 ";
 
 /// How a partition's records are cut into files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,42 +28,6 @@ pub struct Rotation {
     /// Plans written before zstd was offered say `"gzip": true|false` instead.
     #[serde(alias = "gzip", deserialize_with = "compression_or_gzip_flag")]
     pub compression: Compression,
-}
-
-/// How landing files are compressed; the object name ends in what [`Compression::extension`]
-/// gives, so readers can tell.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// Plain NDJSON (`.ndjson`).
-    #[default]
-    None,
-    /// `.ndjson.gz`, level "fast": what every tool reads.
-    Gzip,
-    /// `.ndjson.zst`, level 1: the benchmark's 2.8 GB of records landed as 0.46 GB, and the
-    /// drain to S3 took 19 s instead of 51 (docs/benchmarks.md, ingest run 7).
-    Zstd,
-}
-
-impl Compression {
-    /// What follows `.ndjson` in an object's name.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Gzip => ".gz",
-            Compression::Zstd => ".zst",
-        }
-    }
-
-    /// The compression of a landing NDJSON object, by its name; `None` for other objects.
-    pub fn of_landing_object(name: &str) -> Option<Compression> {
-        [Compression::None, Compression::Gzip, Compression::Zstd]
-            .into_iter()
-            .find(|c| {
-                name.strip_suffix(c.extension())
-                    .is_some_and(|stem| stem.ends_with(".ndjson"))
-            })
-    }
 }
 
 fn compression_or_gzip_flag<'de, D: serde::Deserializer<'de>>(
@@ -75,79 +46,96 @@ fn compression_or_gzip_flag<'de, D: serde::Deserializer<'de>>(
     })
 }
 
-/// A partition's plan: offsets `[start, end)` cut by `rotation`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A partition's plan: offsets `[start, end)` cut by `rotation`, the first ranges of which
+/// (`redo`) are log entries to write again, cut exactly as they were.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionPlan {
     pub partition: i32,
     pub start: i64,
     pub end: i64,
     pub rotation: Rotation,
-    /// True when this plan was found unfinished in the committed metadata.
-    #[serde(skip)]
+    /// Entries of the log whose objects may not all have been written: re-read, cut at their
+    /// ends and written where missing.
+    pub redo: Vec<Claim>,
+    /// The `seq` of the next new log entry.
+    pub next_seq: u64,
+    /// True when this plan starts by finishing the entries of an interrupted run.
     pub resumed: bool,
-    /// Records between the committed offset and the low watermark: deleted by Kafka's
-    /// retention before any drain read them. Reported, since they cannot be landed.
-    #[serde(skip)]
+    /// Records deleted by Kafka's retention after the landed ones and before any drain read
+    /// them. Reported, since they cannot be landed.
     pub expired: u64,
 }
 
-/// What the committed metadata of a partition says about the plan in force.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredPlan {
-    pub end: i64,
-    pub rotation: Rotation,
+/// What Kafka's commit metadata records: progress for lag monitoring, and the topic id the
+/// offset belongs to, so a recreated topic never resumes at its predecessor's offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub topic_id: String,
 }
 
-impl StoredPlan {
+impl Progress {
     pub fn to_metadata(&self) -> String {
-        // Serializing two integers and a bool to JSON cannot fail.
+        // Serializing one string to JSON cannot fail.
         format!(
             "{METADATA_PREFIX}{}",
             serde_json::to_string(self).unwrap_or_default()
         )
     }
-
-    /// Reads a plan back; metadata written by other tools is not a plan.
-    pub fn from_metadata(metadata: &str) -> Option<Self> {
-        serde_json::from_str(metadata.strip_prefix(METADATA_PREFIX)?).ok()
-    }
 }
 
-/// The watermark-mode plan of one partition, from what the broker reports.
-///
-/// `committed` is the group's committed offset (None when the group never committed),
-/// `low`/`high` the partition's watermarks now.
-pub fn watermark_plan(
+/// Whether a committed offset with `metadata` may seed the log of the topic `topic_id`: it was
+/// committed by this drain for that very topic, or by the drain before topic ids were recorded.
+pub fn seeds_log(metadata: &str, topic_id: &str) -> bool {
+    if let Some(json) = metadata.strip_prefix(METADATA_PREFIX) {
+        return serde_json::from_str::<Progress>(json).is_ok_and(|p| p.topic_id == topic_id);
+    }
+    metadata.starts_with(LEGACY_PREFIX)
+}
+
+/// The plan of one partition from its log: `recent` holds the log's last entries (oldest
+/// first), `complete` says for each whether all its objects exist, `next_seq` the log's next
+/// seq. `seed` is where a partition without a log starts (a committed offset that
+/// [`seeds_log`], else None for the low watermark); `low`/`end` the watermarks now.
+pub fn landing_plan(
     partition: i32,
-    committed: Option<i64>,
-    metadata: &str,
+    recent: &[(Claim, bool)],
+    next_seq: u64,
+    seed: Option<i64>,
     low: i64,
-    high: i64,
+    end: i64,
     rotation: Rotation,
 ) -> PartitionPlan {
-    // Records below the low watermark are gone (retention); start at what still exists.
-    let start = committed.unwrap_or(low).max(low);
-    let expired = committed.map_or(0, |c| (low - c).max(0) as u64);
-    if let Some(stored) = StoredPlan::from_metadata(metadata)
-        && committed.is_some_and(|c| c < stored.end)
-        && stored.end <= high
-    {
+    let Some((last, _)) = recent.last() else {
+        // No log yet. A committed offset beyond the end is not this topic's.
+        let seed = seed.filter(|&s| s <= end);
+        let start = seed.unwrap_or(low).max(low);
         return PartitionPlan {
             partition,
             start,
-            end: stored.end,
-            rotation: stored.rotation,
-            resumed: true,
-            expired,
+            end: end.max(start),
+            rotation,
+            redo: Vec::new(),
+            next_seq,
+            resumed: false,
+            expired: seed.map_or(0, |s| (low - s).max(0) as u64),
         };
-    }
+    };
+    let landed_to = last.next;
+    let redo: Vec<Claim> = recent
+        .iter()
+        .skip_while(|(_, complete)| *complete)
+        .map(|(c, _)| c.clone())
+        .collect();
+    let start = redo.first().map_or(landed_to, |c| c.first);
     PartitionPlan {
         partition,
         start,
-        end: high.max(start),
+        end: end.max(landed_to),
         rotation,
-        resumed: false,
-        expired,
+        resumed: !redo.is_empty(),
+        redo,
+        next_seq,
+        expired: (low - landed_to).max(0) as u64,
     }
 }
 
@@ -161,96 +149,75 @@ mod tests {
         compression: Compression::None,
     };
 
-    #[test]
-    fn first_run_drains_from_the_low_to_the_high_watermark() {
-        let p = watermark_plan(3, None, "", 10, 500, R);
-        assert_eq!((p.start, p.end, p.resumed), (10, 500, false));
-    }
-
-    #[test]
-    fn an_unfinished_plan_is_finished_with_its_own_end_and_rotation() {
-        let stored = StoredPlan {
-            end: 300,
-            rotation: Rotation {
-                max_records: 7,
-                ..R
-            },
-        };
-        let p = watermark_plan(0, Some(200), &stored.to_metadata(), 0, 900, R);
-        assert_eq!((p.start, p.end, p.resumed), (200, 300, true));
-        assert_eq!(
-            p.rotation.max_records, 7,
-            "the crashed run's rotation, not today's flags"
-        );
-    }
-
-    #[test]
-    fn a_finished_plan_starts_a_new_one_at_the_high_watermark() {
-        let stored = StoredPlan {
-            end: 300,
-            rotation: R,
-        };
-        let p = watermark_plan(0, Some(300), &stored.to_metadata(), 0, 900, R);
-        assert_eq!((p.start, p.end, p.resumed), (300, 900, false));
-    }
-
-    #[test]
-    fn foreign_or_broken_metadata_is_ignored() {
-        assert_eq!(StoredPlan::from_metadata("hello"), None);
-        assert_eq!(StoredPlan::from_metadata("streamflow-plan/v1 {"), None);
-        let p = watermark_plan(0, Some(5), "hello", 0, 50, R);
-        assert_eq!((p.start, p.end, p.resumed), (5, 50, false));
-    }
-
-    #[test]
-    fn retention_past_the_committed_offset_starts_at_the_low_watermark() {
-        let p = watermark_plan(0, Some(5), "", 40, 50, R);
-        assert_eq!((p.start, p.end, p.expired), (40, 50, 35));
-        assert_eq!(
-            watermark_plan(0, None, "", 40, 50, R).expired,
-            0,
-            "a new group lost nothing"
-        );
-    }
-
-    #[test]
-    fn metadata_round_trips_and_stays_small() {
-        let s = StoredPlan {
-            end: i64::MAX,
-            rotation: Rotation {
-                max_records: u64::MAX,
-                max_bytes: u64::MAX,
-                compression: Compression::Zstd,
-            },
-        };
-        let m = s.to_metadata();
-        assert!(
-            m.len() < 200,
-            "Kafka caps offset metadata at 4096 bytes by default"
-        );
-        assert_eq!(StoredPlan::from_metadata(&m), Some(s));
-    }
-
-    #[test]
-    fn a_landing_object_name_says_its_compression() {
-        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
-            let name = format!("user_events-p000-0-9.ndjson{}", c.extension());
-            assert_eq!(Compression::of_landing_object(&name), Some(c));
+    fn claim(seq: u64, first: i64, next: i64) -> Claim {
+        Claim {
+            seq,
+            first,
+            next,
+            compression: Compression::Gzip,
+            objects: vec![format!("o{seq}")],
+            writer: "w".to_owned(),
         }
-        assert_eq!(Compression::of_landing_object("_SUCCESS"), None);
-        assert_eq!(Compression::of_landing_object("x.ndjson.bz2"), None);
-        assert_eq!(Compression::of_landing_object("x.json.gz"), None);
     }
 
     #[test]
-    fn plans_stored_with_the_gzip_flag_still_read() {
-        let stored = |gzip: bool| {
-            let m = format!(
-                r#"{METADATA_PREFIX}{{"end":9,"rotation":{{"max_records":5,"max_bytes":7,"gzip":{gzip}}}}}"#
-            );
-            StoredPlan::from_metadata(&m).map(|p| p.rotation.compression)
-        };
-        assert_eq!(stored(true), Some(Compression::Gzip));
-        assert_eq!(stored(false), Some(Compression::None));
+    fn a_first_run_drains_from_the_low_to_the_high_watermark() {
+        let p = landing_plan(3, &[], 0, None, 10, 500, R);
+        assert_eq!((p.start, p.end, p.resumed, p.expired), (10, 500, false, 0));
+    }
+
+    #[test]
+    fn the_log_decides_where_to_resume_not_kafka() {
+        let recent = [(claim(7, 100, 200), true), (claim(8, 200, 300), true)];
+        let p = landing_plan(0, &recent, 9, None, 0, 900, R);
+        assert_eq!(
+            (p.start, p.end, p.next_seq, p.resumed),
+            (300, 900, 9, false)
+        );
+    }
+
+    #[test]
+    fn entries_with_missing_objects_are_done_again_from_the_first_of_them() {
+        let recent = [
+            (claim(7, 100, 200), true),
+            (claim(8, 200, 300), false),
+            (claim(9, 300, 320), true),
+        ];
+        let p = landing_plan(0, &recent, 10, None, 0, 900, R);
+        assert_eq!((p.start, p.end, p.resumed), (200, 900, true));
+        assert_eq!(p.redo, [claim(8, 200, 300), claim(9, 300, 320)]);
+    }
+
+    #[test]
+    fn retention_past_the_landed_end_counts_as_expired() {
+        let p = landing_plan(0, &[(claim(0, 0, 5), true)], 1, None, 40, 50, R);
+        assert_eq!((p.start, p.end, p.expired), (5, 50, 35));
+        let seeded = landing_plan(0, &[], 0, Some(5), 40, 50, R);
+        assert_eq!((seeded.start, seeded.expired), (40, 35));
+        assert_eq!(landing_plan(0, &[], 0, None, 40, 50, R).expired, 0);
+    }
+
+    #[test]
+    fn a_committed_offset_seeds_a_new_log_only_for_its_own_topic() {
+        let mine = Progress {
+            topic_id: "aa".to_owned(),
+        }
+        .to_metadata();
+        assert!(seeds_log(&mine, "aa"));
+        assert!(!seeds_log(&mine, "bb"), "a recreated topic");
+        assert!(!seeds_log("", "aa"), "someone else's commit");
+        assert!(seeds_log(r#"streamflow-plan/v1 {"end":9}"#, "aa"));
+        let past_the_end = landing_plan(0, &[], 0, Some(100), 0, 50, R);
+        assert_eq!(
+            past_the_end.start, 0,
+            "an offset past the end is not this topic's"
+        );
+    }
+
+    #[test]
+    fn rotations_stored_with_the_gzip_flag_still_read() {
+        let r: Rotation =
+            serde_json::from_str(r#"{"max_records":5,"max_bytes":7,"gzip":true}"#).unwrap();
+        assert_eq!(r.compression, Compression::Gzip);
     }
 }

@@ -181,7 +181,12 @@ pub async fn read_landing(location: &Location, topic: &str) -> LandingContents {
     for meta in objects {
         let name = meta.location.to_string();
         let is_quarantine = name.contains("_quarantine/");
-        if !name.contains(&format!("{topic}/")) || name.contains("/_") && !is_quarantine {
+        // `_`-prefixed folders other than the quarantine (the landing log, `_ingest/`) and
+        // hidden files are not data, as for every reader of the landing zone.
+        let hidden = name
+            .split('/')
+            .any(|part| part.starts_with(['_', '.']) && part != "_quarantine");
+        if !name.contains(&format!("{topic}/")) || hidden {
             continue;
         }
         let bytes = location
@@ -391,6 +396,13 @@ pub fn send_transaction(
         "records not delivered: {:?}",
         failed.first()
     );
+    // The commit or abort returns before the brokers have written the transaction's markers;
+    // until then the last stable offset stays before the transaction.
+    wait_for("the transaction's markers", Duration::from_secs(30), || {
+        (high_watermarks_as(topic, "read_committed")
+            == high_watermarks_as(topic, "read_uncommitted"))
+        .then_some(())
+    });
 }
 
 /// The oracle: the event ids a `read_committed` consumer of its own reads from every
@@ -425,22 +437,127 @@ pub fn committed_event_ids(topic: &str) -> Vec<String> {
         "the oracle to read every partition",
         Duration::from_secs(60),
         || {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let v: serde_json::Value =
-                        serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON");
-                    if let Some(id) = v["event_id"].as_str() {
-                        ids.push(id.to_owned());
+            // Everything queued at once: wait_for pauses between calls.
+            let mut wait = Duration::from_millis(100);
+            while let Some(polled) = consumer.poll(wait) {
+                wait = Duration::ZERO;
+                match polled {
+                    Ok(m) => {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON");
+                        if let Some(id) = v["event_id"].as_str() {
+                            ids.push(id.to_owned());
+                        }
                     }
+                    Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                        open.remove(&p);
+                    }
+                    Err(e) => panic!("oracle: {e}"),
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                    open.remove(&p);
-                }
-                Some(Err(e)) => panic!("oracle: {e}"),
-                None => {}
             }
             open.is_empty().then_some(())
         },
     );
     ids
+}
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client")
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
+}
+
+/// Deletes a consumer group and its committed offsets, as an operator (or the broker's
+/// `offsets.retention.minutes` expiry) would.
+pub async fn delete_group(group: &str) {
+    for r in admin()
+        .delete_groups(&[group], &admin_options())
+        .await
+        .expect("delete group")
+    {
+        r.expect("group deleted");
+    }
+}
+
+/// Deletes the records of `topic`'s partition before `offset`, as retention would.
+pub async fn delete_records_before(topic: &str, partition: i32, offset: i64) {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+        .expect("offsets");
+    let result = admin()
+        .delete_records(&tpl, &admin_options())
+        .await
+        .expect("delete records");
+    for e in result.elements() {
+        e.error().expect("records deleted");
+    }
+}
+
+/// Deletes `topic` and creates a topic of the same name again, waiting (with a timeout) until
+/// the broker has finished deleting the old one.
+pub async fn recreate_topic(topic: &str, partitions: i32) {
+    let admin = admin();
+    for r in admin
+        .delete_topics(&[topic], &admin_options())
+        .await
+        .expect("delete topic")
+    {
+        r.expect("topic deleted");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let created = admin
+            .create_topics([&new], &admin_options())
+            .await
+            .expect("create topic")
+            .into_iter()
+            .all(|r| r.is_ok());
+        if created {
+            return;
+        }
+        // The old topic is still being deleted.
+        assert!(
+            Instant::now() < deadline,
+            "{topic} could not be created again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The high watermarks (last stable offsets, read_committed) of every partition of `topic`,
+/// read by a client of its own.
+pub fn high_watermarks(topic: &str) -> BTreeMap<i32, i64> {
+    high_watermarks_as(topic, "read_committed")
+}
+
+/// The high watermarks of `topic` as a consumer of `isolation` (librdkafka's
+/// `isolation.level`) sees them.
+fn high_watermarks_as(topic: &str, isolation: &str) -> BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("wm-{}", uuid::Uuid::new_v4().simple()))
+        .set("isolation.level", isolation)
+        .create()
+        .expect("watermark consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(30))
+                .expect("watermarks");
+            (p.id(), high)
+        })
+        .collect()
 }
