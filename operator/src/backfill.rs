@@ -55,6 +55,10 @@ pub const MAX_LISTED_INTERVALS: usize = 1000;
 #[x_kube(validation = Rule::new("has(self.template) != has(self.pipelineRef)").message("set exactly one of template and pipelineRef"))]
 #[x_kube(validation = Rule::new("self.to > self.from").message("to must be after from"))]
 #[x_kube(validation = Rule::new("self.from == oldSelf.from && self.to == oldSelf.to && self.step == oldSelf.step").message("from, to and step cannot change: create a new Backfill for another range"))]
+// The step in seconds, summed from its `<n><d|h|m|s>` parts, against the range: the bound the
+// operator plans with (streamflow_core::backfill::MAX_INTERVALS), refused at `kubectl apply`
+// rather than reported at the first reconcile.
+#[x_kube(validation = Rule::new("(self.to - self.from).getSeconds() <= 100000 * self.step.findAll('[0-9]+[dhms]').map(p, int(p.substring(0, size(p) - 1)) * (p.endsWith('d') ? 86400 : p.endsWith('h') ? 3600 : p.endsWith('m') ? 60 : 1)).sum()").message("the range holds more than 100000 intervals of this step: use a longer step or a shorter range"))]
 pub struct BackfillSpec {
     /// What each run does: a PipelineRun spec without its interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +72,8 @@ pub struct BackfillSpec {
     /// End of the range (exclusive); `to - from` must be a whole number of steps.
     pub to: DateTime<Utc>,
     /// Length of each interval: `1d`, `1h`, `15m`.
-    #[schemars(regex(pattern = r"^([0-9]+(d|h|m|s))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(d|h|m|s))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("step must be longer than 0s"))]
     pub step: String,
     /// The most runs of this Backfill running at once.
     #[serde(default = "default_max_active_runs")]

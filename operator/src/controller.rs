@@ -37,6 +37,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// The image of runs whose spec names none (`--default-image`).
+    pub default_image: String,
     phases: Mutex<HashMap<String, Phase>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -48,6 +50,7 @@ impl Context {
             client,
             recorder,
             metrics,
+            default_image: crate::crd::DEFAULT_IMAGE.to_owned(),
             phases: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -118,6 +121,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub http_addr: SocketAddr,
+    /// The job image of runs that name none.
+    pub default_image: String,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -158,7 +163,9 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         });
     }
     let parents = crate::parents::run(client.clone(), opts.namespace.clone(), metrics.clone());
-    let ctx = Arc::new(Context::new(client, metrics));
+    let mut ctx = Context::new(client, metrics);
+    ctx.default_image = opts.default_image;
+    let ctx = Arc::new(ctx);
     ready.store(true, Ordering::Relaxed);
     info!(namespace = ?opts.namespace, "watching PipelineRuns and their Jobs");
     let ours = || watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
@@ -449,7 +456,15 @@ async fn create_job(
     stage: Stage,
     attempt: u32,
 ) -> Result<()> {
-    let job = jobs::build_job(run, stage, attempt)?;
+    // The image is not a schema default (that would pin stored runs to one tag across
+    // upgrades): a run naming none gets the operator's when its Job is built.
+    let job = if run.spec.template.image.is_empty() {
+        let mut run = run.clone();
+        run.spec.template.image = ctx.default_image.clone();
+        jobs::build_job(&run, stage, attempt)?
+    } else {
+        jobs::build_job(run, stage, attempt)?
+    };
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     match api.create(&PostParams::default(), &job).await {
         Ok(_) => {

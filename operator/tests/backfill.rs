@@ -535,16 +535,51 @@ async fn invalid_backfills_are_refused_with_a_reason() -> Result<()> {
             json!({"to": "2026-01-02T00:00:00Z"}),
             "at most 63 characters",
         ),
+        // Issue 22 item 11: these were accepted and failed only at the first reconcile.
+        (
+            "zero-step",
+            json!({"to": "2026-01-02T00:00:00Z", "step": "0h"}),
+            "step must be longer than 0s",
+        ),
+        (
+            "millions",
+            json!({"to": "2036-01-01T00:00:00Z", "step": "1m"}),
+            "more than 100000 intervals",
+        ),
+        (
+            "many-days",
+            json!({"to": "2400-01-01T00:00:00Z", "step": "1d"}),
+            "more than 100000 intervals",
+        ),
+        // The template is a PipelineRun's spec: its rules hold here too.
+        (
+            "ftp",
+            json!({"to": "2026-01-02T00:00:00Z", "template": {
+                "kafka": {"bootstrap": "k:9092"},
+                "storage": {"landing": "ftp://host/raw", "gold": "s3://g/t"}}}),
+            "storage.landing: must be s3://bucket/prefix",
+        ),
     ];
     for (name, spec, expected) in cases {
-        let body: DynamicObject = serde_json::from_value(backfill_body(name, spec.clone()))?;
-        match api.create(&PostParams::default(), &body).await {
-            Ok(_) => panic!("{name} ({spec}) was accepted"),
-            Err(e) => assert!(
-                e.to_string().contains(expected),
-                "{name}: expected {expected:?} in: {e}"
-            ),
-        }
+        let msg = refusal(&api, backfill_body(name, spec)).await?;
+        assert!(
+            msg.contains(expected),
+            "{name}: expected {expected:?} in: {msg}"
+        );
+    }
+    // Exactly 100,000 intervals (a 100,000-minute range) and a step of mixed units fit.
+    for (name, spec) in [
+        (
+            "bound",
+            json!({"to": "2026-03-11T10:40:00Z", "step": "1m", "dryRun": true}),
+        ),
+        (
+            "mixed",
+            json!({"to": "2026-01-02T00:00:00Z", "step": "1h30m", "dryRun": true}),
+        ),
+    ] {
+        let body: DynamicObject = serde_json::from_value(backfill_body(name, spec))?;
+        api.create(&PostParams::default(), &body).await?;
     }
     // The range cannot change after creation.
     let ok: DynamicObject = serde_json::from_value(backfill_body(

@@ -24,6 +24,10 @@ struct Cli {
         default_value = "0.0.0.0:8080"
     )]
     http_addr: SocketAddr,
+    /// The job image of PipelineRuns that name none (`spec.image`); the chart sets it to the
+    /// `streamflow` image of its appVersion.
+    #[arg(long, env = "STREAMFLOW_OPERATOR_DEFAULT_IMAGE", default_value = streamflow_operator::crd::DEFAULT_IMAGE)]
+    default_image: String,
 }
 
 #[tokio::main]
@@ -48,6 +52,7 @@ async fn main() -> ExitCode {
     let opts = Options {
         namespace: cli.namespace,
         http_addr: cli.http_addr,
+        default_image: cli.default_image,
     };
     match controller::run(client, opts).await {
         Ok(()) => ExitCode::SUCCESS,
