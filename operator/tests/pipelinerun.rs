@@ -650,9 +650,12 @@ async fn stage_pods_meet_the_restricted_pod_security_standard() -> Result<()> {
     Api::<Namespace>::all(client.clone())
         .patch(&ns, &PatchParams::default(), &Patch::Merge(&restricted))
         .await?;
+    // Built here, not by the operator, which fills in its --default-image for a run naming
+    // none: the run names one.
     let mut body = run_body(
         "pss",
-        json!({"validation": {"checksConfigMap": {"name": "checks", "key": "checks.yaml"}}}),
+        json!({"validation": {"checksConfigMap": {"name": "checks", "key": "checks.yaml"}},
+            "image": streamflow_operator::crd::DEFAULT_IMAGE}),
     );
     // The Jobs' owner reference needs what the API server would have given the run.
     body["metadata"]["namespace"] = json!(ns);
