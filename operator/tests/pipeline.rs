@@ -318,6 +318,74 @@ async fn replace_deletes_the_active_run_for_the_next_tick() -> Result<()> {
     Ok(())
 }
 
+/// A run name a Pipeline's tick would stamp, held by a run it does not own (made by hand
+/// here), is an error in its status (Ready False, RunNameConflict, naming the run) and a
+/// Warning Event, not a tick taken as scheduled (issue 22 item 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_name_held_by_another_owner_is_an_error_in_status() -> Result<()> {
+    let (client, ns) = setup("sf-plheld").await?;
+    let _op = Operator::start(&ns).await?;
+    let tick = early_in_a_tick().await?;
+    // The runs of the next 18 ticks of a 10-second schedule (three minutes), made by hand
+    // under the names the Pipeline would give them.
+    let api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    for k in 0..18 {
+        let start = tick + chrono::Duration::seconds(10 * k);
+        let interval = streamflow_core::Interval {
+            start,
+            end: start + chrono::Duration::seconds(10),
+        };
+        let run: PipelineRun = serde_json::from_value(json!({
+            "apiVersion": "streamflow.io/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": streamflow_operator::children::child_name("held", &interval)},
+            "spec": {
+                "interval": {"start": ts(interval.start), "end": ts(interval.end)},
+                "stages": ["validate"],
+                "kafka": {"bootstrap": "127.0.0.1:9094"},
+                "storage": {"landing": "s3://landing/unused", "gold": "s3://gold/unused"},
+            },
+        }))?;
+        api.create(&PostParams::default(), &run).await?;
+    }
+    create_pipeline(
+        &client,
+        &ns,
+        pipeline_body("held", json!({"schedule": "*/10 * * * * *"})),
+    )
+    .await?;
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    let pl = wait_for("Ready False, RunNameConflict", TIMEOUT, || async {
+        let pl = pipelines.get("held").await?;
+        let conflict = pl
+            .status
+            .as_ref()
+            .and_then(|s| s.condition("Ready"))
+            .is_some_and(|c| c.status == "False" && c.reason == "RunNameConflict");
+        Ok(conflict.then_some(pl))
+    })
+    .await?;
+    let st = pl.status.unwrap_or_default();
+    let message = st
+        .condition("Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("held-") && message.contains("no controller"),
+        "{message}"
+    );
+    // The tick is not taken as scheduled, and no run of the Pipeline exists.
+    assert_eq!(st.last_scheduled_interval, None, "{st:#?}");
+    assert!(st.active.is_empty(), "{st:#?}");
+    assert!(scheduled(&client, &ns, "held").await?.is_empty());
+    wait_for("a RunNameConflict event", TIMEOUT, || async {
+        let ev = events_of(&client, &ns, "Pipeline", "held").await?;
+        Ok(ev.iter().any(|e| e.0 == "RunNameConflict").then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
 /// A Pipeline's template is a PipelineRun's spec without its interval: what the API server
 /// refuses in a run it refuses in the template, when the Pipeline is created rather than
 /// when its first tick creates a run.
