@@ -14,7 +14,7 @@ use streamflow_core::Interval;
 use streamflow_core::backfill::{PriorOutcome, Reprocess, parse_step, plan_intervals};
 
 use crate::Error;
-use crate::children::{ChildRunRef, ObservedRun, RunDeletionPolicy, child_name};
+use crate::children::{ChildRunRef, ObservedRun, ParentKind, RunDeletionPolicy, run_name};
 use crate::crd::{Condition, Phase, RunTemplate};
 use crate::status::set_condition;
 
@@ -55,6 +55,10 @@ pub const MAX_LISTED_INTERVALS: usize = 1000;
 #[x_kube(validation = Rule::new("has(self.template) != has(self.pipelineRef)").message("set exactly one of template and pipelineRef"))]
 #[x_kube(validation = Rule::new("self.to > self.from").message("to must be after from"))]
 #[x_kube(validation = Rule::new("self.from == oldSelf.from && self.to == oldSelf.to && self.step == oldSelf.step").message("from, to and step cannot change: create a new Backfill for another range"))]
+// The step in seconds, summed from its `<n><d|h|m|s>` parts, against the range: the bound the
+// operator plans with (streamflow_core::backfill::MAX_INTERVALS), refused at `kubectl apply`
+// rather than reported at the first reconcile.
+#[x_kube(validation = Rule::new("(self.to - self.from).getSeconds() <= 100000 * self.step.findAll('[0-9]+[dhms]').map(p, int(p.substring(0, size(p) - 1)) * (p.endsWith('d') ? 86400 : p.endsWith('h') ? 3600 : p.endsWith('m') ? 60 : 1)).sum()").message("the range holds more than 100000 intervals of this step: use a longer step or a shorter range"))]
 pub struct BackfillSpec {
     /// What each run does: a PipelineRun spec without its interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +72,8 @@ pub struct BackfillSpec {
     /// End of the range (exclusive); `to - from` must be a whole number of steps.
     pub to: DateTime<Utc>,
     /// Length of each interval: `1d`, `1h`, `15m`.
-    #[schemars(regex(pattern = r"^([0-9]+(d|h|m|s))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(d|h|m|s))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("step must be longer than 0s"))]
     pub step: String,
     /// The most runs of this Backfill running at once.
     #[serde(default = "default_max_active_runs")]
@@ -198,13 +203,14 @@ pub fn plan(spec: &BackfillSpec) -> Result<Vec<Interval>, Error> {
 /// Where each planned interval stands. `own` are the runs labelled with this Backfill's name;
 /// `earlier` the other runs of its Pipeline (none for an inline template).
 pub fn states(
-    name: &str,
     plan: &[Interval],
     reprocess: Reprocess,
     own: &[ObservedRun],
     earlier: &[ObservedRun],
 ) -> Vec<(Interval, IntervalState)> {
-    let own: HashMap<&str, &ObservedRun> = own.iter().map(|r| (r.name.as_str(), r)).collect();
+    // By interval, not by name: runs stamped before Backfill run names got their `-bf` are
+    // still this Backfill's (an upgrade must not run their intervals again).
+    let own = own_by_interval(own);
     // The latest earlier run of each interval is its outcome.
     let mut latest: HashMap<Interval, &ObservedRun> = HashMap::new();
     for r in earlier {
@@ -215,7 +221,7 @@ pub fn states(
     }
     plan.iter()
         .map(|interval| {
-            let state = if let Some(run) = own.get(child_name(name, interval).as_str()) {
+            let state = if let Some(run) = own.get(interval) {
                 IntervalState::Run {
                     active: run.is_active(),
                     phase: run.phase,
@@ -251,7 +257,7 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Result<Decision, Error> {
     let plan = plan(spec)?;
-    let states = states(name, &plan, spec.reprocess, own, earlier);
+    let states = states(&plan, spec.reprocess, own, earlier);
     let mut st = current.clone();
     st.observed_generation = generation;
     st.range = Some(format!(
@@ -411,6 +417,21 @@ pub fn decide(
     })
 }
 
+/// This Backfill's runs by interval; of two of one interval (a run deleted and made again), the
+/// active one, else the newer.
+fn own_by_interval(own: &[ObservedRun]) -> HashMap<Interval, &ObservedRun> {
+    let mut by: HashMap<Interval, &ObservedRun> = HashMap::new();
+    for r in own {
+        let e = by.entry(r.interval).or_insert(r);
+        if (r.is_active() && !e.is_active())
+            || (e.is_active() == r.is_active() && r.created > e.created)
+        {
+            *e = r;
+        }
+    }
+    by
+}
+
 /// Active runs (including those about to be created), then failed, then the latest succeeded.
 fn listed_runs(
     name: &str,
@@ -418,24 +439,21 @@ fn listed_runs(
     own: &[ObservedRun],
     create: &[Interval],
 ) -> Vec<ChildRunRef> {
-    let by_name: HashMap<&str, &ObservedRun> = own.iter().map(|r| (r.name.as_str(), r)).collect();
+    let by_interval = own_by_interval(own);
     let ours: Vec<ObservedRun> = plan
         .iter()
-        .filter_map(|i| {
-            let child = child_name(name, i);
-            match by_name.get(child.as_str()) {
-                Some(r) => Some((*r).clone()),
-                None if create.contains(i) => Some(ObservedRun {
-                    name: child,
-                    interval: *i,
-                    phase: Phase::Pending,
-                    deleting: false,
-                    created: None,
-                    controller_uid: None,
-                    other_owners: Vec::new(),
-                }),
-                None => None,
-            }
+        .filter_map(|i| match by_interval.get(i) {
+            Some(r) => Some((*r).clone()),
+            None if create.contains(i) => Some(ObservedRun {
+                name: run_name(ParentKind::Backfill, name, i),
+                interval: *i,
+                phase: Phase::Pending,
+                deleting: false,
+                created: None,
+                controller_uid: None,
+                other_owners: Vec::new(),
+            }),
+            None => None,
         })
         .collect();
     let active = ours.iter().filter(|r| r.is_active());
@@ -481,7 +499,7 @@ mod tests {
 
     fn run(owner: &str, interval: Interval, phase: Phase) -> ObservedRun {
         ObservedRun {
-            name: child_name(owner, &interval),
+            name: run_name(ParentKind::Backfill, owner, &interval),
             interval,
             phase,
             deleting: false,
@@ -685,7 +703,25 @@ mod tests {
             .collect();
         let d = decide("bf", None, &s, &BackfillStatus::default(), &own, &[], now()).unwrap();
         assert_eq!(d.status.runs.len(), MAX_LISTED_RUNS);
-        assert_eq!(d.status.runs[0].name, "bf-20260430", "latest first");
+        assert_eq!(d.status.runs[0].name, "bf-20260430-bf", "latest first");
         assert_eq!(d.status.succeeded, 120);
+    }
+
+    #[test]
+    fn runs_named_before_the_bf_suffix_are_still_this_backfills() {
+        // Stamped by an operator from before Backfill run names ended in `-bf`: found by
+        // interval, so an upgrade runs none of them again.
+        let s = spec("2026-01-01", "2026-01-04", "1d", 5);
+        let plan = plan(&s).unwrap();
+        let own: Vec<ObservedRun> = plan[..2]
+            .iter()
+            .map(|i| ObservedRun {
+                name: crate::children::child_name("bf", i),
+                ..run("bf", *i, Phase::Succeeded)
+            })
+            .collect();
+        let d = decide("bf", None, &s, &BackfillStatus::default(), &own, &[], now()).unwrap();
+        assert_eq!(d.create, plan[2..].to_vec());
+        assert_eq!((d.status.succeeded, d.status.active), (2, 1));
     }
 }

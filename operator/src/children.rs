@@ -35,13 +35,51 @@ pub enum RunDeletionPolicy {
     Delete,
 }
 
-/// `<parent>-<start>`, e.g. `daily-20261101` or `hourly-20261101t13`: deterministic, so
-/// creating it again (a retried reconcile, a restarted operator, a re-applied manifest) finds
-/// the run that is already there instead of starting a second. The interval start is written
-/// as compactly as it is precise. When the name would be longer than a run's name may be, the
+/// Which kind of parent stamps a run: part of its name, so that a Backfill and a Pipeline of
+/// the same name never stamp the same run name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentKind {
+    Backfill,
+    Pipeline,
+}
+
+impl ParentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParentKind::Backfill => "Backfill",
+            ParentKind::Pipeline => "Pipeline",
+        }
+    }
+
+    /// After the start stamp: a Pipeline's run names end in the stamp (a digit), a Backfill's
+    /// in `-bf`, so the two can never be equal whatever the parents are called.
+    fn suffix(self) -> &'static str {
+        match self {
+            ParentKind::Backfill => "-bf",
+            ParentKind::Pipeline => "",
+        }
+    }
+}
+
+/// The name of the run of `interval` stamped by the `kind` named `parent`.
+pub fn run_name(kind: ParentKind, parent: &str, interval: &Interval) -> String {
+    stamped_name(
+        parent,
+        &format!("{}{}", start_stamp(interval.start), kind.suffix()),
+    )
+}
+
+/// The name of a Pipeline's run: `<parent>-<start>`, e.g. `daily-20261101` or
+/// `hourly-20261101t13`; a Backfill's adds `-bf` ([`run_name`]). Deterministic, so creating
+/// it again (a retried reconcile, a restarted operator, a re-applied manifest) finds the run
+/// that is already there instead of starting a second. The interval start is written as
+/// compactly as it is precise. When the name would be longer than a run's name may be, the
 /// parent's name is cut and a hash of the whole of it keeps different parents apart.
 pub fn child_name(parent: &str, interval: &Interval) -> String {
-    let stamp = start_stamp(interval.start);
+    run_name(ParentKind::Pipeline, parent, interval)
+}
+
+fn stamped_name(parent: &str, stamp: &str) -> String {
     let name = format!("{parent}-{stamp}");
     if name.len() <= MAX_RUN_NAME {
         return name;
@@ -67,6 +105,7 @@ fn start_stamp(t: DateTime<Utc>) -> String {
 
 /// The PipelineRun for `interval`, owned (controller) by `owner`, from `template`.
 pub fn build_child(
+    kind: ParentKind,
     parent: &str,
     namespace: &str,
     owner: OwnerReference,
@@ -78,7 +117,7 @@ pub fn build_child(
     labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGER.to_owned());
     PipelineRun {
         metadata: ObjectMeta {
-            name: Some(child_name(parent, interval)),
+            name: Some(run_name(kind, parent, interval)),
             namespace: Some(namespace.to_owned()),
             labels: Some(labels),
             owner_references: Some(vec![owner]),
@@ -195,6 +234,26 @@ mod tests {
         assert_eq!(child_name("p", &min), "p-20261101t1305");
         let sec = iv("2026-11-01T13:05:10Z", "2026-11-01T13:05:20Z");
         assert_eq!(child_name("p", &sec), "p-20261101t130510");
+    }
+
+    #[test]
+    fn a_backfill_and_a_pipeline_of_one_name_stamp_different_names() {
+        let day = iv("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z");
+        let bf = run_name(ParentKind::Backfill, "daily", &day);
+        assert_eq!(bf, "daily-20261101-bf");
+        assert_ne!(bf, run_name(ParentKind::Pipeline, "daily", &day));
+        // Cut names too: the suffix survives the cut.
+        let long = "p".repeat(60);
+        let (b, p) = (
+            run_name(ParentKind::Backfill, &long, &day),
+            run_name(ParentKind::Pipeline, &long, &day),
+        );
+        assert!(
+            b.len() <= MAX_RUN_NAME && p.len() <= MAX_RUN_NAME,
+            "{b} {p}"
+        );
+        assert!(b.ends_with("-20261101-bf"), "{b}");
+        assert_ne!(b, p);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// The image of runs whose spec names none (`--default-image`).
+    pub default_image: String,
     phases: Mutex<HashMap<String, Phase>>,
     failures: Mutex<HashMap<String, u32>>,
     /// One per (namespace, consumer group): held while checking that no other run drains the
@@ -51,6 +53,7 @@ impl Context {
             client,
             recorder,
             metrics,
+            default_image: crate::crd::DEFAULT_IMAGE.to_owned(),
             phases: Mutex::default(),
             failures: Mutex::default(),
             consumer_groups: Mutex::default(),
@@ -135,6 +138,8 @@ pub struct Options {
     /// Reconciles in flight at once, per controller (PipelineRun, Backfill, Pipeline): a
     /// restart over thousands of objects is worked through this many at a time.
     pub concurrency: u16,
+    /// The job image of runs that name none.
+    pub default_image: String,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -181,7 +186,9 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         metrics.clone(),
         config.clone(),
     );
-    let ctx = Arc::new(Context::new(client, metrics));
+    let mut ctx = Context::new(client, metrics);
+    ctx.default_image = opts.default_image;
+    let ctx = Arc::new(ctx);
     ready.store(true, Ordering::Relaxed);
     info!(namespace = ?opts.namespace, "watching PipelineRuns and their Jobs");
     let ours = || watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
@@ -584,7 +591,15 @@ async fn create_job(
     stage: Stage,
     attempt: u32,
 ) -> Result<Created> {
-    let job = jobs::build_job(run, stage, attempt)?;
+    // The image is not a schema default (that would pin stored runs to one tag across
+    // upgrades): a run naming none gets the operator's when its Job is built.
+    let job = if run.spec.template.image.is_empty() {
+        let mut run = run.clone();
+        run.spec.template.image = ctx.default_image.clone();
+        jobs::build_job(&run, stage, attempt)?
+    } else {
+        jobs::build_job(run, stage, attempt)?
+    };
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     match api.create(&PostParams::default(), &job).await {
         Ok(_) => {

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 /// The CRD's API group.
 pub const GROUP: &str = "streamflow.io";
 
+/// The job image of a run that names none, unless the operator is told another
+/// (`--default-image`): the `streamflow` image of this release, as the chart's appVersion tags it.
+pub const DEFAULT_IMAGE: &str = concat!("streamflow:", env!("CARGO_PKG_VERSION"));
+
 // One `printcolumn(...)` per column is kube's syntax, not a mistake.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -27,6 +31,9 @@ pub const GROUP: &str = "streamflow.io";
     category = "streamflow",
     namespaced,
     status = "PipelineRunStatus",
+    // Job names are `<run>-<stage>-<attempt>` and become a Pod label value (63 characters):
+    // checked here so `kubectl apply` says so, instead of the run failing at its first Job.
+    validation = Rule::new("size(self.metadata.name) <= 50").message("metadata.name: at most 50 characters (the run's Job names, <run>-<stage>-<attempt>, must fit 63)"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Start", type_ = "string", json_path = ".spec.interval.start"),
     printcolumn(name = "End", type_ = "string", json_path = ".spec.interval.end"),
@@ -40,6 +47,10 @@ pub const GROUP: &str = "streamflow.io";
     )
 )]
 #[serde(rename_all = "camelCase")]
+// One run is one spec: stages already run must not be mixed with edited ones (a changed
+// interval, image or location half-way through). Nothing stays editable; a different run is a
+// new PipelineRun.
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec cannot change once the PipelineRun is created: create a new PipelineRun (or delete and recreate this one) to run with another spec"))]
 pub struct PipelineRunSpec {
     /// The data interval `[start, end)` this run processes.
     pub interval: IntervalSpec,
@@ -58,6 +69,8 @@ pub struct RunTemplate {
     #[serde(default = "default_stages")]
     #[x_kube(validation = Rule::new("size(self) > 0").message("stages: name at least one stage (ingest, etl, validate)"))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))").message("stages: each stage may appear only once"))]
+    // Each stage reads what the one before wrote: etl before ingest would read an old landing.
+    #[x_kube(validation = Rule::new("self == ['ingest', 'etl', 'validate'].filter(s, s in self)").message("stages: list them in pipeline order (ingest, etl, validate)"))]
     #[schemars(length(max = 3))]
     pub stages: Vec<Stage>,
     pub kafka: KafkaSpec,
@@ -66,13 +79,20 @@ pub struct RunTemplate {
     pub etl: EtlSpec,
     #[serde(default)]
     pub validation: ValidationSpec,
-    /// The `streamflow` job image.
-    #[serde(default = "default_image")]
+    /// The `streamflow` job image; unset means the operator's `--default-image` (the chart
+    /// sets it to the job image of its appVersion) when each Job is created. Not a schema
+    /// default: that would pin every stored object to one tag across upgrades.
+    // Empty is "unset" in Rust (never serialized); an explicit "" is refused by minLength.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(min = 1))]
     pub image: String,
+    /// `Always`, `IfNotPresent` or `Never`; unset means Kubernetes' default for the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never", null]))]
     pub image_pull_policy: Option<String>,
     /// CPU and memory of every stage's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
     /// The Service Account the Jobs' pods run as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +116,33 @@ pub struct RunTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// A Kubernetes quantity (`500m`, `2Gi`, `1.5`, `1e3`), as controller-gen writes it for
+/// `resource.Quantity`.
+const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// `resources` as Kubernetes' own schema, with each limit and request checked to be a
+/// quantity: otherwise a malformed one (`2 GB`) is refused by the API server only when the
+/// operator creates a Job, after the run has started. (A pattern, not CEL `isQuantity`: a CEL
+/// rule over the unbounded maps of `ResourceRequirements` exceeds the API server's cost budget.)
+fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = <ResourceRequirements as JsonSchema>::json_schema(generator);
+    let quantity = serde_json::json!({
+        "x-kubernetes-int-or-string": true,
+        // Applies to strings only: an integer is a quantity as it is.
+        "pattern": QUANTITY_PATTERN,
+    });
+    for key in ["limits", "requests"] {
+        if let Some(map) = schema
+            .get_mut("properties")
+            .and_then(|p| p.get_mut(key))
+            .and_then(|m| m.as_object_mut())
+        {
+            map.insert("additionalProperties".to_owned(), quantity.clone());
+        }
+    }
+    schema
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -150,10 +197,6 @@ fn default_stages() -> Vec<Stage> {
     Stage::ALL.to_vec()
 }
 
-fn default_image() -> String {
-    "streamflow:0.1.0".to_owned()
-}
-
 /// A Secret in the run's namespace, by name.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 pub struct SecretRef {
@@ -166,8 +209,10 @@ pub struct KafkaSpec {
     /// Bootstrap servers, `host:port[,host:port]`.
     #[schemars(length(min = 1))]
     pub bootstrap: String,
-    /// Topics to drain; empty means the image's default topics.
+    /// Topics to drain; unset means the image's default topics. An empty list is refused:
+    /// leave the field out for the defaults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1), inner(length(min = 1)))]
     pub topics: Vec<String>,
     /// Consumer group: when set, ingest drains up to the high watermarks and commits
     /// (watermark mode); when unset, it lands exactly the records of the interval (interval mode).
@@ -178,17 +223,19 @@ pub struct KafkaSpec {
     pub secret_ref: Option<SecretRef>,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Landing zone: `s3://bucket/prefix`, `file:///dir` or a directory.
     #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new(LOCATION_RULE).message("storage.landing: must be s3://bucket/prefix, file:///dir or a directory (no other URL scheme)"))]
     pub landing: String,
     /// Gold tables: `s3://bucket/prefix`, `file:///dir` or a directory. `{start}`, `{end}`
     /// (`20261124T130000Z`) and `{date}` (`2026-11-24`) are replaced by the run's interval's: a
     /// run replaces the gold partitions of its dates, so runs shorter than a day each need a
     /// location of their own (`s3://gold/hourly/{start}`).
     #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new(LOCATION_RULE).message("storage.gold: must be s3://bucket/prefix, file:///dir or a directory (no other URL scheme)"))]
     pub gold: String,
     /// S3 endpoint (`AWS_ENDPOINT_URL`); unset means AWS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +254,10 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landing_compression: Option<LandingCompression>,
 }
+
+/// What the job image's locations accept (`Location::parse`): an `s3://` URL with a bucket, a
+/// `file://` URL, or a path (anything without `://`).
+const LOCATION_RULE: &str = "self.startsWith('s3://') ? self.matches('^s3://[^/]+') : (self.startsWith('file://') || !self.contains('://'))";
 
 /// `streamflow ingest --compression`: zstd (level 1) stores about a sixth of the bytes, and its
 /// drains to S3 took about a third of the plain drains' time in the benchmarks
@@ -237,8 +288,10 @@ pub struct EtlSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(development|production)$"))]
     pub profile: Option<String>,
-    /// Memory the ETL may use, e.g. `2GiB`; its query engine spills beyond 60 % of it.
+    /// Memory the ETL may use, e.g. `2GiB` (units B, K/KB/KiB, M/MB/MiB, G/GB/GiB, all
+    /// powers of 1024; not Kubernetes' `2Gi`); its query engine spills beyond 60 % of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+ ?(B|K|KB|KiB|M|MB|MiB|G|GB|GiB)?$"))]
     pub memory_limit: Option<String>,
     /// Files per date partition of the bucketed tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -617,9 +670,16 @@ mod tests {
             "jsonPath: .status.phase",
             "jsonPath: .status.deadline",
             "subresources",
+            "rule: self == oldSelf",
         ] {
             assert!(yaml.contains(needle), "no {needle:?} in the CRD");
         }
+        // The admission rule and the operator's own check agree on the longest run name.
+        let max = format!("size(self.metadata.name) <= {}", crate::jobs::MAX_RUN_NAME);
+        assert!(yaml.contains(&max), "no {max:?} in the CRD");
+        // The image is the operator's default (--default-image), not the schema's: a schema
+        // default is stored in every object and pins it across upgrades.
+        assert!(!yaml.contains("default: streamflow:"), "{yaml}");
     }
 
     #[test]

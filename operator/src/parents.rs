@@ -1,8 +1,10 @@
 //! The Backfill and Pipeline controllers. Reconcile = list the parent's PipelineRuns (from the
 //! API, every time: concurrency limits and progress come from what exists, not from memory) →
 //! decide (`backfill::decide`, `pipeline::decide`, pure) → create runs (deterministic names:
-//! AlreadyExists means an earlier reconcile made it) and delete runs → write the status (only
-//! when it changed) → Events.
+//! AlreadyExists means an earlier reconcile made it, when the run there is this parent's; a
+//! run of that name held by another owner is a `RunNameConflict` in status and a Warning
+//! Event, and its interval is not counted as started) and delete runs → write the status
+//! (only when it changed) → Events.
 //!
 //! Deleting a parent deletes its runs through a finalizer (the API server this is tested
 //! against has no garbage collector, and a finalizer works the same with one), unless the
@@ -30,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::backfill::{self, Backfill};
 use crate::children::{
-    LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, RunDeletionPolicy, build_child,
+    LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, ParentKind, RunDeletionPolicy, build_child,
 };
 use crate::crd::{PipelineRun, RunTemplate};
 use crate::jobs::{LABEL_MANAGED_BY, MANAGER, to_chrono};
@@ -253,25 +255,56 @@ async fn list_runs(ctx: &ParentContext, ns: &str, selector: &str) -> Result<Vec<
     }
 }
 
+/// The reason (condition and Event) of a run name held by another owner.
+pub const REASON_NAME_CONFLICT: &str = "RunNameConflict";
+
 /// A Backfill or Pipeline, as the owner of the runs it creates.
 struct Parent<'a> {
-    kind: &'static str,
+    kind: ParentKind,
     name: &'a str,
     owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
     labels: BTreeMap<String, String>,
 }
 
+/// A run this parent would create whose name another owner holds.
+struct NameConflict {
+    run: String,
+    /// `Pipeline daily`, or that the run has no controller.
+    holder: String,
+}
+
+impl NameConflict {
+    /// Every conflict, for a condition's message.
+    fn message(parent: &Parent<'_>, conflicts: &[NameConflict]) -> String {
+        let each: Vec<String> = conflicts
+            .iter()
+            .map(|c| format!("{} (held by {})", c.run, c.holder))
+            .collect();
+        format!(
+            "PipelineRun names this {} {} would create exist and are not its: {}; their intervals are not run until those runs are deleted or renamed",
+            parent.kind.as_str(),
+            parent.name,
+            each.join(", ")
+        )
+    }
+}
+
+/// Creates the runs of `intervals`; the ones whose name another owner holds are returned, not
+/// created. A 409 is success only when the run there is this parent's (an earlier reconcile
+/// or operator made it).
 async fn create_runs(
     ctx: &ParentContext,
     ns: &str,
     parent: &Parent<'_>,
     template: &RunTemplate,
     intervals: &[Interval],
-) -> Result<()> {
+) -> Result<Vec<NameConflict>> {
     let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
-    let kind = parent.kind;
+    let kind = parent.kind.as_str();
+    let mut conflicts = Vec::new();
     for interval in intervals {
         let run = build_child(
+            parent.kind,
             parent.name,
             ns,
             parent.owner.clone(),
@@ -284,12 +317,33 @@ async fn create_runs(
                 ctx.metrics.runs_created.with_label_values(&[kind]).inc();
                 info!(run = %run.name_any(), %interval, "{kind} {}: created PipelineRun", parent.name);
             }
-            // Deterministic name: an earlier reconcile (or operator) created it.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let name = run.name_any();
+                // Gone since (deleted): the next reconcile creates it.
+                let Some(there) = api.get_opt(&name).await? else {
+                    continue;
+                };
+                let controller = there
+                    .owner_references()
+                    .iter()
+                    .find(|o| o.controller == Some(true));
+                match controller {
+                    // Deterministic name: an earlier reconcile (or operator) created it.
+                    Some(o) if o.uid == parent.owner.uid => {}
+                    other => {
+                        let holder = other.map_or_else(
+                            || "no controller: made by hand?".to_owned(),
+                            |o| format!("{} {}", o.kind, o.name),
+                        );
+                        warn!(run = %name, %holder, "{kind} {}: the run's name is held by another owner", parent.name);
+                        conflicts.push(NameConflict { run: name, holder });
+                    }
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(conflicts)
 }
 
 /// Writes a resource's status with server-side apply, as this operator's field manager: the
@@ -385,6 +439,8 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
         Err(e) => return Err(e),
     };
     let mut status = decision.status.clone();
+    let mut events = decision.events;
+    let mut conflicted = false;
     if !decision.create.is_empty() {
         let template = match (&bf.spec.template, &bf.spec.pipeline_ref) {
             (Some(t), _) => Some(t.clone()),
@@ -405,12 +461,33 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
                     labels.insert(LABEL_PIPELINE.to_owned(), p.name.clone());
                 }
                 let parent = Parent {
-                    kind: "Backfill",
+                    kind: ParentKind::Backfill,
                     name: &name,
                     owner,
                     labels,
                 };
-                create_runs(ctx, ns, &parent, &template, &decision.create).await?;
+                let conflicts = create_runs(ctx, ns, &parent, &template, &decision.create).await?;
+                if !conflicts.is_empty() {
+                    // Not started: its interval stays pending, not counted as this Backfill's.
+                    let n = u32::try_from(conflicts.len()).unwrap_or(u32::MAX);
+                    status.active = status.active.saturating_sub(n);
+                    status.pending = status.pending.saturating_add(n);
+                    status
+                        .runs
+                        .retain(|r| !conflicts.iter().any(|c| c.run == r.name));
+                    let message = NameConflict::message(&parent, &conflicts);
+                    if let Some(event) = name_conflict(
+                        &mut status.conditions,
+                        &current.conditions,
+                        backfill::COND_PROGRESSING,
+                        message,
+                        bf.metadata.generation,
+                        now,
+                    ) {
+                        events.push(event);
+                    }
+                    conflicted = true;
+                }
             }
             None => {
                 // Nothing was created: the status says why, and the counts stay as listed.
@@ -441,14 +518,15 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
         apply_status(&ctx.client, bf, &status).await?;
     }
     record_backfill(ctx, bf, ns, &status);
-    for (reason, message, warning) in decision.events {
+    for (reason, message, warning) in events {
         info!(backfill = %format!("{ns}/{name}"), reason, "{message}");
         ctx.publish(bf, reason, message, warning).await;
     }
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    Ok(if decision.recheck {
+    // A held name is not watched (the run is not this Backfill's): look again.
+    Ok(if decision.recheck || conflicted {
         Action::requeue(RECHECK)
     } else if status.is_true(backfill::COND_COMPLETE) {
         Action::await_change()
@@ -574,6 +652,9 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
             Err(e) => return Err(e.into()),
         }
     }
+    let mut status = decision.status;
+    let mut events = decision.events;
+    let mut conflicted = false;
     if !decision.create.is_empty() {
         let owner = pl.controller_owner_ref(&()).ok_or(Error::MissingField {
             object: name.clone(),
@@ -581,18 +662,40 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
         })?;
         let labels = BTreeMap::from([(LABEL_PIPELINE.to_owned(), name.clone())]);
         let parent = Parent {
-            kind: "Pipeline",
+            kind: ParentKind::Pipeline,
             name: &name,
             owner,
             labels,
         };
-        create_runs(ctx, ns, &parent, &pl.spec.template, &decision.create).await?;
+        let conflicts = create_runs(ctx, ns, &parent, &pl.spec.template, &decision.create).await?;
+        if !conflicts.is_empty() {
+            // The ticks are not scheduled: keep the last scheduled interval where it was, so
+            // the next reconcile tries them again (the runs that were created are found).
+            status.last_scheduled_interval = current.last_scheduled_interval.clone();
+            status.last_schedule_time = current.last_schedule_time;
+            status
+                .active
+                .retain(|r| !conflicts.iter().any(|c| &c.run == r));
+            status.active_count = u32::try_from(status.active.len()).unwrap_or(u32::MAX);
+            let message = NameConflict::message(&parent, &conflicts);
+            if let Some(event) = name_conflict(
+                &mut status.conditions,
+                &current.conditions,
+                pipeline::COND_READY,
+                message,
+                pl.metadata.generation,
+                now,
+            ) {
+                events.push(event);
+            }
+            conflicted = true;
+        }
     }
-    if decision.status != current {
-        apply_status(&ctx.client, pl, &decision.status).await?;
+    if status != current {
+        apply_status(&ctx.client, pl, &status).await?;
     }
-    record_pipeline(ctx, ns, &name, created, &decision.status);
-    for (reason, message, warning) in decision.events {
+    record_pipeline(ctx, ns, &name, created, &status);
+    for (reason, message, warning) in events {
         info!(pipeline = %format!("{ns}/{name}"), reason, "{message}");
         ctx.publish(pl, reason, message, warning).await;
     }
@@ -600,6 +703,8 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     Ok(match decision.wake_at {
+        // A held name is not watched (the run is not this Pipeline's): look again.
+        _ if conflicted => Action::requeue(RECHECK),
         Some(at) => {
             // A little past the tick, so that the tick is due when the reconcile runs.
             let wait =
@@ -608,6 +713,39 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
         }
         None => Action::requeue(RESYNC),
     })
+}
+
+/// Sets `cond` False with reason [`REASON_NAME_CONFLICT`]; the Warning Event to publish when
+/// that is news (not already so in `current`), so a conflict that lasts is told once.
+fn name_conflict(
+    conditions: &mut Vec<crate::crd::Condition>,
+    current: &[crate::crd::Condition],
+    cond: &str,
+    message: String,
+    generation: Option<i64>,
+    now: chrono::DateTime<Utc>,
+) -> Option<(&'static str, String, bool)> {
+    let known = current
+        .iter()
+        .find(|c| c.type_ == cond && c.reason == REASON_NAME_CONFLICT && c.message == message);
+    if let Some(known) = known {
+        // As it was: `decide` set the condition from scratch, which would move its time.
+        match conditions.iter_mut().find(|c| c.type_ == cond) {
+            Some(slot) => *slot = known.clone(),
+            None => conditions.push(known.clone()),
+        }
+        return None;
+    }
+    set_condition(
+        conditions,
+        cond,
+        false,
+        REASON_NAME_CONFLICT,
+        message.clone(),
+        generation,
+        now,
+    );
+    Some((REASON_NAME_CONFLICT, message, true))
 }
 
 /// On deletion: delete the parent's runs (each run's own finalizer deletes its Jobs), unless

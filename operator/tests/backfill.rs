@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use streamflow_operator::backfill::{Backfill, COND_COMPLETE, COND_FAILED, COND_SUSPENDED};
-use streamflow_operator::crd::Phase;
+use streamflow_operator::crd::{Phase, PipelineRun};
+use streamflow_operator::pipeline::Pipeline;
 use support::*;
 
 async fn setup(prefix: &str) -> Result<(Client, String)> {
@@ -154,8 +155,8 @@ async fn thirty_intervals_never_more_than_three_active_and_all_succeed() -> Resu
     let intervals: HashSet<&String> = kids.iter().map(|k| &k.1).collect();
     assert_eq!(intervals.len(), 30, "one run per interval");
     assert!(kids.iter().all(|k| k.2 == Phase::Succeeded), "{kids:?}");
-    assert_eq!(kids[0].0, "month-20260101");
-    assert_eq!(kids[1].0, "month-20260101t01");
+    assert_eq!(kids[0].0, "month-20260101-bf");
+    assert_eq!(kids[1].0, "month-20260101t01-bf");
     assert_eq!(
         watch.max_active(),
         3,
@@ -164,7 +165,11 @@ async fn thirty_intervals_never_more_than_three_active_and_all_succeed() -> Resu
     // Oldest first.
     assert_eq!(
         watch.order()[..3],
-        ["month-20260101", "month-20260101t01", "month-20260101t02"]
+        [
+            "month-20260101-bf",
+            "month-20260101t01-bf",
+            "month-20260101t02-bf"
+        ]
     );
     // Every run is owned by the Backfill (controller), so `kubectl get` shows the tree.
     let owned = runs(&client, &ns, &selector("month")).await?;
@@ -315,10 +320,10 @@ async fn backwards_runs_newest_first() -> Result<()> {
     assert_eq!(
         watch.order(),
         [
-            "back-20260101t03",
-            "back-20260101t02",
-            "back-20260101t01",
-            "back-20260101"
+            "back-20260101t03-bf",
+            "back-20260101t02-bf",
+            "back-20260101t01-bf",
+            "back-20260101-bf"
         ]
     );
     assert_eq!(watch.max_active(), 1, "maxActiveRuns defaults to 1");
@@ -326,20 +331,20 @@ async fn backwards_runs_newest_first() -> Result<()> {
     let first = runs(&client, &ns, &selector("back"))
         .await?
         .into_iter()
-        .find(|r| r.name_any() == "back-20260101")
+        .find(|r| r.name_any() == "back-20260101-bf")
         .and_then(|r| r.uid())
-        .ok_or_else(|| anyhow::anyhow!("no run back-20260101"))?;
+        .ok_or_else(|| anyhow::anyhow!("no run back-20260101-bf"))?;
     Api::<streamflow_operator::crd::PipelineRun>::namespaced(client.clone(), &ns)
-        .delete("back-20260101", &DeleteParams::background())
+        .delete("back-20260101-bf", &DeleteParams::background())
         .await?;
     wait_for(
-        "back-20260101 created again and succeeded",
+        "back-20260101-bf created again and succeeded",
         TIMEOUT,
         || async {
             let again = runs(&client, &ns, &selector("back"))
                 .await?
                 .into_iter()
-                .find(|r| r.name_any() == "back-20260101" && r.uid().as_ref() != Some(&first));
+                .find(|r| r.name_any() == "back-20260101-bf" && r.uid().as_ref() != Some(&first));
             Ok(again
                 .filter(|r| {
                     r.status
@@ -517,6 +522,136 @@ async fn deleting_a_backfill_deletes_its_runs_only_when_asked() -> Result<()> {
     Ok(())
 }
 
+/// A run's spec (validate, which the stand-in finishes) for `2026-01-01`, as a parent would
+/// stamp it, with `metadata` as given.
+fn day_run(metadata: serde_json::Value) -> Result<PipelineRun> {
+    let mut spec = template();
+    spec["interval"] = json!({"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"});
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "streamflow.io/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": metadata,
+        "spec": spec,
+    }))?)
+}
+
+/// A Backfill and a Pipeline of one name (issue 22 item 9): the Pipeline's run of a day is
+/// there (`twin-20260101`, owned by the Pipeline); the Backfill's run of that day has a name of
+/// its own and the Backfill completes, instead of taking the Pipeline's run's 409 as its own
+/// run and waiting on it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_and_a_pipeline_of_one_name_stamp_different_runs() -> Result<()> {
+    let (client, ns) = setup("sf-bftwin").await?;
+    let _op = Operator::start(&ns).await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(100));
+    let pl: Pipeline = serde_json::from_value(json!({
+        "apiVersion": "streamflow.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "twin"},
+        "spec": {"schedule": "0 2 * * *", "suspend": true, "template": template()},
+    }))?;
+    let pl = Api::<Pipeline>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &pl)
+        .await?;
+    let owner = pl
+        .controller_owner_ref(&())
+        .ok_or_else(|| anyhow::anyhow!("the Pipeline has no uid"))?;
+    let pipeline_run = day_run(json!({
+        "name": "twin-20260101",
+        "labels": {"streamflow.io/pipeline": "twin",
+            "app.kubernetes.io/managed-by": "streamflow-operator"},
+        "ownerReferences": [owner],
+    }))?;
+    let runs_api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    runs_api
+        .create(&PostParams::default(), &pipeline_run)
+        .await?;
+    create_backfill(
+        &client,
+        &ns,
+        backfill_body("twin", json!({"to": "2026-01-02T00:00:00Z", "step": "1d"})),
+    )
+    .await?;
+    let bf = wait_backfill(&client, &ns, "twin", "Complete", complete).await?;
+    let st = bf.status.unwrap_or_default();
+    assert_eq!((st.total, st.succeeded), (1, 1), "{st:#?}");
+    let kids = children(&client, &ns, "twin").await?;
+    assert_eq!(
+        kids.iter().map(|k| k.0.as_str()).collect::<Vec<_>>(),
+        ["twin-20260101-bf"]
+    );
+    // The Pipeline's run is still the Pipeline's alone.
+    let theirs = runs_api.get("twin-20260101").await?;
+    assert!(
+        theirs
+            .owner_references()
+            .iter()
+            .all(|o| o.kind == "Pipeline")
+    );
+    assert!(!theirs.labels().contains_key("streamflow.io/backfill"));
+    Ok(())
+}
+
+/// A run name the Backfill would stamp, held by a run it does not own (made by hand here), is
+/// an error in its status (Progressing False, RunNameConflict, naming the run and its holder)
+/// and a Warning Event, not a run taken for its own; once that run is gone the Backfill makes
+/// its own and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_name_held_by_another_owner_is_an_error_in_status() -> Result<()> {
+    let (client, ns) = setup("sf-bfheld").await?;
+    let _op = Operator::start(&ns).await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(100));
+    let runs_api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    runs_api
+        .create(
+            &PostParams::default(),
+            &day_run(json!({"name": "held-20260101-bf"}))?,
+        )
+        .await?;
+    create_backfill(
+        &client,
+        &ns,
+        backfill_body("held", json!({"to": "2026-01-02T00:00:00Z", "step": "1d"})),
+    )
+    .await?;
+    let bf = wait_backfill(&client, &ns, "held", "RunNameConflict", |b| {
+        b.status
+            .as_ref()
+            .and_then(|s| s.condition("Progressing"))
+            .is_some_and(|c| c.status == "False" && c.reason == "RunNameConflict")
+    })
+    .await?;
+    let st = bf.status.unwrap_or_default();
+    let cond = st
+        .condition("Progressing")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        cond.contains("held-20260101-bf") && cond.contains("no controller"),
+        "{cond}"
+    );
+    assert!(!st.is_true(COND_COMPLETE), "{st:#?}");
+    assert_eq!((st.active, st.pending, st.succeeded), (0, 1, 0), "{st:#?}");
+    assert!(st.runs.is_empty(), "{st:#?}");
+    wait_backfill_event(&client, &ns, "held", "RunNameConflict").await?;
+    runs_api
+        .delete("held-20260101-bf", &DeleteParams::background())
+        .await?;
+    let bf = wait_backfill(&client, &ns, "held", "Complete", complete).await?;
+    let st = bf.status.unwrap_or_default();
+    assert_eq!((st.total, st.succeeded), (1, 1), "{st:#?}");
+    let theirs = runs_api.get("held-20260101-bf").await?;
+    assert!(
+        theirs
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "Backfill" && o.name == "held"),
+        "{:?}",
+        theirs.owner_references()
+    );
+    Ok(())
+}
+
 /// Bad Backfills are refused by the API server, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_backfills_are_refused_with_a_reason() -> Result<()> {
@@ -555,16 +690,51 @@ async fn invalid_backfills_are_refused_with_a_reason() -> Result<()> {
             json!({"to": "2026-01-02T00:00:00Z"}),
             "at most 63 characters",
         ),
+        // Issue 22 item 11: these were accepted and failed only at the first reconcile.
+        (
+            "zero-step",
+            json!({"to": "2026-01-02T00:00:00Z", "step": "0h"}),
+            "step must be longer than 0s",
+        ),
+        (
+            "millions",
+            json!({"to": "2036-01-01T00:00:00Z", "step": "1m"}),
+            "more than 100000 intervals",
+        ),
+        (
+            "many-days",
+            json!({"to": "2400-01-01T00:00:00Z", "step": "1d"}),
+            "more than 100000 intervals",
+        ),
+        // The template is a PipelineRun's spec: its rules hold here too.
+        (
+            "ftp",
+            json!({"to": "2026-01-02T00:00:00Z", "template": {
+                "kafka": {"bootstrap": "k:9092"},
+                "storage": {"landing": "ftp://host/raw", "gold": "s3://g/t"}}}),
+            "storage.landing: must be s3://bucket/prefix",
+        ),
     ];
     for (name, spec, expected) in cases {
-        let body: DynamicObject = serde_json::from_value(backfill_body(name, spec.clone()))?;
-        match api.create(&PostParams::default(), &body).await {
-            Ok(_) => panic!("{name} ({spec}) was accepted"),
-            Err(e) => assert!(
-                e.to_string().contains(expected),
-                "{name}: expected {expected:?} in: {e}"
-            ),
-        }
+        let msg = refusal(&api, backfill_body(name, spec)).await?;
+        assert!(
+            msg.contains(expected),
+            "{name}: expected {expected:?} in: {msg}"
+        );
+    }
+    // Exactly 100,000 intervals (a 100,000-minute range) and a step of mixed units fit.
+    for (name, spec) in [
+        (
+            "bound",
+            json!({"to": "2026-03-11T10:40:00Z", "step": "1m", "dryRun": true}),
+        ),
+        (
+            "mixed",
+            json!({"to": "2026-01-02T00:00:00Z", "step": "1h30m", "dryRun": true}),
+        ),
+    ] {
+        let body: DynamicObject = serde_json::from_value(backfill_body(name, spec))?;
+        api.create(&PostParams::default(), &body).await?;
     }
     // The range cannot change after creation.
     let ok: DynamicObject = serde_json::from_value(backfill_body(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use streamflow_operator::crd::{Phase, PipelineRun};
@@ -318,30 +318,160 @@ async fn replace_deletes_the_active_run_for_the_next_tick() -> Result<()> {
     Ok(())
 }
 
-/// A Pipeline with a bad schedule or time zone says so in its status.
+/// A run name a Pipeline's tick would stamp, held by a run it does not own (made by hand
+/// here), is an error in its status (Ready False, RunNameConflict, naming the run) and a
+/// Warning Event, not a tick taken as scheduled (issue 22 item 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_name_held_by_another_owner_is_an_error_in_status() -> Result<()> {
+    let (client, ns) = setup("sf-plheld").await?;
+    let _op = Operator::start(&ns).await?;
+    let tick = early_in_a_tick().await?;
+    // The runs of the next 18 ticks of a 10-second schedule (three minutes), made by hand
+    // under the names the Pipeline would give them.
+    let api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    for k in 0..18 {
+        let start = tick + chrono::Duration::seconds(10 * k);
+        let interval = streamflow_core::Interval {
+            start,
+            end: start + chrono::Duration::seconds(10),
+        };
+        let run: PipelineRun = serde_json::from_value(json!({
+            "apiVersion": "streamflow.io/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": streamflow_operator::children::child_name("held", &interval)},
+            "spec": {
+                "interval": {"start": ts(interval.start), "end": ts(interval.end)},
+                "stages": ["validate"],
+                "kafka": {"bootstrap": "127.0.0.1:9094"},
+                "storage": {"landing": "s3://landing/unused", "gold": "s3://gold/unused"},
+            },
+        }))?;
+        api.create(&PostParams::default(), &run).await?;
+    }
+    create_pipeline(
+        &client,
+        &ns,
+        pipeline_body("held", json!({"schedule": "*/10 * * * * *"})),
+    )
+    .await?;
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    let pl = wait_for("Ready False, RunNameConflict", TIMEOUT, || async {
+        let pl = pipelines.get("held").await?;
+        let conflict = pl
+            .status
+            .as_ref()
+            .and_then(|s| s.condition("Ready"))
+            .is_some_and(|c| c.status == "False" && c.reason == "RunNameConflict");
+        Ok(conflict.then_some(pl))
+    })
+    .await?;
+    let st = pl.status.unwrap_or_default();
+    let message = st
+        .condition("Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("held-") && message.contains("no controller"),
+        "{message}"
+    );
+    // The tick is not taken as scheduled, and no run of the Pipeline exists.
+    assert_eq!(st.last_scheduled_interval, None, "{st:#?}");
+    assert!(st.active.is_empty(), "{st:#?}");
+    assert!(scheduled(&client, &ns, "held").await?.is_empty());
+    wait_for("a RunNameConflict event", TIMEOUT, || async {
+        let ev = events_of(&client, &ns, "Pipeline", "held").await?;
+        Ok(ev.iter().any(|e| e.0 == "RunNameConflict").then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// A Pipeline's template is a PipelineRun's spec without its interval: what the API server
+/// refuses in a run it refuses in the template, when the Pipeline is created rather than
+/// when its first tick creates a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_pipeline_templates_are_refused_with_a_reason() -> Result<()> {
+    let (client, ns) = setup("sf-pltpl").await?;
+    let ar = ApiResource::erase::<Pipeline>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    let template = |extra: serde_json::Value| {
+        let mut t = json!({
+            "kafka": {"bootstrap": "127.0.0.1:9094"},
+            "storage": {"landing": "s3://landing/unused", "gold": "s3://gold/unused"},
+        });
+        if let (Some(t), Some(e)) = (t.as_object_mut(), extra.as_object()) {
+            t.extend(e.clone());
+        }
+        json!({"schedule": "0 2 * * *", "template": t})
+    };
+    let cases = [
+        (
+            "order",
+            template(json!({"stages": ["validate", "ingest"]})),
+            "list them in pipeline order",
+        ),
+        (
+            "pull",
+            template(json!({"imagePullPolicy": "Sometimes"})),
+            "Unsupported value: \"Sometimes\"",
+        ),
+        (
+            "topics",
+            template(json!({"kafka": {"bootstrap": "k:9092", "topics": []}})),
+            "spec.template.kafka.topics",
+        ),
+        (
+            "gold",
+            template(json!({"storage": {"landing": "s3://l", "gold": "gs://g/t"}})),
+            "storage.gold: must be s3://bucket/prefix",
+        ),
+        (
+            "quantity",
+            template(json!({"resources": {"limits": {"memory": "lots"}}})),
+            "spec.template.resources.limits.memory",
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        let msg = refusal(&api, pipeline_body(name, spec)).await?;
+        assert!(
+            msg.contains(expected),
+            "{name}: expected {expected:?} in: {msg}"
+        );
+    }
+    Ok(())
+}
+
+/// A Pipeline with a bad schedule or time zone says so in its status: CEL cannot parse a cron
+/// expression or know the IANA zones, so these are the operator's to report, at the first
+/// reconcile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_schedules_are_reported_in_status() -> Result<()> {
     let (client, ns) = setup("sf-plbad").await?;
     let _op = Operator::start(&ns).await?;
-    create_pipeline(
-        &client,
-        &ns,
-        pipeline_body(
-            "tz",
-            json!({"schedule": "0 2 * * *", "timeZone": "Mars/Olympus"}),
-        ),
-    )
-    .await?;
+    let cases = [
+        ("tz", "0 2 * * *", "Mars/Olympus", "IANA time zone"),
+        ("minute", "61 2 * * *", "UTC", "is not a cron schedule"),
+    ];
+    for (name, schedule, tz, _) in cases {
+        create_pipeline(
+            &client,
+            &ns,
+            pipeline_body(name, json!({"schedule": schedule, "timeZone": tz})),
+        )
+        .await?;
+    }
     let api: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
-    let cond = wait_for("Ready False", TIMEOUT, || async {
-        let pl = api.get("tz").await?;
-        Ok(pl
-            .status
-            .and_then(|s| s.condition("Ready").cloned())
-            .filter(|c| c.status == "False"))
-    })
-    .await?;
-    assert_eq!(cond.reason, "InvalidSpec");
-    assert!(cond.message.contains("IANA time zone"), "{}", cond.message);
+    for (name, _, _, expected) in cases {
+        let cond = wait_for("Ready False", TIMEOUT, || async {
+            let pl = api.get(name).await?;
+            Ok(pl
+                .status
+                .and_then(|s| s.condition("Ready").cloned())
+                .filter(|c| c.status == "False"))
+        })
+        .await?;
+        assert_eq!(cond.reason, "InvalidSpec", "{name}");
+        assert!(cond.message.contains(expected), "{name}: {}", cond.message);
+    }
     Ok(())
 }

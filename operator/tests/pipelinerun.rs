@@ -8,7 +8,7 @@ mod support;
 use anyhow::{Context as _, Result, ensure};
 use chrono::{SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use streamflow_operator::crd::{DeadlineState, Phase, PipelineRun, Stage, StagePhase};
 use support::*;
@@ -531,20 +531,141 @@ async fn invalid_runs_are_refused_with_a_reason() -> Result<()> {
                 "landingCompression": "lz4"}}),
             "Unsupported value: \"lz4\"",
         ),
+        // Issue 22 item 11: each of these was accepted and failed only later, or not at all.
+        (
+            json!({"imagePullPolicy": "Sometimes"}),
+            "Unsupported value: \"Sometimes\"",
+        ),
+        (json!({"image": ""}), "spec.image"),
+        (
+            json!({"kafka": {"bootstrap": "k:9092", "topics": []}}),
+            "spec.kafka.topics",
+        ),
+        (
+            json!({"kafka": {"bootstrap": "k:9092", "topics": ["user_events", ""]}}),
+            "spec.kafka.topics[1]",
+        ),
+        (
+            json!({"storage": {"landing": "ftp://host/raw", "gold": "s3://g/t"}}),
+            "storage.landing: must be s3://bucket/prefix, file:///dir or a directory",
+        ),
+        (
+            json!({"storage": {"landing": "s3://l/raw", "gold": "s3:///no-bucket"}}),
+            "storage.gold: must be s3://bucket/prefix, file:///dir or a directory",
+        ),
+        (
+            json!({"resources": {"limits": {"memory": "2 GB"}}}),
+            "spec.resources.limits.memory",
+        ),
+        (
+            json!({"resources": {"requests": {"cpu": "one"}}}),
+            "spec.resources.requests.cpu",
+        ),
+        // The ETL's own size syntax, not a Kubernetes quantity: `2Gi` fails in the job.
+        (
+            json!({"etl": {"memoryLimit": "2Gi"}}),
+            "spec.etl.memoryLimit",
+        ),
+        (
+            json!({"stages": ["etl", "ingest"]}),
+            "list them in pipeline order (ingest, etl, validate)",
+        ),
+        (
+            json!({"stages": ["validate", "etl"]}),
+            "list them in pipeline order (ingest, etl, validate)",
+        ),
     ];
     for (i, (spec, expected)) in cases.into_iter().enumerate() {
-        let body = run_body(&format!("bad-{i}"), spec.clone());
-        let run: DynamicObject = serde_json::from_value(body)?;
-        let err = api.create(&PostParams::default(), &run).await;
-        let msg = match err {
-            Ok(_) => panic!("case {i} ({spec}) was accepted"),
-            Err(e) => e.to_string(),
-        };
+        let msg = refusal(&api, run_body(&format!("bad-{i}"), spec)).await?;
         assert!(
             msg.contains(expected),
             "case {i}: expected {expected:?} in: {msg}"
         );
     }
+    // Job names are `<run>-<stage>-<attempt>` (at most 63 characters): a run name over 50 is
+    // refused when the run is created, not when its first Job is.
+    let msg = refusal(&api, run_body(&"r".repeat(51), json!({}))).await?;
+    assert!(msg.contains("at most 50 characters"), "{msg}");
+    let fits: DynamicObject = serde_json::from_value(run_body(&"r".repeat(50), json!({})))?;
+    api.create(&PostParams::default(), &fits).await?;
+    // Valid locations of each kind, quantities, topics, a pull policy and a subset of stages
+    // in order are accepted.
+    let good: DynamicObject = serde_json::from_value(run_body(
+        "good",
+        json!({
+            "stages": ["ingest", "validate"],
+            "imagePullPolicy": "IfNotPresent",
+            "kafka": {"bootstrap": "k:9092", "topics": ["user_events"]},
+            "storage": {"landing": "/data/landing", "gold": "file:///data/gold/{date}"},
+            "etl": {"memoryLimit": "512MiB"},
+            "resources": {"requests": {"cpu": "500m", "memory": 1_073_741_824_u64},
+                "limits": {"memory": "1.5Gi"}},
+        }),
+    ))?;
+    api.create(&PostParams::default(), &good).await?;
+    Ok(())
+}
+
+/// A run's spec cannot change once it is created (stages already run must not be mixed with
+/// an edited spec): the API server refuses the edit, saying to create a new run. Its metadata
+/// stays editable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_started_runs_spec_is_refused() -> Result<()> {
+    let (client, ns) = setup("sf-immutable").await?;
+    let _op = Operator::start(&ns).await?;
+    create_run(&client, &ns, run_body("fixed", json!({}))).await?;
+    wait_run(&client, &ns, "fixed", "the run to start", |r| {
+        r.status.as_ref().is_some_and(|s| s.phase == Phase::Running)
+    })
+    .await?;
+    // No image in the spec: none is stored (the CRD has no default that would pin the run to
+    // one tag across upgrades), and the Job gets the operator's --default-image.
+    let stored = kubectl(vec![
+        "get".into(),
+        "pipelinerun/fixed".into(),
+        "-n".into(),
+        ns.clone(),
+        "-o".into(),
+        "jsonpath={.spec.image}".into(),
+    ])
+    .await?;
+    assert_eq!(stored, "", "an image was stored in the run");
+    let job = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), &ns)
+        .get("fixed-ingest-1")
+        .await?;
+    let image = job
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.image);
+    assert_eq!(
+        image.as_deref(),
+        Some(streamflow_operator::crd::DEFAULT_IMAGE)
+    );
+    let api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    for patch in [
+        json!({"spec": {"image": "streamflow:9.9.9"}}),
+        json!({"spec": {"interval": {"end": "2026-01-01T02:00:00Z"}}}),
+        json!({"spec": {"stages": ["ingest"]}}),
+    ] {
+        let msg = match api
+            .patch("fixed", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => panic!("the edit {patch} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains("spec cannot change once the PipelineRun is created"),
+            "{patch}: {msg}"
+        );
+    }
+    api.patch(
+        "fixed",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "data"}}})),
+    )
+    .await?;
     Ok(())
 }
 
@@ -654,9 +775,12 @@ async fn stage_pods_meet_the_restricted_pod_security_standard() -> Result<()> {
     Api::<Namespace>::all(client.clone())
         .patch(&ns, &PatchParams::default(), &Patch::Merge(&restricted))
         .await?;
+    // Built here, not by the operator, which fills in its --default-image for a run naming
+    // none: the run names one.
     let mut body = run_body(
         "pss",
-        json!({"validation": {"checksConfigMap": {"name": "checks", "key": "checks.yaml"}}}),
+        json!({"validation": {"checksConfigMap": {"name": "checks", "key": "checks.yaml"}},
+            "image": streamflow_operator::crd::DEFAULT_IMAGE}),
     );
     // The Jobs' owner reference needs what the API server would have given the run.
     body["metadata"]["namespace"] = json!(ns);

@@ -32,6 +32,10 @@ struct Cli {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     concurrency: u16,
+    /// The job image of PipelineRuns that name none (`spec.image`); the chart sets it to the
+    /// `streamflow` image of its appVersion.
+    #[arg(long, env = "STREAMFLOW_OPERATOR_DEFAULT_IMAGE", default_value = streamflow_operator::crd::DEFAULT_IMAGE)]
+    default_image: String,
 }
 
 #[tokio::main]
@@ -57,6 +61,7 @@ async fn main() -> ExitCode {
         namespace: cli.namespace,
         http_addr: cli.http_addr,
         concurrency: cli.concurrency,
+        default_image: cli.default_image,
     };
     match controller::run(client, opts).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -555,6 +555,20 @@ pub async fn create_run(client: &Client, ns: &str, body: serde_json::Value) -> R
         .await?)
 }
 
+/// Creates `body` (a raw object, so that values the Rust types cannot hold reach the server),
+/// which the API server must refuse: its message. Fails if the object was accepted.
+pub async fn refusal(
+    api: &Api<kube::api::DynamicObject>,
+    body: serde_json::Value,
+) -> Result<String> {
+    let what = body.to_string();
+    let obj: kube::api::DynamicObject = serde_json::from_value(body)?;
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => bail!("accepted: {what}"),
+        Err(e) => Ok(e.to_string()),
+    }
+}
+
 /// Waits until the run's status satisfies `pred`, returning the run.
 pub async fn wait_run(
     client: &Client,
