@@ -400,6 +400,7 @@ pub fn decide(
         generation,
         now,
     );
+    crate::kstatus::pipeline(&mut st, generation, now);
     Ok(Decision {
         wake_at: st.next_run_time,
         status: st,
