@@ -24,7 +24,9 @@ pub enum State {
     Ready,
     /// Cannot progress until its spec (or the world) changes: `Stalled=True`.
     Stalled,
-    /// Neither ready nor working nor stuck: suspended.
+    /// Suspended: nothing in progress, as its spec asks, so `Ready=True` with reason
+    /// `Suspended` (kstatus reads `Ready=False` as InProgress, which would hold a Flux sync
+    /// until its timeout); Argo CD's check shows it as Suspended.
     Idle,
 }
 
@@ -75,7 +77,11 @@ pub fn set_state(
         (COND_RECONCILING, State::Reconciling),
         (COND_STALLED, State::Stalled),
     ] {
-        let status = if state == on { "True" } else { "False" };
+        let status = if state == on || (on == State::Ready && state == State::Idle) {
+            "True"
+        } else {
+            "False"
+        };
         set_condition_status(
             conditions,
             type_,
@@ -175,12 +181,12 @@ pub fn pipeline(st: &mut PipelineStatus, generation: Option<i64>, now: DateTime<
     let ready = st
         .condition(pipeline::COND_READY)
         .is_some_and(|c| c.status == "True");
-    let state = if ready {
+    let state = if reason == "Suspended" {
+        State::Idle
+    } else if ready {
         State::Ready
     } else if reason == "InvalidSpec" {
         State::Stalled
-    } else if reason == "Suspended" {
-        State::Idle
     } else {
         State::Reconciling
     };
@@ -343,7 +349,7 @@ mod tests {
                     cond(backfill::COND_PROGRESSING, "False", "Suspended"),
                     cond(backfill::COND_SUSPENDED, "True", "Suspended"),
                 ],
-                s("False", "False", "False", "Suspended"),
+                s("True", "False", "False", "Suspended"),
             ),
             (
                 &[cond(backfill::COND_PROGRESSING, "False", "DryRun")],
@@ -378,8 +384,8 @@ mod tests {
                 s("True", "False", "False", "Scheduling"),
             ),
             (
-                cond(pipeline::COND_READY, "False", "Suspended"),
-                s("False", "False", "False", "Suspended"),
+                cond(pipeline::COND_READY, "True", "Suspended"),
+                s("True", "False", "False", "Suspended"),
             ),
             (
                 cond(pipeline::COND_READY, "False", "InvalidSpec"),

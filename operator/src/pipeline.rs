@@ -383,7 +383,8 @@ pub fn decide(
     st.active = names;
 
     let (ready, reason, message) = if spec.suspend {
-        (false, "Suspended", "suspended: no run starts".to_owned())
+        // Ready: doing what its spec asks (GitOps tools read Ready=False as in progress).
+        (true, "Suspended", "suspended: no run starts".to_owned())
     } else {
         (
             true,
