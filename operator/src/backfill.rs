@@ -409,6 +409,7 @@ pub fn decide(
     if !spec.suspend && was(COND_SUSPENDED) {
         events.push(("Resumed", "runs start again".to_owned(), false));
     }
+    crate::kstatus::backfill(&mut st, generation, now);
     Ok(Decision {
         status: st,
         create,

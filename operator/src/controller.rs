@@ -377,6 +377,7 @@ async fn step(
                 run.metadata.generation,
                 now,
             );
+            crate::kstatus::run(&mut st, run.metadata.generation, now);
             if st != *current {
                 write_status(ctx, run, &st).await?;
                 ctx.metrics.run_finished(owner, false);
@@ -531,6 +532,7 @@ async fn wait_for_consumer_group(
         "ingest waits for consumer group {group:?}: run {holder} is draining it (one drain per group at a time)"
     );
     let mut st = current.clone();
+    let now = Utc::now();
     set_condition(
         &mut st.conditions,
         status::COND_RUNNING,
@@ -538,8 +540,11 @@ async fn wait_for_consumer_group(
         "WaitingForConsumerGroup",
         message.clone(),
         run.metadata.generation,
-        Utc::now(),
+        now,
     );
+    // Still in progress, for GitOps tools too (and a run waiting before its first stage
+    // has no other status that says so).
+    crate::kstatus::run(&mut st, run.metadata.generation, now);
     if st != *current {
         write_status(ctx, run, &st).await?;
         ctx.publish(

@@ -8,6 +8,8 @@
 //! - [`backfill`], [`pipeline`]: the `Backfill` and `Pipeline` resources (a range of intervals,
 //!   a cron schedule) and what to run next (pure); [`children`]: the PipelineRuns they create;
 //!   [`parents`]: their controllers.
+//! - [`kstatus`]: `Ready`/`Reconciling`/`Stalled`, what GitOps tools read, from each kind's
+//!   phase and conditions (pure).
 //! - [`metrics`]: the Prometheus registry and the `/metrics`, `/healthz`, `/readyz` server.
 
 pub mod backfill;
@@ -15,6 +17,7 @@ pub mod children;
 pub mod controller;
 pub mod crd;
 pub mod jobs;
+pub mod kstatus;
 pub mod metrics;
 pub mod parents;
 pub mod pipeline;

@@ -430,6 +430,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
                     now,
                 );
             }
+            crate::kstatus::backfill(&mut st, bf.metadata.generation, now);
             if st != current {
                 apply_status(&ctx.client, bf, &st).await?;
                 ctx.publish(bf, "InvalidSpec", message, true).await;
@@ -507,6 +508,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
                     bf.metadata.generation,
                     now,
                 );
+                crate::kstatus::backfill(&mut status, bf.metadata.generation, now);
                 if status != current {
                     apply_status(&ctx.client, bf, &status).await?;
                 }
@@ -634,6 +636,7 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
                 pl.metadata.generation,
                 now,
             );
+            crate::kstatus::pipeline(&mut st, pl.metadata.generation, now);
             if st != current {
                 apply_status(&ctx.client, pl, &st).await?;
                 ctx.publish(pl, "InvalidSpec", message, true).await;

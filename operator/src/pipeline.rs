@@ -387,7 +387,8 @@ pub fn decide(
     st.active = names;
 
     let (ready, reason, message) = if spec.suspend {
-        (false, "Suspended", "suspended: no run starts".to_owned())
+        // Ready: doing what its spec asks (GitOps tools read Ready=False as in progress).
+        (true, "Suspended", "suspended: no run starts".to_owned())
     } else {
         (
             true,
@@ -404,6 +405,7 @@ pub fn decide(
         generation,
         now,
     );
+    crate::kstatus::pipeline(&mut st, generation, now);
     Ok(Decision {
         wake_at: st.next_run_time,
         status: st,

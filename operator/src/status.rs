@@ -92,26 +92,15 @@ pub fn set_condition(
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now;
-                c.status = status;
-            }
-            c.reason = reason.to_owned();
-            c.message = message;
-            c.observed_generation = generation;
-        }
-        None => conditions.push(Condition {
-            type_: type_.to_owned(),
-            status,
-            reason: reason.to_owned(),
-            message,
-            last_transition_time: now,
-            observed_generation: generation,
-        }),
-    }
+    crate::kstatus::set_condition_status(
+        conditions,
+        type_,
+        if status { "True" } else { "False" },
+        reason,
+        message,
+        generation,
+        now,
+    );
 }
 
 /// The deadline of a run: `runDeadline` after its interval's end (or after its creation).
@@ -173,6 +162,7 @@ pub fn decide(
             Judged::Due(at) => Action::WaitFor(secs(at - now).max(Duration::from_millis(100))),
             Judged::Settled => Action::Done,
         };
+        crate::kstatus::run(&mut st, generation, now);
         return Ok(Decision {
             status: st,
             action,
@@ -548,17 +538,6 @@ pub fn decide(
             generation,
             now,
         );
-        if st.condition(COND_SUCCEEDED).is_none() {
-            set_condition(
-                &mut st.conditions,
-                COND_SUCCEEDED,
-                false,
-                "Running",
-                message,
-                generation,
-                now,
-            );
-        }
     }
 
     match judge_deadline(&mut st, spec, deadline_time, generation, now) {
@@ -571,6 +550,7 @@ pub fn decide(
     {
         action = Action::WaitFor(secs(w - now).max(Duration::from_millis(100)));
     }
+    crate::kstatus::run(&mut st, generation, now);
     Ok(Decision {
         status: st,
         action,
@@ -1167,6 +1147,18 @@ mod tests {
             (running.status.as_str(), running.observed_generation),
             ("True", Some(1))
         );
+        // Not decided yet: Unknown (kstatus and Argo CD would read False as failed), and
+        // Reconciling says work is in progress.
+        let succeeded = d.status.condition(COND_SUCCEEDED).unwrap();
+        assert_eq!(
+            (succeeded.status.as_str(), succeeded.reason.as_str()),
+            ("Unknown", "StageRunning")
+        );
+        let reconciling = d
+            .status
+            .condition(crate::kstatus::COND_RECONCILING)
+            .unwrap();
+        assert_eq!(reconciling.status, "True");
     }
 
     #[test]

@@ -903,12 +903,21 @@ async fn finished_runs_cost_no_api_call_at_a_restart() -> Result<()> {
         let mut body = run_body(&format!("done-{k}"), json!({"stages": ["validate"]}));
         body["metadata"]["finalizers"] = json!(["streamflow.io/jobs"]);
         create_run(&client, &ns, body).await?;
+        // Finished as this operator leaves them: with the conditions GitOps tools read and
+        // observedGeneration (an older operator's finished runs get them in one write each).
+        let mut status = streamflow_operator::crd::PipelineRunStatus {
+            phase: if k % 3 == 0 {
+                Phase::Failed
+            } else {
+                Phase::Succeeded
+            },
+            ..Default::default()
+        };
+        streamflow_operator::kstatus::run(&mut status, Some(1), chrono::Utc::now());
         api.patch_status(
             &format!("done-{k}"),
             &PatchParams::default(),
-            &Patch::Merge(
-                json!({"status": {"phase": if k % 3 == 0 { "Failed" } else { "Succeeded" }}}),
-            ),
+            &Patch::Merge(json!({ "status": status })),
         )
         .await?;
     }
