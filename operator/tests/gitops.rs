@@ -395,19 +395,20 @@ async fn gitops_tools_read_every_state_of_every_kind_right() -> Result<()> {
         ],
     )?;
 
-    // A finished run's spec changes (generation 2): not Current until the operator has seen
-    // it, then Current again (observedGeneration follows finished runs too).
-    Api::<PipelineRun>::namespaced(c.clone(), ns)
+    // A finished Backfill's spec changes (generation 2): not Current until the operator has
+    // seen it, then Current again (observedGeneration follows finished objects too). A run's
+    // spec cannot change at all (admission refuses it).
+    Api::<Backfill>::namespaced(c.clone(), ns)
         .patch(
-            "run-ok",
+            "bf-ok",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"runDeadline": "1h"}})),
+            &Patch::Merge(json!({"spec": {"maxActiveRuns": 3}})),
         )
         .await?;
-    let seen = dump_when(c, ns, "run-ok's generation 2 observed", |all| {
-        named(all, "run-ok").is_ok_and(|o| o["status"]["observedGeneration"] == 2)
+    let seen = dump_when(c, ns, "bf-ok's generation 2 observed", |all| {
+        named(all, "bf-ok").is_ok_and(|o| o["status"]["observedGeneration"] == 2)
     })
     .await?;
-    check("generation-2", &seen, &[("run-ok", "Current", "Healthy")])?;
+    check("generation-2", &seen, &[("bf-ok", "Current", "Healthy")])?;
     Ok(())
 }
