@@ -326,10 +326,21 @@ async fn gitops_tools_read_every_state_of_every_kind_right() -> Result<()> {
                 .is_ok_and(|o| o["status"]["phase"] == Phase::Running.as_str() && decided(o))
         };
         let progressing = |n: &str| named(all, n).is_ok_and(|o| o["status"]["active"] == 1);
+        // The Backfills' runs too: a run its Backfill has just created has no status yet.
+        let children_decided = all
+            .iter()
+            .filter(|o| {
+                o["kind"] == "PipelineRun"
+                    && o["metadata"]["labels"]
+                        .to_string()
+                        .contains("streamflow.io/backfill")
+            })
+            .all(&decided);
         running("run-ok")
             && running("run-failed")
             && progressing("bf-ok")
             && progressing("bf-failed")
+            && children_decided
             && fixed.iter().all(|n| named(all, n).is_ok_and(decided))
     })
     .await?;
