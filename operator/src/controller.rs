@@ -21,7 +21,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::crd::{Phase, PipelineRun, PipelineRunStatus, Stage, StagePhase};
+use crate::crd::{Phase, PipelineRun, PipelineRunStatus, Stage, StagePhase, StageSummary};
 use crate::jobs::{self, LABEL_MANAGED_BY, MANAGER, ObservedJob};
 use crate::metrics::{Metrics, RunOwner};
 use crate::status::{self, Transition, set_condition};
@@ -470,11 +470,6 @@ async fn step(
         info!(run = %format!("{ns}/{name}"), reason = t.reason, "{}", t.message);
         match t.reason {
             "StageSucceeded" | "StageFailed" => {
-                if let (Some(Stage::Ingest), Some(group), Some(summary)) =
-                    (t.stage, &run.spec.template.kafka.group, &t.summary)
-                {
-                    ctx.metrics.ingest_lag(ns, group, &summary.lag);
-                }
                 if let Some(stage) = t.stage {
                     ctx.metrics.stage_finished(
                         stage,
@@ -493,6 +488,13 @@ async fn step(
     ctx.record_phase(run, Some(decision.status.phase));
     ctx.metrics
         .running_stage(ns, name, running_attempt(&decision.status));
+    if let (Some(group), Some(summary)) = (
+        &run.spec.template.kafka.group,
+        finished_ingest_summary(&decision.status),
+    ) {
+        ctx.metrics
+            .ingest_lag(ns, group, run.spec.interval.end, &summary.lag);
+    }
     Ok(action)
 }
 
@@ -579,6 +581,14 @@ fn running_attempt(st: &PipelineRunStatus) -> Option<(Stage, chrono::DateTime<Ut
         .iter()
         .find(|s| s.phase == StagePhase::Running)
         .and_then(|s| Some((s.stage, s.start_time?)))
+}
+
+/// The summary of a run's ingest once it has one (its drain ended).
+fn finished_ingest_summary(st: &PipelineRunStatus) -> Option<&StageSummary> {
+    st.stages
+        .iter()
+        .find(|s| s.stage == Stage::Ingest)
+        .and_then(|s| s.summary.as_ref())
 }
 
 /// What became of a Job to create.

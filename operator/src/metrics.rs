@@ -1,8 +1,9 @@
 //! Prometheus metrics (names as in docs/operator.md) and the HTTP endpoints `/metrics`,
 //! `/healthz` and `/readyz`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use prometheus::{
@@ -116,6 +117,9 @@ pub struct Metrics {
     pub pipeline_last_success: GaugeVec,
     pub pipeline_interval: GaugeVec,
     pub ingest_lag: IntGaugeVec,
+    /// The interval end of the drain each (namespace, consumer group)'s lag gauges show: runs
+    /// are reconciled in any order (all of them at a restart), and the newest drain wins.
+    ingest_lag_shown: Arc<Mutex<HashMap<(String, String), DateTime<Utc>>>>,
 }
 
 impl Metrics {
@@ -301,6 +305,7 @@ impl Metrics {
             pipeline_last_success,
             pipeline_interval,
             ingest_lag,
+            ingest_lag_shown: Arc::default(),
         })
     }
 
@@ -349,8 +354,28 @@ impl Metrics {
         }
     }
 
-    /// What a consumer group's drain reported of each topic's lag when it ended.
-    pub fn ingest_lag(&self, ns: &str, group: &str, lag: &std::collections::BTreeMap<String, u64>) {
+    /// What a consumer group's drain of the interval ending at `interval_end` reported of each
+    /// topic's lag when it ended; shown unless a drain of a later interval is shown already.
+    /// Fed by every reconcile of a run with a finished ingest, so that a restarted operator
+    /// exports the lag again without waiting for the group's next drain.
+    pub fn ingest_lag(
+        &self,
+        ns: &str,
+        group: &str,
+        interval_end: DateTime<Utc>,
+        lag: &std::collections::BTreeMap<String, u64>,
+    ) {
+        let mut shown = self
+            .ingest_lag_shown
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let newest = shown
+            .entry((ns.to_owned(), group.to_owned()))
+            .or_insert(interval_end);
+        if *newest > interval_end {
+            return;
+        }
+        *newest = interval_end;
         for (topic, n) in lag {
             self.ingest_lag
                 .with_label_values(&[ns, group, topic.as_str()])
@@ -475,6 +500,8 @@ fn respond(path: &str, metrics: &Metrics, ready: bool) -> Response<Full<Bytes>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
+    use std::collections::BTreeMap;
 
     #[test]
     fn every_error_kind_is_exported_from_zero() {
@@ -488,6 +515,25 @@ mod tests {
             message: String::new(),
         };
         assert!(crate::Error::METRIC_LABELS.contains(&invalid.metric_label()));
+    }
+
+    #[test]
+    fn the_lag_shown_is_the_newest_drains_whatever_order_runs_are_reconciled_in() {
+        let m = Metrics::new().unwrap();
+        let at = |h: u32| Utc.with_ymd_and_hms(2026, 12, 7, h, 0, 0).unwrap();
+        let lag = |n: u64| BTreeMap::from([("user_events".to_owned(), n)]);
+        let shown = || {
+            m.ingest_lag
+                .with_label_values(&["ns", "g", "user_events"])
+                .get()
+        };
+        m.ingest_lag("ns", "g", at(2), &lag(20));
+        m.ingest_lag("ns", "g", at(1), &lag(10));
+        assert_eq!(shown(), 20, "an older drain's lag replaced the newer one's");
+        m.ingest_lag("ns", "g", at(3), &lag(30));
+        assert_eq!(shown(), 30);
+        m.ingest_lag("ns", "other", at(1), &lag(5));
+        assert_eq!(shown(), 30, "groups are apart");
     }
 
     #[test]
