@@ -14,6 +14,8 @@
 #   scripts/s3.sh rmbucket NAME...   delete buckets and all they hold (SeaweedFS keeps the
 #                           space of deleted objects until a vacuum; a deleted bucket's at once)
 #   scripts/s3.sh logs      print the tail of the server log
+#   scripts/s3.sh freeze    SIGSTOP the server: it hangs, accepting connections and answering
+#                           nothing (tests of a hung S3); `thaw` (SIGCONT) lets it go on
 #
 # Server: SeaweedFS (`weed server -s3`: master + volume + filer + S3 gateway in one process),
 # built from source with the Go toolchain (module proxy only, no prebuilt download).
@@ -356,6 +358,10 @@ main() {
     mkbucket) shift; s3py mkbucket "$@" ;;
     rmbucket) shift; s3py rmbucket "$@" ;;
     logs) tail -n "${2:-100}" "$LOG" ;;
+    freeze | thaw)
+      local pid
+      pid="$(running_pid)" || die "not running (nothing started by this script)"
+      kill "-$([[ "$sub" == freeze ]] && echo STOP || echo CONT)" "$pid" ;;
     *)
       sed -n '2,16p' "$0" >&2
       exit 2

@@ -1,6 +1,7 @@
-//! The drain when its servers fail under it: the Kafka broker stopped mid-drain and the S3
-//! server stopped mid-upload. These stop and start the shared test servers, so they run one
-//! after the other in this one test binary.
+//! The drain when its servers fail under it or it is killed: the Kafka broker stopped
+//! mid-drain, the S3 server stopped mid-upload or hung past the upload window, and a storm of
+//! kill -9s at random moments into S3. The outages stop and start the shared test servers, so
+//! these tests take turns ([`SERVERS`]).
 
 mod common;
 
@@ -11,6 +12,9 @@ use common::*;
 use futures::TryStreamExt as _;
 use streamflow::events::EventKind;
 use streamflow::store::Location;
+
+/// Held by each test for its whole run: one test's outage must not land in another's drain.
+static SERVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn script(name: &str, action: &str) {
     let status = Command::new("bash")
@@ -80,6 +84,10 @@ fn assert_still_draining(child: &mut std::process::Child, log: &std::path::Path)
 }
 
 fn ingest(landing: &str, topic: &str, group: &str) -> Command {
+    ingest_in_files_of(landing, topic, group, 500)
+}
+
+fn ingest_in_files_of(landing: &str, topic: &str, group: &str, records: u32) -> Command {
     let mut cmd = streamflow();
     cmd.args([
         "ingest",
@@ -89,11 +97,10 @@ fn ingest(landing: &str, topic: &str, group: &str) -> Command {
         topic,
         "--group",
         group,
-        "--max-file-records",
-        "500",
         "--stall-timeout",
         "20s",
     ]);
+    cmd.arg("--max-file-records").arg(records.to_string());
     cmd
 }
 
@@ -115,6 +122,7 @@ fn drain_to_completion(mut make: impl FnMut() -> Command) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drains_survive_a_stopped_broker_and_a_stopped_s3_server() {
+    let _turn = SERVERS.lock().await;
     // Kafka stopped mid-drain, then started again.
     let topic = fresh_topic(EventKind::User, 3).await;
     let mut g = generator(EventKind::User, 11, "2026-11-20T00:00:00Z", 0.01);
@@ -164,17 +172,7 @@ async fn drains_survive_a_stopped_broker_and_a_stopped_s3_server() {
     let log = logs.path().join("s3-fault.log");
     let mut child = spawn_logged(s3_ingest(), &log);
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = location
-            .store
-            .list(Some(&location.prefix))
-            .try_collect::<Vec<_>>()
-            .await
-            .map(|v| v.len())
-            .unwrap_or(0);
-        if n >= 3 {
-            break;
-        }
+    while count_objects(&location).await < 3 {
         assert_still_draining(&mut child, &log);
         assert!(Instant::now() < deadline, "no objects reached S3");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -191,13 +189,7 @@ async fn drains_survive_a_stopped_broker_and_a_stopped_s3_server() {
     );
     eprintln!(
         "first drain succeeded: {ended:?}; objects now: {}",
-        location
-            .store
-            .list(Some(&location.prefix))
-            .try_collect::<Vec<_>>()
-            .await
-            .map(|v| v.len())
-            .unwrap_or(0)
+        count_objects(&location).await
     );
     drain_to_completion(s3_ingest);
     let landed = read_landing(&location, &topic).await;
@@ -206,4 +198,112 @@ async fn drains_survive_a_stopped_broker_and_a_stopped_s3_server() {
         "duplicates after an S3 restart"
     );
     assert_eq!(landed.event_ids.len(), good_ids(&recs).len());
+}
+
+/// A drain into S3 (SeaweedFS) of `topic` for the kill storm: small batches, so that there
+/// are many uploads and commits to be cut between.
+fn s3_storm_ingest(url: &str, topic: &str, group: &str) -> Command {
+    let mut cmd = ingest_in_files_of(url, topic, group, 100);
+    s3_env(&mut cmd);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_kill_9s_at_random_moments_into_s3_land_every_record_once() {
+    let _turn = SERVERS.lock().await;
+    use rand::{Rng, SeedableRng};
+    const KILLS: usize = 30;
+    let topic = fresh_topic(EventKind::Transaction, 3).await;
+    let mut g = generator(EventKind::Transaction, 21, "2026-11-23T00:00:00Z", 0.02);
+    let recs: Vec<_> = (0..120_000).map(|_| g.next_record()).collect();
+    send_all(&topic, &recs);
+    let url = s3_landing();
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let seed = std::process::id() as u64;
+    eprintln!("kill moments from seed {seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("storm.log");
+    for kill in 1..=KILLS {
+        let mut child = spawn_logged(s3_storm_ingest(&url, &topic, &group), &log);
+        // Any moment of a run: starting up (listing the landing log, reading offsets),
+        // cutting, uploading, between an upload and its commit.
+        let moment = Duration::from_millis(rng.random_range(0..1_000));
+        if let Some(succeeded) = wait_exit(&mut child, moment) {
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                !succeeded,
+                "the drain completed before kill {kill} of {KILLS}: give it more records"
+            );
+            panic!("the drain failed by itself before kill {kill}:\n{output}");
+        }
+        kill9(&mut child);
+    }
+    drain_to_completion(|| s3_storm_ingest(&url, &topic, &group));
+    let landed = read_landing(&s3_location(&url), &topic).await;
+    assert_exactly_once(&landed, &good_ids(&recs));
+    assert_each_bad_record_quarantined_once(&landed, &recs);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_server_hung_past_the_upload_window_fails_the_drain_and_loses_nothing() {
+    let _turn = SERVERS.lock().await;
+    const WINDOW: Duration = Duration::from_secs(4);
+    let topic = fresh_topic(EventKind::User, 3).await;
+    let mut g = generator(EventKind::User, 22, "2026-11-24T00:00:00Z", 0.01);
+    let recs: Vec<_> = (0..100_000).map(|_| g.next_record()).collect();
+    send_all(&topic, &recs);
+    let url = s3_landing();
+    let location = s3_location(&url);
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let hung_ingest = || {
+        let mut cmd = ingest(&url, &topic, &group);
+        cmd.arg("--upload-retry-timeout")
+            .arg(format!("{}s", WINDOW.as_secs()));
+        s3_env(&mut cmd);
+        cmd
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("hung.log");
+    let mut child = spawn_logged(hung_ingest(), &log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count_objects(&location).await < 3 {
+        assert_still_draining(&mut child, &log);
+        assert!(Instant::now() < deadline, "no objects reached S3");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Hung, not stopped: connections open and requests go unanswered, so only the drain's
+    // own window can end the wait.
+    with_drain_frozen(&mut child, || script("s3.sh", "freeze"));
+    let ended = wait_exit(&mut child, WINDOW + Duration::from_secs(20));
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    kill9(&mut child);
+    script("s3.sh", "thaw");
+    assert_eq!(
+        ended,
+        Some(false),
+        "the drain did not fail within its upload window while S3 hung:\n{output}"
+    );
+    assert!(
+        output.contains("no answer within the upload retry window"),
+        "the drain's error does not say the store did not answer:\n{output}"
+    );
+    drain_to_completion(|| {
+        let mut cmd = ingest(&url, &topic, &group);
+        s3_env(&mut cmd);
+        cmd
+    });
+    let landed = read_landing(&location, &topic).await;
+    assert_exactly_once(&landed, &good_ids(&recs));
+    assert_each_bad_record_quarantined_once(&landed, &recs);
+}
+
+async fn count_objects(location: &Location) -> usize {
+    location
+        .store
+        .list(Some(&location.prefix))
+        .try_collect::<Vec<_>>()
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
 }

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -28,32 +27,6 @@ fn ingest_args<'a>(
         cmd.arg("--topic").arg(t);
     }
     cmd
-}
-
-fn assert_exactly_once(landed: &LandingContents, expected: &[String]) {
-    let duplicates = landed.duplicates();
-    assert!(
-        duplicates.is_empty(),
-        "{} event ids landed more than once, e.g. {:?}",
-        duplicates.len(),
-        &duplicates[..duplicates.len().min(3)]
-    );
-    let got: BTreeSet<&String> = landed.event_ids.keys().collect();
-    let want: BTreeSet<&String> = expected.iter().collect();
-    let missing: Vec<_> = want.difference(&got).collect();
-    let extra: Vec<_> = got.difference(&want).collect();
-    assert!(
-        missing.is_empty(),
-        "{} good events missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    assert!(
-        extra.is_empty(),
-        "{} unexpected events, e.g. {:?}",
-        extra.len(),
-        extra.first()
-    );
 }
 
 #[tokio::test]
@@ -385,25 +358,7 @@ async fn kill_9_at_random_points_then_rerun_loses_and_duplicates_nothing() {
     assert_eq!(summary_of(&out)["complete"], true);
     let landed = read_landing(&Location::parse(landing).unwrap(), &topic).await;
     assert_exactly_once(&landed, &good_ids(&recs));
-    let offsets: BTreeSet<(i64, i64)> = landed
-        .quarantine
-        .iter()
-        .map(|q| {
-            (
-                q["partition"].as_i64().unwrap(),
-                q["offset"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        offsets.len(),
-        landed.quarantine.len(),
-        "no quarantined record twice"
-    );
-    assert_eq!(
-        offsets.len(),
-        recs.iter().filter(|r| r.bad.is_some()).count()
-    );
+    assert_each_bad_record_quarantined_once(&landed, &recs);
 }
 
 #[tokio::test]
@@ -505,6 +460,7 @@ fn watermark_config(
         },
         max_record_bytes: 1 << 20,
         stall_timeout: Duration::from_secs(30),
+        upload_retry_timeout: Duration::from_secs(120),
         kafka_overrides: Vec::new(),
         crash_after_uploads: None,
         progress: None,

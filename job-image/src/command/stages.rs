@@ -101,6 +101,11 @@ pub struct IngestOptions {
     /// Fail when Kafka delivers nothing for this long while records are still due.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub stall_timeout: Duration,
+    /// Retry a failed upload to the landing zone for this long before the run fails: long
+    /// enough to ride out a restarting S3 server, short enough that a stage with a deadline
+    /// still fails in time.
+    #[arg(long, env = "STREAMFLOW_UPLOAD_RETRY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "2m")]
+    pub upload_retry_timeout: Duration,
     /// Fault injection for tests: abort after this many batches are uploaded, before their
     /// offsets are committed.
     #[arg(long, hide = true)]
@@ -197,6 +202,7 @@ pub async fn ingest(
         },
         max_record_bytes: options.max_record_bytes,
         stall_timeout: options.stall_timeout,
+        upload_retry_timeout: options.upload_retry_timeout,
         kafka_overrides: kafka.kafka_config.clone(),
         crash_after_uploads: options.crash_after_uploads,
         progress: Some(progress.clone()),

@@ -58,6 +58,8 @@ pub struct IngestConfig {
     pub max_record_bytes: usize,
     /// Fail when Kafka delivers nothing for this long while records are still due.
     pub stall_timeout: Duration,
+    /// How long one object's upload is retried before the run fails.
+    pub upload_retry_timeout: Duration,
     pub kafka_overrides: Vec<(String, String)>,
     /// Fault injection for tests: abort the process, as kill -9 would, right after this many
     /// batches were uploaded and before the last one's offsets are committed.
@@ -94,6 +96,14 @@ pub enum IngestError {
         object: String,
         landing: String,
         source: Box<object_store::Error>,
+    },
+    #[error(
+        "cannot write {object} to {landing}: no answer within the upload retry window of {seconds}s (--upload-retry-timeout); is the store up and reachable?"
+    )]
+    UploadTimedOut {
+        object: String,
+        landing: String,
+        seconds: f64,
     },
     #[error(
         "no records from Kafka at {bootstrap} for {seconds}s while {topic} partition {partition} still has offsets {position}..{end} to read; is the broker up?"
@@ -1095,17 +1105,15 @@ async fn upload_and_commit(
                     .collect(),
                 writer: writer.clone(),
             };
-            create_claim(
-                &config.landing,
-                &topic.name,
-                batch.partition,
-                &chain.prefix,
-                &claim,
-            )
-            .await?;
+            create_claim(&config, &topic.name, batch.partition, &chain.prefix, &claim).await?;
             chain.next_seq += 1;
         }
-        in_flight.push_back(upload_batch(&config.landing, batch, &buffers));
+        in_flight.push_back(upload_batch(
+            &config.landing,
+            config.upload_retry_timeout,
+            batch,
+            &buffers,
+        ));
         if in_flight.len() >= UPLOADS_IN_FLIGHT
             && let Some(done) = in_flight.next().await
         {
@@ -1121,15 +1129,23 @@ async fn upload_and_commit(
 /// Creates a log entry, or finds that the range is taken: by this run's own earlier attempt
 /// (a PUT whose answer was lost), which is fine, or by another drain, which ends this run.
 async fn create_claim(
-    landing: &Location,
+    config: &IngestConfig,
     topic: &str,
     partition: i32,
     prefix: &str,
     claim: &Claim,
 ) -> Result<(), IngestError> {
+    let landing = &config.landing;
     let object = landing.child(&Claim::object_name(prefix, claim.seq));
     let body = serde_json::to_vec(claim).map_err(|e| IngestError::Internal(e.to_string()))?;
-    if put_with_retry(landing, &object, PutPayload::from(body)).await? {
+    if put_with_retry(
+        landing,
+        &object,
+        PutPayload::from(body),
+        config.upload_retry_timeout,
+    )
+    .await?
+    {
         return Ok(());
     }
     let found = landing::get_claim(landing, &object).await?;
@@ -1186,6 +1202,7 @@ struct Uploaded {
 /// may hold fewer (retention since) and must not replace it.
 async fn upload_batch(
     landing: &Location,
+    retry_timeout: Duration,
     batch: Batch,
     buffers: &BufferPool,
 ) -> Result<Uploaded, IngestError> {
@@ -1210,7 +1227,13 @@ async fn upload_batch(
         .map(|(chunk, name)| async move {
             let object = landing.child(&name);
             let body = Bytes::from(chunk.body);
-            put_with_retry(landing, &object, PutPayload::from(body.clone())).await?;
+            put_with_retry(
+                landing,
+                &object,
+                PutPayload::from(body.clone()),
+                retry_timeout,
+            )
+            .await?;
             // The store has dropped its copies by now, unless it keeps one for its own reasons;
             // then the buffer is simply freed.
             if let Ok(buffer) = body.try_into_mut() {
@@ -1224,26 +1247,34 @@ async fn upload_batch(
     Ok(done)
 }
 
-/// How long an upload is retried before the run fails: long enough to ride out a restarting
-/// S3 server, short enough that a stage with a deadline still fails in time.
-const STORE_RETRY_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// Creates one object unless one of that name exists (false then: a retry after an unknown
 /// outcome may find its own first attempt so), retrying with exponential backoff (on top of
-/// object_store's own quick retries) until [`STORE_RETRY_TIMEOUT`].
+/// object_store's own quick retries) until `retry_timeout` has passed. A request still
+/// unanswered then (a hung server answers nothing, and a client's own request timeout is
+/// long) is abandoned: the window bounds the whole upload, not only the pauses between tries.
 async fn put_with_retry(
     landing: &Location,
     object: &object_store::path::Path,
     payload: PutPayload,
+    retry_timeout: Duration,
 ) -> Result<bool, IngestError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
+        let left = retry_timeout.saturating_sub(started.elapsed());
         // Offsets are committed after this returns: the object must outlive a power cut.
-        match landing.put_durable_new(object, payload.clone()).await {
+        let attempt = tokio::time::timeout(left, landing.put_durable_new(object, payload.clone()));
+        let Ok(result) = attempt.await else {
+            return Err(IngestError::UploadTimedOut {
+                object: object.to_string(),
+                landing: landing.display.clone(),
+                seconds: retry_timeout.as_secs_f64(),
+            });
+        };
+        match result {
             Ok(created) => return Ok(created),
             Err(e)
-                if started.elapsed() + delay < STORE_RETRY_TIMEOUT
+                if started.elapsed() + delay < retry_timeout
                     && !matches!(
                         e,
                         object_store::Error::PermissionDenied { .. }
@@ -1297,7 +1328,9 @@ mod tests {
             topic_id: "id".to_owned(),
         };
         let name = batch.object_name(ChunkKind::Landing, date);
-        upload_batch(&landing, batch, &pool).await.unwrap();
+        upload_batch(&landing, Duration::from_secs(1), batch, &pool)
+            .await
+            .unwrap();
         assert!(dir.path().join(&name).is_file(), "{name} written");
         assert_eq!(pool.pooled(), 1);
         let reused = pool.take(2 << 20);

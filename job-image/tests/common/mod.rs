@@ -222,6 +222,59 @@ pub async fn read_landing(location: &Location, topic: &str) -> LandingContents {
     out
 }
 
+/// Every expected event id landed exactly once, and nothing else.
+pub fn assert_exactly_once(landed: &LandingContents, expected: &[String]) {
+    let duplicates = landed.duplicates();
+    assert!(
+        duplicates.is_empty(),
+        "{} event ids landed more than once, e.g. {:?}",
+        duplicates.len(),
+        &duplicates[..duplicates.len().min(3)]
+    );
+    let got: std::collections::BTreeSet<&String> = landed.event_ids.keys().collect();
+    let want: std::collections::BTreeSet<&String> = expected.iter().collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(
+        missing.is_empty(),
+        "{} good events missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert!(
+        extra.is_empty(),
+        "{} unexpected events, e.g. {:?}",
+        extra.len(),
+        extra.first()
+    );
+}
+
+/// Every bad record of `records` is in the quarantine, once (by partition and offset).
+pub fn assert_each_bad_record_quarantined_once(
+    landed: &LandingContents,
+    records: &[GeneratedRecord],
+) {
+    let offsets: std::collections::BTreeSet<(i64, i64)> = landed
+        .quarantine
+        .iter()
+        .map(|q| {
+            (
+                q["partition"].as_i64().unwrap(),
+                q["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        offsets.len(),
+        landed.quarantine.len(),
+        "no quarantined record twice"
+    );
+    assert_eq!(
+        offsets.len(),
+        records.iter().filter(|r| r.bad.is_some()).count()
+    );
+}
+
 pub fn good_ids(records: &[GeneratedRecord]) -> Vec<String> {
     records.iter().filter_map(|r| r.event_id.clone()).collect()
 }
