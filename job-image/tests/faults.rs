@@ -171,12 +171,7 @@ async fn drains_survive_a_stopped_broker_and_a_stopped_s3_server() {
     };
     let log = logs.path().join("s3-fault.log");
     let mut child = spawn_logged(s3_ingest(), &log);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while count_objects(&location).await < 3 {
-        assert_still_draining(&mut child, &log);
-        assert!(Instant::now() < deadline, "no objects reached S3");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_objects_in_s3(&location, &mut child, &log).await;
     with_drain_frozen(&mut child, || script("s3.sh", "stop"));
     // Leave it down long enough for uploads to fail and be retried, then bring it back.
     let _ = wait_exit(&mut child, Duration::from_secs(3));
@@ -266,12 +261,7 @@ async fn an_s3_server_hung_past_the_upload_window_fails_the_drain_and_loses_noth
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("hung.log");
     let mut child = spawn_logged(hung_ingest(), &log);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while count_objects(&location).await < 3 {
-        assert_still_draining(&mut child, &log);
-        assert!(Instant::now() < deadline, "no objects reached S3");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_objects_in_s3(&location, &mut child, &log).await;
     // Hung, not stopped: connections open and requests go unanswered, so only the drain's
     // own window can end the wait.
     with_drain_frozen(&mut child, || script("s3.sh", "freeze"));
@@ -296,6 +286,20 @@ async fn an_s3_server_hung_past_the_upload_window_fails_the_drain_and_loses_noth
     let landed = read_landing(&location, &topic).await;
     assert_exactly_once(&landed, &good_ids(&recs));
     assert_each_bad_record_quarantined_once(&landed, &recs);
+}
+
+/// Waits until the drain has written a few objects to S3, so that what follows hits it mid-way.
+async fn wait_for_objects_in_s3(
+    location: &Location,
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count_objects(location).await < 3 {
+        assert_still_draining(child, log);
+        assert!(Instant::now() < deadline, "no objects reached S3");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn count_objects(location: &Location) -> usize {
