@@ -59,7 +59,8 @@ pub struct PartitionSummary {
     pub records: u64,
     pub quarantined: u64,
     pub bytes: u64,
-    /// Records deleted by retention between the last drain and this one.
+    /// Records deleted by Kafka's retention before this drain read them: between the last
+    /// drain and this one, or while this one ran.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub expired: u64,
 }

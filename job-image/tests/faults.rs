@@ -38,17 +38,6 @@ fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<bool>
     None
 }
 
-/// Freezes or thaws a process (SIGSTOP / SIGCONT), so a server can be stopped while the
-/// drain is certainly in the middle of its work.
-fn signal(child: &std::process::Child, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -{sig}");
-}
-
 /// Freezes the drain mid-way, runs `outage` (the server goes down), and lets the drain go on
 /// against the missing server.
 fn with_drain_frozen(child: &mut std::process::Child, outage: impl FnOnce()) {

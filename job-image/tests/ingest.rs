@@ -874,6 +874,58 @@ async fn retention_between_a_crash_and_its_retry_lands_nothing_twice() {
 }
 
 #[tokio::test]
+async fn records_retention_deletes_while_the_drain_reads_towards_them_are_counted_as_expired() {
+    // The drain reset to the earliest offset without a word: the deleted records were neither
+    // landed nor counted, and `complete: true` said nothing was missing.
+    let mut d = Drains::new(1, 25).await;
+    d.send(20_000);
+    let oracle = committed_event_ids(&d.topic);
+    // Small fetches and a small pre-fetch queue: most of the partition is still only in Kafka
+    // when the drain is frozen after its first files.
+    let mut child = d
+        .command(&[
+            "--max-file-records",
+            "200",
+            "-X",
+            "queued.max.messages.kbytes=64",
+            "-X",
+            "max.partition.fetch.bytes=16384",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the drain's first files", Duration::from_secs(60), || {
+        assert!(child.try_wait().unwrap().is_none(), "the drain ended early");
+        (count_files(d.dir.path()) >= 3).then_some(())
+    });
+    signal(&child, "STOP");
+    delete_records_before(&d.topic, 0, 15_000).await;
+    signal(&child, "CONT");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary_of(&out);
+    let landed = d.landed().await;
+    assert_eq!(landed.duplicates().len(), 0);
+    assert!(landed.event_ids.keys().all(|id| oracle.contains(id)));
+    let expired = s["expired"].as_u64().unwrap_or(0);
+    assert!(
+        expired > 0,
+        "the records deleted mid-run are not counted: {s}"
+    );
+    assert_eq!(
+        landed.event_ids.len() as u64 + expired,
+        20_000,
+        "every offset is landed or counted as expired: {s}"
+    );
+    assert_eq!(d.range(&s, 0).1, 20_000);
+}
+
+#[tokio::test]
 async fn two_drains_at_once_land_each_record_once() {
     // A drain run by hand (its own consumer group, other file sizes) next to the scheduled
     // one: nothing fenced them, and both landed everything under different names. Now the

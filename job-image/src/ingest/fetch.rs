@@ -31,6 +31,9 @@ pub enum Polled<'c> {
     Record(KafkaRecord<'c>),
     /// The partition's end (the high watermark) was reached.
     PartitionEof(i32),
+    /// The partition's next offset is gone (retention deleted it): librdkafka stopped fetching
+    /// the partition (`auto.offset.reset=error`) and waits for a seek.
+    OffsetOutOfRange(i32),
     /// An error librdkafka reports on the consumer queue (it retries transport errors itself).
     Error(KafkaError),
 }
@@ -90,6 +93,9 @@ impl<'c> BatchQueue<'c> {
             out.push(match err {
                 RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => Polled::Record(record),
                 RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => Polled::PartitionEof(partition),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET => {
+                    Polled::OffsetOutOfRange(partition)
+                }
                 err => Polled::Error(KafkaError::MessageConsumption(RDKafkaErrorCode::from(err))),
             });
         }

@@ -242,7 +242,9 @@ async fn drain_topic(
         // transaction markers are never delivered; a plan's end is reached without them
         // (batch::Batcher::finish).
         .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
+        // Not a silent jump to the earliest offset: records retention deleted before the
+        // drain read them are counted as expired, so an offset out of range must be seen.
+        .set("auto.offset.reset", "error")
         // Larger than librdkafka's 1 MiB default, which starves a drain of small records.
         .set("max.partition.fetch.bytes", "2097152")
         .set("fetch.max.bytes", "67108864")
@@ -326,8 +328,13 @@ async fn drain_topic(
     let uploaded = uploader
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))?;
-    let uploaded = uploaded?;
+    let mut uploaded = uploaded?;
     let polled = polled?;
+    for (partition, n) in &polled.expired {
+        if let Some(summary) = uploaded.partitions.get_mut(partition) {
+            summary.expired += n;
+        }
+    }
     let lag = match config.bound {
         Bound::Watermark { .. } => {
             let landed: Vec<(i32, i64)> = uploaded
@@ -623,6 +630,17 @@ fn with_kafka_retry<T>(
 
 struct PollOutcome {
     complete: bool,
+    /// Per partition, records retention deleted while the run was reading towards them.
+    expired: BTreeMap<i32, u64>,
+}
+
+impl PollOutcome {
+    fn new(complete: bool) -> Self {
+        Self {
+            complete,
+            expired: BTreeMap::new(),
+        }
+    }
 }
 
 /// The poll loop: reads every planned partition to its end (or until stopped) and hands its
@@ -687,13 +705,14 @@ fn poll_partitions(
             .map_err(kafka_err(config, "build the assignment"))?;
     }
     if assignment.count() == 0 {
-        return Ok(PollOutcome { complete: true });
+        return Ok(PollOutcome::new(true));
     }
     consumer
         .assign(&assignment)
         .map_err(kafka_err(config, format!("assign {topic}")))?;
 
-    std::thread::scope(|scope| {
+    let mut expired: BTreeMap<i32, u64> = BTreeMap::new();
+    let polled = std::thread::scope(|scope| {
         let mut steps = Vec::with_capacity(workers);
         for w in 0..workers {
             let (step_tx, step_rx) = std::sync::mpsc::sync_channel::<Step<'_>>(STEPS_QUEUED);
@@ -748,7 +767,7 @@ fn poll_partitions(
                 for w in &mut steps {
                     w.send(Step::Cut);
                 }
-                return Ok(PollOutcome { complete: false });
+                return Ok(PollOutcome::new(false));
             }
             if queue.poll(POLL_WAIT, &mut polled) == 0 {
                 if std::mem::take(&mut delivered) {
@@ -757,7 +776,7 @@ fn poll_partitions(
                 // A pause in the stream: hand what is pending on, so nothing waits for more.
                 for w in &mut steps {
                     if !w.flush() {
-                        return Ok(PollOutcome { complete: false });
+                        return Ok(PollOutcome::new(false));
                     }
                 }
                 if let Some(handed) = steps.iter().map(|w| w.sent).max() {
@@ -788,18 +807,23 @@ fn poll_partitions(
                             continue;
                         }
                         let offset = record.offset();
+                        if offset < p.position {
+                            // Fetched before the partition was assigned again further on
+                            // (skip_expired): out of range now.
+                            continue;
+                        }
                         if offset >= p.plan.end {
                             if !finish(p, p.plan.end, &mut steps) {
-                                return Ok(PollOutcome { complete: false });
+                                return Ok(PollOutcome::new(false));
                             }
                             continue;
                         }
                         p.position = offset + 1;
                         if !steps[p.worker].push(record) {
-                            return Ok(PollOutcome { complete: false });
+                            return Ok(PollOutcome::new(false));
                         }
                         if p.position >= p.plan.end && !finish(p, p.plan.end, &mut steps) {
-                            return Ok(PollOutcome { complete: false });
+                            return Ok(PollOutcome::new(false));
                         }
                     }
                     Polled::PartitionEof(partition) => {
@@ -815,7 +839,20 @@ fn poll_partitions(
                             && high >= p.plan.end
                             && !finish(p, p.plan.end, &mut steps)
                         {
-                            return Ok(PollOutcome { complete: false });
+                            return Ok(PollOutcome::new(false));
+                        }
+                    }
+                    Polled::OffsetOutOfRange(partition) => {
+                        last_progress = Instant::now();
+                        let Some(p) = parts.get_mut(&partition).filter(|p| !p.done) else {
+                            continue;
+                        };
+                        let resume = skip_expired(config, consumer, topic, &p.plan, p.position)?;
+                        *expired.entry(partition).or_default() +=
+                            (resume.min(p.plan.end) - p.position).max(0) as u64;
+                        p.position = resume;
+                        if resume >= p.plan.end && !finish(p, p.plan.end, &mut steps) {
+                            return Ok(PollOutcome::new(false));
                         }
                     }
                     Polled::Error(e) => {
@@ -826,9 +863,60 @@ fn poll_partitions(
                 }
             }
         }
-        Ok(PollOutcome { complete: true })
+        Ok(PollOutcome::new(true))
         // Leaving the scope drops the step senders: the workers finish their queues and end.
-    })
+    });
+    polled.map(|outcome| PollOutcome { expired, ..outcome })
+}
+
+/// Where a partition whose next offset (`position`) retention deleted goes on: its new low
+/// watermark, fetched from there (or nowhere, when that is past the plan's end). The records
+/// in between are gone before the drain read them; the caller counts them as expired.
+fn skip_expired(
+    config: &IngestConfig,
+    consumer: &BaseConsumer,
+    topic: &str,
+    plan: &PartitionPlan,
+    position: i64,
+) -> Result<i64, IngestError> {
+    let partition = plan.partition;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, KAFKA_TIMEOUT)
+        .map_err(kafka_err(
+            config,
+            format!("fetch watermarks of {topic}/{partition}"),
+        ))?;
+    if low <= position {
+        // Out of range above the end: the log was cut back (an unclean leader election).
+        return Err(IngestError::Internal(format!(
+            "offset {position} of {topic} partition {partition} is past its end ({high}): the \
+             partition's log was truncated; check the brokers"
+        )));
+    }
+    let resume = low;
+    tracing::warn!(
+        topic,
+        partition,
+        expired = resume.min(plan.end) - position,
+        from = position,
+        "records expired by Kafka retention while the drain read towards them"
+    );
+    if resume < plan.end {
+        // librdkafka has stopped fetching the partition and takes no seek in that state: it is
+        // assigned again, from `resume`.
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        consumer
+            .incremental_unassign(&tpl)
+            .map_err(kafka_err(config, format!("unassign {topic}/{partition}")))?;
+        tpl.set_all_offsets(Offset::Offset(resume))
+            .map_err(kafka_err(config, format!("assign {topic}/{partition}")))?;
+        consumer.incremental_assign(&tpl).map_err(kafka_err(
+            config,
+            format!("assign {topic}/{partition} at {resume}"),
+        ))?;
+    }
+    Ok(resume)
 }
 
 /// How long a poll waits for a record when none is queued.

@@ -337,6 +337,17 @@ pub fn count_files(dir: &std::path::Path) -> usize {
     n
 }
 
+/// Freezes or thaws a process (SIGSTOP / SIGCONT), so a server can be stopped while the
+/// drain is certainly in the middle of its work.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{sig}");
+}
+
 pub fn kill9(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
