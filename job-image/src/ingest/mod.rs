@@ -389,15 +389,26 @@ fn lag(
 ) -> Result<u64, IngestError> {
     let mut lag = 0u64;
     for &(p, to) in landed {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
-            .map_err(kafka_err(
-                config,
-                format!("fetch watermarks of {topic}/{p}"),
-            ))?;
+        let (_, high) = fetch_watermarks(config, consumer, topic, p)?;
         lag += (high - to).max(0) as u64;
     }
     Ok(lag)
+}
+
+/// A partition's low and high watermarks (the high one is the last stable offset under
+/// read_committed).
+fn fetch_watermarks(
+    config: &IngestConfig,
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), IngestError> {
+    consumer
+        .fetch_watermarks(topic, partition, KAFKA_TIMEOUT)
+        .map_err(kafka_err(
+            config,
+            format!("fetch watermarks of {topic}/{partition}"),
+        ))
 }
 
 /// Reads the topic's id, watermarks, and committed offsets or interval offsets.
@@ -432,12 +443,7 @@ fn read_kafka(
         })?;
     let mut watermarks = BTreeMap::new();
     for &p in &partitions {
-        let wm = consumer
-            .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
-            .map_err(kafka_err(
-                config,
-                format!("fetch watermarks of {topic}/{p}"),
-            ))?;
+        let wm = fetch_watermarks(config, consumer, topic, p)?;
         watermarks.insert(p, wm);
     }
     match &config.bound {
@@ -880,12 +886,7 @@ fn skip_expired(
     position: i64,
 ) -> Result<i64, IngestError> {
     let partition = plan.partition;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, KAFKA_TIMEOUT)
-        .map_err(kafka_err(
-            config,
-            format!("fetch watermarks of {topic}/{partition}"),
-        ))?;
+    let (low, high) = fetch_watermarks(config, consumer, topic, partition)?;
     if low <= position {
         // Out of range above the end: the log was cut back (an unclean leader election).
         return Err(IngestError::Internal(format!(
