@@ -12,7 +12,8 @@ pub const TRANSIENT: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The input or configuration is wrong and stays wrong: a checks file that cannot be read or
 /// parsed, a location that is not one, an unknown profile, landing data that cannot be
-/// decoded, a topic that does not exist, an ETL that would empty gold partitions holding rows.
+/// decoded, a topic that does not exist, an ETL that would empty gold partitions holding rows,
+/// checks whose tables the gold zone does not hold for the interval.
 pub const INVALID_INPUT: u8 = 3;
 /// Validation ran and error-severity checks failed: the data, not the run, is wrong.
 pub const CHECKS_FAILED: u8 = 4;

@@ -446,14 +446,25 @@ async fn run_validate(args: ValidateArgs, ui: &Ui) -> anyhow::Result<()> {
         return Ok(());
     }
     // A check that could not run (a table that did not load from an unreachable store) says
-    // nothing of the data: worth a retry, unlike checks that ran and failed.
-    let unevaluated = report
+    // nothing of the data: worth a retry, unlike checks that ran and failed — unless the gold
+    // zone itself says its table is not there, which a retry reads again.
+    let unevaluated: Vec<_> = report
         .results
         .iter()
         .filter(|r| {
             !r.passed && r.unevaluated && r.severity == streamflow::validate::Severity::Error
         })
-        .count();
+        .collect();
+    if !unevaluated.is_empty() && unevaluated.iter().all(|r| r.unevaluable) {
+        return Err(streamflow::validate::ValidateError::TablesMissing {
+            failed: summary.failed_errors,
+            interval: args.interval.to_string(),
+            unevaluable: unevaluated.len(),
+            example: unevaluated[0].message.clone(),
+        }
+        .into());
+    }
+    let unevaluated = unevaluated.len();
     if unevaluated > 0 {
         anyhow::bail!(
             "{} error-severity check(s) failed for {}, {unevaluated} of them because they could not run",

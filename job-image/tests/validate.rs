@@ -110,6 +110,24 @@ async fn check(gold: &FsPath, landing: &FsPath, yaml: &str, interval: &str) -> v
 
 type Break = fn(&FsPath);
 
+/// `streamflow validate` of `interval` with the given checks, gold and landing.
+fn validate_command(
+    checks: &FsPath,
+    gold: impl AsRef<std::ffi::OsStr>,
+    landing: &FsPath,
+    interval: &str,
+) -> std::process::Command {
+    let mut cmd = common::streamflow();
+    cmd.args(["validate", "--interval", interval])
+        .arg("--checks")
+        .arg(checks)
+        .arg("--gold")
+        .arg(gold)
+        .arg("--landing")
+        .arg(landing);
+    cmd
+}
+
 #[tokio::test]
 async fn each_check_passes_on_good_output_and_catches_a_broken_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,14 +246,7 @@ async fn the_command_line_passes_the_example_checks_and_fails_on_errors() {
     let checks = common::repo_root().join("examples/checks.yaml");
     let report_file = dir.path().join("report.json");
     let out = common::run_ok(
-        common::streamflow()
-            .args(["validate", "--interval", DAY])
-            .arg("--checks")
-            .arg(&checks)
-            .arg("--gold")
-            .arg(&gold)
-            .arg("--landing")
-            .arg(&landing)
+        validate_command(&checks, &gold, &landing, DAY)
             .arg("--report")
             .arg(&report_file),
     );
@@ -255,14 +266,7 @@ async fn the_command_line_passes_the_example_checks_and_fails_on_errors() {
     );
 
     set_field(&gold, "transactions", 8, "done");
-    let out = common::streamflow()
-        .args(["validate", "--interval", DAY])
-        .arg("--checks")
-        .arg(&checks)
-        .arg("--gold")
-        .arg(&gold)
-        .arg("--landing")
-        .arg(&landing)
+    let out = validate_command(&checks, &gold, &landing, DAY)
         .output()
         .unwrap();
     assert!(
@@ -277,6 +281,48 @@ async fn the_command_line_passes_the_example_checks_and_fails_on_errors() {
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("FAIL  accepted_values transactions.status")
+    );
+}
+
+#[tokio::test]
+async fn an_interval_whose_tables_are_not_committed_fails_as_invalid_input_not_as_transient() {
+    // Retried before: a validate of gold the ETL never wrote read the same nothing on every
+    // attempt, spending the run's retries and its SLA.
+    let dir = tempfile::tempdir().unwrap();
+    let (landing, gold) = landed_and_transformed(dir.path()).await;
+    let checks = common::repo_root().join("examples/checks.yaml");
+    let out = validate_command(
+        &checks,
+        &gold,
+        &landing,
+        "2026-01-01T00:00:00Z/2026-01-02T00:00:00Z",
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(streamflow_core::exit::INVALID_INPUT)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("does not hold their tables") && stderr.contains("is not committed"),
+        "{stderr}"
+    );
+    // A store that does not answer is another matter: worth a retry.
+    let out = validate_command(&checks, "s3://gold/nothing-here", &landing, DAY)
+        .env("AWS_ENDPOINT", "http://127.0.0.1:1")
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(streamflow_core::exit::TRANSIENT)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -95,6 +95,9 @@ fn classify(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
     (verb, resource)
 }
 
+/// A consumer group of a namespace: (namespace, group).
+type GroupKey = (String, String);
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -119,7 +122,7 @@ pub struct Metrics {
     pub ingest_lag: IntGaugeVec,
     /// The interval end of the drain each (namespace, consumer group)'s lag gauges show: runs
     /// are reconciled in any order (all of them at a restart), and the newest drain wins.
-    ingest_lag_shown: Arc<Mutex<HashMap<(String, String), DateTime<Utc>>>>,
+    ingest_lag_shown: Arc<Mutex<HashMap<GroupKey, DateTime<Utc>>>>,
 }
 
 impl Metrics {

@@ -30,6 +30,15 @@ pub enum ValidateError {
     #[error("check {check:?}: {problem}")]
     BadCheck { check: String, problem: String },
     #[error(
+        "{failed} error-severity check(s) failed for {interval}, {unevaluable} of them because the gold zone does not hold their tables for the interval (run the ETL of the interval first), e.g. {example}"
+    )]
+    TablesMissing {
+        failed: u64,
+        interval: String,
+        unevaluable: usize,
+        example: String,
+    },
+    #[error(
         "cannot read the checks file {file}: {source}: pass --checks (STREAMFLOW_CHECKS) with a YAML file like examples/checks.yaml"
     )]
     ReadChecks {
@@ -207,6 +216,10 @@ pub struct CheckResult {
     /// says nothing of the data, and may not happen again (a store that was unreachable).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unevaluated: bool,
+    /// It could not run for a reason a retry does not change: a table the ETL did not commit
+    /// for the interval, or committed with a manifest that does not describe it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unevaluable: bool,
 }
 
 /// The full report (`--report`); the summary is its compact form.
@@ -240,6 +253,31 @@ fn quote_text(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+/// Why a table could not be loaded, and whether loading it again may work.
+#[derive(Debug, Clone)]
+struct LoadProblem {
+    message: String,
+    /// The gold zone itself says the table is not there for the interval (a retry reads the
+    /// same), rather than the store failing to answer.
+    permanent: bool,
+}
+
+impl LoadProblem {
+    fn permanent(message: String) -> Self {
+        Self {
+            message,
+            permanent: true,
+        }
+    }
+
+    fn transient(message: String) -> Self {
+        Self {
+            message,
+            permanent: false,
+        }
+    }
+}
+
 /// Registers the committed partitions of a table for the interval's dates as a table read
 /// from the files their manifests list (streamed, not loaded), or says which is missing.
 async fn load_table(
@@ -247,38 +285,42 @@ async fn load_table(
     gold: &Location,
     table: &str,
     dates: &[chrono::NaiveDate],
-) -> Result<(), String> {
+) -> Result<(), LoadProblem> {
     let mut schema = None;
     let mut files = Vec::new();
     for date in dates {
         let manifest = write::read_manifest(gold, table, *date)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| LoadProblem::transient(e.to_string()))?
             .ok_or_else(|| {
-                format!(
+                LoadProblem::permanent(format!(
                     "partition {table}/date={date} is not committed (no {})",
                     write::MANIFEST
-                )
+                ))
             })?;
         let part_schema = manifest
             .schema()
-            .map_err(|e| format!("partition {table}/date={date}: {e}"))?;
+            .map_err(|e| LoadProblem::permanent(format!("partition {table}/date={date}: {e}")))?;
         match &schema {
             None => schema = Some(part_schema),
             Some(s) if *s != part_schema => {
-                return Err(format!(
+                return Err(LoadProblem::permanent(format!(
                     "partition {table}/date={date} has other columns than the interval's first date"
-                ));
+                )));
             }
             Some(_) => {}
         }
         let dir = write::partition_dir(gold, table, *date);
         for file in &manifest.files {
             let url = format!("{}{dir}/{}", gold.store_url, file.path);
-            files.push(ListingTableUrl::parse(&url).map_err(|e| format!("{url}: {e}"))?);
+            files.push(
+                ListingTableUrl::parse(&url)
+                    .map_err(|e| LoadProblem::permanent(format!("{url}: {e}")))?,
+            );
         }
     }
-    let schema = schema.ok_or_else(|| "the interval has no dates".to_owned())?;
+    let schema =
+        schema.ok_or_else(|| LoadProblem::permanent("the interval has no dates".to_owned()))?;
     // A quoted value may span lines (free text such as page titles): never split a file.
     let format = CsvFormat::default()
         .with_has_header(true)
@@ -286,9 +328,10 @@ async fn load_table(
     let config = ListingTableConfig::new_with_multi_paths(files)
         .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".csv"))
         .with_schema(schema);
-    let listed = ListingTable::try_new(config).map_err(|e| e.to_string())?;
+    let listed =
+        ListingTable::try_new(config).map_err(|e| LoadProblem::transient(e.to_string()))?;
     ctx.register_table(table, Arc::new(listed))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| LoadProblem::transient(e.to_string()))?;
     Ok(())
 }
 
@@ -566,7 +609,7 @@ pub async fn validate(config: &ValidateConfig) -> Result<Report, ValidateError> 
     let ctx = SessionContext::new();
     config.gold.register_with(&ctx.runtime_env());
     let dates = config.interval.dates();
-    let mut loaded: BTreeMap<String, Result<(), String>> = BTreeMap::new();
+    let mut loaded: BTreeMap<String, Result<(), LoadProblem>> = BTreeMap::new();
     let mut results = Vec::new();
     for spec in &config.checks.checks {
         let name = spec.name();
@@ -577,16 +620,19 @@ pub async fn validate(config: &ValidateConfig) -> Result<Report, ValidateError> 
                 loaded.insert(table.to_owned(), outcome);
             }
             if let Some(Err(e)) = loaded.get(table) {
-                problem = Some(format!("table {table}: {e}"));
+                problem = Some(LoadProblem {
+                    message: format!("table {table}: {}", e.message),
+                    permanent: e.permanent,
+                });
                 break;
             }
         }
-        let (passed, message, unevaluated) = match problem {
-            Some(p) => (false, p, true),
+        let (passed, message, unevaluated, unevaluable) = match problem {
+            Some(p) => (false, p.message, true, p.permanent),
             None => {
                 match evaluate(&ctx, config.landing.as_ref(), &config.interval, &spec.check).await {
-                    Ok((passed, message)) => (passed, message, false),
-                    Err(e) => (false, format!("could not be evaluated: {e}"), true),
+                    Ok((passed, message)) => (passed, message, false, false),
+                    Err(e) => (false, format!("could not be evaluated: {e}"), true, false),
                 }
             }
         };
@@ -596,6 +642,7 @@ pub async fn validate(config: &ValidateConfig) -> Result<Report, ValidateError> 
             passed,
             message,
             unevaluated,
+            unevaluable,
         });
     }
     Ok(Report {
