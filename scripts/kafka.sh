@@ -573,6 +573,8 @@ cmd_topics() {
 
 cmd_security() {
   tls_complete || die "no certificates in $TLS_DIR yet: \`$0 start\` makes them"
+  tcp_open "$KAFKA_HOST" "$KAFKA_TLS_PORT" ||
+    die "no TLS listener on $KAFKA_HOST:$KAFKA_TLS_PORT: \`$0 start\` (or \`$0 restart\`, for a broker an older scripts/kafka.sh started)"
   cat <<EOF
 export KAFKA_TLS_BOOTSTRAP=$KAFKA_HOST:$KAFKA_TLS_PORT
 export KAFKA_SCRAM_BOOTSTRAP=$KAFKA_HOST:$KAFKA_SCRAM_PORT
