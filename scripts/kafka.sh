@@ -29,6 +29,8 @@
 #   KAFKA_POD_LISTENER (none): ADDRESS:PORT=HOST:PORT adds a listener on ADDRESS:PORT that
 #     advertises HOST:PORT, for clients in pods that know the broker by a Service's DNS name
 #     (scripts/cluster-test: 10.244.0.1:9092=streamflow-kafka-bootstrap.streamflow.svc:9092)
+#   KAFKA_POD_SCRAM_LISTENER (none): the same, for a SCRAM listener (SASL_SSL, as the SCRAM
+#     listener below) for pods; the broker's certificate then names HOST too
 #   KAFKA_TLS_PORT (KAFKA_PORT+100)   KAFKA_SCRAM_PORT (KAFKA_PORT+101): the secured listeners,
 #     always on beside the plaintext one, as a Strimzi cluster has them: TLS (mutual TLS, a
 #     client certificate signed by the clients CA required) and SCRAM (SASL_SSL with
@@ -82,12 +84,23 @@ LISTENERS+=",TLS://$KAFKA_HOST:$KAFKA_TLS_PORT,SCRAM://$KAFKA_HOST:$KAFKA_SCRAM_
 ADVERTISED="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT"
 ADVERTISED+=",TLS://$KAFKA_HOST:$KAFKA_TLS_PORT,SCRAM://$KAFKA_HOST:$KAFKA_SCRAM_PORT"
 PROTOCOLS="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,TLS:SSL,SCRAM:SASL_SSL"
+# The names the broker's certificate holds: a client checks the one it connected to.
+TLS_SANS="IP:127.0.0.1,DNS:localhost"
+KAFKA_POD_SCRAM_LISTENER="${KAFKA_POD_SCRAM_LISTENER:-}"
 if [[ -n "$KAFKA_POD_LISTENER" ]]; then
   [[ "$KAFKA_POD_LISTENER" =~ ^([0-9.]+:[0-9]+)=([A-Za-z0-9.-]+:[0-9]+)$ ]] ||
     die "KAFKA_POD_LISTENER must look like 10.244.0.1:9092=kafka.ns.svc:9092, got '$KAFKA_POD_LISTENER'"
   LISTENERS+=",PODS://${BASH_REMATCH[1]}"
   ADVERTISED+=",PODS://${BASH_REMATCH[2]}"
   PROTOCOLS+=",PODS:PLAINTEXT"
+fi
+if [[ -n "$KAFKA_POD_SCRAM_LISTENER" ]]; then
+  [[ "$KAFKA_POD_SCRAM_LISTENER" =~ ^([0-9.]+:[0-9]+)=([A-Za-z0-9.-]+):([0-9]+)$ ]] ||
+    die "KAFKA_POD_SCRAM_LISTENER must look like 10.244.0.1:9093=kafka.ns.svc:9093, got '$KAFKA_POD_SCRAM_LISTENER'"
+  LISTENERS+=",PODSCRAM://${BASH_REMATCH[1]}"
+  ADVERTISED+=",PODSCRAM://${BASH_REMATCH[2]}:${BASH_REMATCH[3]}"
+  PROTOCOLS+=",PODSCRAM:SASL_SSL"
+  TLS_SANS+=",DNS:${BASH_REMATCH[2]}"
 fi
 
 [[ "$KAFKA_CONTROLLER_PORT" =~ ^[0-9]+$ ]] || die "KAFKA_CONTROLLER_PORT must be a number"
@@ -267,7 +280,8 @@ ssl.truststore.type=PEM
 ssl.truststore.location=$TLS_DIR/clients-ca.crt
 listener.name.tls.ssl.client.auth=required
 sasl.enabled.mechanisms=SCRAM-SHA-512
-listener.name.scram.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+listener.name.scram.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.podscram.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
 
   write_file "$CONF_DIR/log4j2.properties" "status = warn
 appender.stdout.type = Console
@@ -284,11 +298,18 @@ logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = WARN"
 }
 
-tls_complete() {
+tls_files() {
   local f
   for f in cluster-ca.crt clients-ca.crt broker.pem user.crt user.key scram.password; do
     [[ -s "$TLS_DIR/$f" ]] || return 1
   done
+}
+
+# The files are there, name the broker as this configuration does, and do not expire soon.
+tls_complete() {
+  local f
+  tls_files || return 1
+  [[ "$(cat "$TLS_DIR/broker.sans" 2>/dev/null)" == "$TLS_SANS" ]] || return 1
   # Remade a month before anything expires.
   for f in cluster-ca.crt clients-ca.crt broker.crt user.crt; do
     openssl x509 -checkend 2592000 -noout -in "$TLS_DIR/$f" >/dev/null 2>&1 || return 1
@@ -323,7 +344,8 @@ make_tls_files() {
       -keyout "$ca.key" -out "$ca.crt" || return 1
   done
   sign_cert broker "/O=streamflow/CN=127.0.0.1" cluster-ca \
-    "subjectAltName=IP:127.0.0.1,DNS:localhost" "extendedKeyUsage=serverAuth" || return 1
+    "subjectAltName=$TLS_SANS" "extendedKeyUsage=serverAuth" || return 1
+  printf '%s\n' "$TLS_SANS" >broker.sans
   sign_cert user "/O=streamflow/CN=streamflow-tls" clients-ca "extendedKeyUsage=clientAuth" || return 1
   cat broker.key broker.crt >broker.pem
   openssl rand -hex 16 | tr -d '\n' >scram.password
@@ -572,7 +594,7 @@ cmd_topics() {
 }
 
 cmd_security() {
-  tls_complete || die "no certificates in $TLS_DIR yet: \`$0 start\` makes them"
+  tls_files || die "no certificates in $TLS_DIR yet: \`$0 start\` makes them"
   tcp_open "$KAFKA_HOST" "$KAFKA_TLS_PORT" ||
     die "no TLS listener on $KAFKA_HOST:$KAFKA_TLS_PORT: \`$0 start\` (or \`$0 restart\`, for a broker an older scripts/kafka.sh started)"
   cat <<EOF
