@@ -15,6 +15,10 @@
 #   topics [args...]        org.apache.kafka.tools.TopicCommand; --bootstrap-server is
 #                           added unless given, e.g. `topics --list`
 #   bootstrap               print the bootstrap address (127.0.0.1:$KAFKA_PORT)
+#   security                print, as `export NAME=VALUE` lines, how to reach the secured
+#                           listeners: KAFKA_TLS_BOOTSTRAP, KAFKA_SCRAM_BOOTSTRAP,
+#                           KAFKA_CLUSTER_CA, KAFKA_USER_CERT, KAFKA_USER_KEY,
+#                           KAFKA_SCRAM_USERNAME, KAFKA_SCRAM_PASSWORD_FILE
 #   logs [N]                print the last N (default 100) lines of the broker log
 #
 # Environment:
@@ -25,6 +29,14 @@
 #   KAFKA_POD_LISTENER (none): ADDRESS:PORT=HOST:PORT adds a listener on ADDRESS:PORT that
 #     advertises HOST:PORT, for clients in pods that know the broker by a Service's DNS name
 #     (scripts/cluster-test: 10.244.0.1:9092=streamflow-kafka-bootstrap.streamflow.svc:9092)
+#   KAFKA_POD_SCRAM_LISTENER (none): the same, for a SCRAM listener (SASL_SSL, as the SCRAM
+#     listener below) for pods; the broker's certificate then names HOST too
+#   KAFKA_TLS_PORT (KAFKA_PORT+100)   KAFKA_SCRAM_PORT (KAFKA_PORT+101): the secured listeners,
+#     always on beside the plaintext one, as a Strimzi cluster has them: TLS (mutual TLS, a
+#     client certificate signed by the clients CA required) and SCRAM (SASL_SSL with
+#     SCRAM-SHA-512, user KAFKA_SCRAM_USER (streamflow)). Certificates (a cluster CA that signs
+#     the broker's, for 127.0.0.1 and localhost; a clients CA that signs the user's) and the
+#     user's password are made by openssl in $STREAMFLOW_RUN_DIR/kafka/tls.
 #   KAFKA_TOOL_HEAP_OPTS ("-Xmx512m")   KAFKA_TOOL_OPTS (extra tool JVM options)
 #   STREAMFLOW_CACHE (~/.cache/streamflow): jars in $STREAMFLOW_CACHE/kafka/<version>/lib
 #   STREAMFLOW_RUN_DIR ($STREAMFLOW_CACHE/run): state in $STREAMFLOW_RUN_DIR/kafka
@@ -62,9 +74,19 @@ PID_FILE="$RUN_DIR/kafka.pid"
 SERVER_PROPS="$CONF_DIR/server.properties"
 BOOTSTRAP="$KAFKA_HOST:$KAFKA_PORT"
 KAFKA_POD_LISTENER="${KAFKA_POD_LISTENER:-}"
+[[ "$KAFKA_PORT" =~ ^[0-9]+$ ]] || die "KAFKA_PORT must be a number, got '$KAFKA_PORT'"
+KAFKA_TLS_PORT="${KAFKA_TLS_PORT:-$((KAFKA_PORT + 100))}"
+KAFKA_SCRAM_PORT="${KAFKA_SCRAM_PORT:-$((KAFKA_PORT + 101))}"
+KAFKA_SCRAM_USER="${KAFKA_SCRAM_USER:-streamflow}"
+TLS_DIR="$RUN_DIR/tls"
 LISTENERS="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
+LISTENERS+=",TLS://$KAFKA_HOST:$KAFKA_TLS_PORT,SCRAM://$KAFKA_HOST:$KAFKA_SCRAM_PORT"
 ADVERTISED="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT"
-PROTOCOLS="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+ADVERTISED+=",TLS://$KAFKA_HOST:$KAFKA_TLS_PORT,SCRAM://$KAFKA_HOST:$KAFKA_SCRAM_PORT"
+PROTOCOLS="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,TLS:SSL,SCRAM:SASL_SSL"
+# The names the broker's certificate holds: a client checks the one it connected to.
+TLS_SANS="IP:127.0.0.1,DNS:localhost"
+KAFKA_POD_SCRAM_LISTENER="${KAFKA_POD_SCRAM_LISTENER:-}"
 if [[ -n "$KAFKA_POD_LISTENER" ]]; then
   [[ "$KAFKA_POD_LISTENER" =~ ^([0-9.]+:[0-9]+)=([A-Za-z0-9.-]+:[0-9]+)$ ]] ||
     die "KAFKA_POD_LISTENER must look like 10.244.0.1:9092=kafka.ns.svc:9092, got '$KAFKA_POD_LISTENER'"
@@ -72,9 +94,19 @@ if [[ -n "$KAFKA_POD_LISTENER" ]]; then
   ADVERTISED+=",PODS://${BASH_REMATCH[2]}"
   PROTOCOLS+=",PODS:PLAINTEXT"
 fi
+if [[ -n "$KAFKA_POD_SCRAM_LISTENER" ]]; then
+  [[ "$KAFKA_POD_SCRAM_LISTENER" =~ ^([0-9.]+:[0-9]+)=([A-Za-z0-9.-]+):([0-9]+)$ ]] ||
+    die "KAFKA_POD_SCRAM_LISTENER must look like 10.244.0.1:9093=kafka.ns.svc:9093, got '$KAFKA_POD_SCRAM_LISTENER'"
+  LISTENERS+=",PODSCRAM://${BASH_REMATCH[1]}"
+  ADVERTISED+=",PODSCRAM://${BASH_REMATCH[2]}:${BASH_REMATCH[3]}"
+  PROTOCOLS+=",PODSCRAM:SASL_SSL"
+  TLS_SANS+=",DNS:${BASH_REMATCH[2]}"
+fi
 
-[[ "$KAFKA_PORT" =~ ^[0-9]+$ ]] || die "KAFKA_PORT must be a number, got '$KAFKA_PORT'"
 [[ "$KAFKA_CONTROLLER_PORT" =~ ^[0-9]+$ ]] || die "KAFKA_CONTROLLER_PORT must be a number"
+[[ "$KAFKA_TLS_PORT" =~ ^[0-9]+$ && "$KAFKA_SCRAM_PORT" =~ ^[0-9]+$ ]] ||
+  die "KAFKA_TLS_PORT and KAFKA_SCRAM_PORT must be numbers"
+[[ "$KAFKA_SCRAM_USER" =~ ^[A-Za-z0-9._-]+$ ]] || die "KAFKA_SCRAM_USER must be a plain name, got '$KAFKA_SCRAM_USER'"
 [[ "$KAFKA_PORT" != "$KAFKA_CONTROLLER_PORT" ]] || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
 
 # ---------------------------------------------------------------- helpers
@@ -238,7 +270,18 @@ log.retention.check.interval.ms=60000
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
-socket.request.max.bytes=104857600"
+socket.request.max.bytes=104857600
+
+# The secured listeners (TLS, SCRAM), as a Strimzi cluster's: the broker's certificate is
+# signed by the cluster CA, clients' by the clients CA (what the broker trusts).
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/clients-ca.crt
+listener.name.tls.ssl.client.auth=required
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.scram.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.podscram.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
 
   write_file "$CONF_DIR/log4j2.properties" "status = warn
 appender.stdout.type = Console
@@ -253,6 +296,85 @@ logger.state.name = state.change.logger
 logger.state.level = WARN
 logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = WARN"
+}
+
+tls_files() {
+  local f
+  for f in cluster-ca.crt clients-ca.crt broker.pem user.crt user.key scram.password; do
+    [[ -s "$TLS_DIR/$f" ]] || return 1
+  done
+}
+
+# The files are there, name the broker as this configuration does, and do not expire soon.
+tls_complete() {
+  local f
+  tls_files || return 1
+  [[ "$(cat "$TLS_DIR/broker.sans" 2>/dev/null)" == "$TLS_SANS" ]] || return 1
+  # Remade a month before anything expires.
+  for f in cluster-ca.crt clients-ca.crt broker.crt user.crt; do
+    openssl x509 -checkend 2592000 -noout -in "$TLS_DIR/$f" >/dev/null 2>&1 || return 1
+  done
+}
+
+# Makes the secured listeners' certificates and the SCRAM user's password (idempotent): two
+# CAs as Strimzi has them, the broker's certificate (127.0.0.1, localhost) and a user's.
+make_tls() {
+  command -v openssl >/dev/null 2>&1 || die "openssl not found (apt-get install openssl)"
+  tls_complete && return 0
+  local tmp="$TLS_DIR.tmp.$$" out
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  log "making the TLS listener's certificates and the SCRAM user's password in $TLS_DIR"
+  if ! out="$(cd "$tmp" && make_tls_files 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    rm -rf "$tmp"
+    die "making the certificates failed"
+  fi
+  rm -rf "$TLS_DIR"
+  mv "$tmp" "$TLS_DIR"
+}
+
+# In the current directory: cluster-ca, clients-ca, broker and user .crt/.key, broker.pem (the
+# broker's key and certificate, Kafka's PEM key store) and scram.password.
+make_tls_files() {
+  local ca
+  for ca in cluster-ca clients-ca; do
+    openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/O=streamflow/CN=$ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$ca.key" -out "$ca.crt" || return 1
+  done
+  sign_cert broker "/O=streamflow/CN=127.0.0.1" cluster-ca \
+    "subjectAltName=$TLS_SANS" "extendedKeyUsage=serverAuth" || return 1
+  printf '%s\n' "$TLS_SANS" >broker.sans
+  sign_cert user "/O=streamflow/CN=streamflow-tls" clients-ca "extendedKeyUsage=clientAuth" || return 1
+  cat broker.key broker.crt >broker.pem
+  openssl rand -hex 16 | tr -d '\n' >scram.password
+  rm -f ./*.csr ./*.ext ./*.srl
+}
+
+# sign_cert NAME SUBJECT CA EXTENSION...: NAME.key and NAME.crt, signed by CA.key.
+sign_cert() {
+  local name="$1" subject="$2" ca="$3"
+  shift 3
+  printf '%s\n' "$@" >"$name.ext"
+  openssl req -new -newkey rsa:2048 -nodes -subj "$subject" -keyout "$name.key" -out "$name.csr" &&
+    openssl x509 -req -in "$name.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -days 825 \
+      -extfile "$name.ext" -out "$name.crt"
+}
+
+# The SCRAM-SHA-512 user of the SCRAM listener, with the password in $TLS_DIR (set on every
+# start: idempotent, and a data directory formatted before the listener existed gets it too).
+create_scram_user() {
+  local out
+  if ! out="$(TOOL_TIMEOUT=120 run_admin_tool kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" \
+    --alter --entity-type users --entity-name "$KAFKA_SCRAM_USER" \
+    --add-config "SCRAM-SHA-512=[iterations=4096,password=$(cat "$TLS_DIR/scram.password")]" \
+    </dev/null 2>&1)"; then
+    log "creating the SCRAM user $KAFKA_SCRAM_USER failed:"
+    printf '%s\n' "$out" >&2
+    return 1
+  fi
+  log "SCRAM-SHA-512 user $KAFKA_SCRAM_USER ready on $KAFKA_HOST:$KAFKA_SCRAM_PORT"
 }
 
 # Same format as `kafka-storage.sh random-uuid` (Uuid.randomUuid): 16 random bytes,
@@ -346,6 +468,8 @@ cmd_start() {
   if pid="$(broker_pid)"; then
     if tcp_open "$KAFKA_HOST" "$KAFKA_PORT"; then
       log "already running (pid $pid) on $BOOTSTRAP"
+      tcp_open "$KAFKA_HOST" "$KAFKA_TLS_PORT" ||
+        log "WARNING: it has no TLS listener on $KAFKA_HOST:$KAFKA_TLS_PORT (started by an older scripts/kafka.sh): \`$0 restart\` adds the secured listeners"
       return 0
     fi
     log "pid $pid is alive but $BOOTSTRAP does not answer yet; waiting"
@@ -358,7 +482,7 @@ cmd_start() {
   fi
   rm -f "$PID_FILE"
   local p
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_TLS_PORT" "$KAFKA_SCRAM_PORT"; do
     if tcp_open "$KAFKA_HOST" "$p"; then
       die "port $KAFKA_HOST:$p is already in use by a process this script did not start"
     fi
@@ -366,6 +490,7 @@ cmd_start() {
 
   cmd_install
   check_java
+  make_tls
   write_configs
   is_formatted || format_storage
 
@@ -404,9 +529,9 @@ cmd_start() {
   fi
   log "broker pid $pid listening on $BOOTSTRAP after $((SECONDS - started))s"
 
-  if ! create_topics; then
+  if ! create_topics || ! create_scram_user; then
     print_log_tail
-    log "topic creation failed; stopping the broker"
+    log "topic or user creation failed; stopping the broker"
     stop_pidfile "$PID_FILE" "$KAFKA_STOP_TIMEOUT" "$SERVER_PROPS" || true
     die "Kafka failed to start"
   fi
@@ -468,6 +593,21 @@ cmd_topics() {
   run_admin_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" "$@"
 }
 
+cmd_security() {
+  tls_files || die "no certificates in $TLS_DIR yet: \`$0 start\` makes them"
+  tcp_open "$KAFKA_HOST" "$KAFKA_TLS_PORT" ||
+    die "no TLS listener on $KAFKA_HOST:$KAFKA_TLS_PORT: \`$0 start\` (or \`$0 restart\`, for a broker an older scripts/kafka.sh started)"
+  cat <<EOF
+export KAFKA_TLS_BOOTSTRAP=$KAFKA_HOST:$KAFKA_TLS_PORT
+export KAFKA_SCRAM_BOOTSTRAP=$KAFKA_HOST:$KAFKA_SCRAM_PORT
+export KAFKA_CLUSTER_CA=$TLS_DIR/cluster-ca.crt
+export KAFKA_USER_CERT=$TLS_DIR/user.crt
+export KAFKA_USER_KEY=$TLS_DIR/user.key
+export KAFKA_SCRAM_USERNAME=$KAFKA_SCRAM_USER
+export KAFKA_SCRAM_PASSWORD_FILE=$TLS_DIR/scram.password
+EOF
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
   exit "${1:-2}"
@@ -486,6 +626,7 @@ main() {
     tool) cmd_tool "$@" ;;
     topics) cmd_topics "$@" ;;
     bootstrap) echo "$BOOTSTRAP" ;;
+    security) cmd_security ;;
     logs) tail -n "${1:-100}" "$LOG_FILE" ;;
     -h | --help | help) usage 0 ;;
     *) usage 2 ;;

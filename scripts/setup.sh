@@ -14,6 +14,8 @@ declare -A needed=(
   [mvn]=maven
   [python3]=python3
   [curl]=curl
+  # scripts/kafka.sh makes its secured listeners' certificates with it.
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!needed[@]}"; do
@@ -21,6 +23,8 @@ for cmd in "${!needed[@]}"; do
 done
 # librdkafka's build links zlib; its headers come from zlib1g-dev.
 [[ -f /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
+# ... and OpenSSL 3 (rdkafka's `ssl` feature: TLS and SASL/SCRAM), from libssl-dev.
+[[ -f /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
 # scripts/check-manifests reads and edits YAML with PyYAML.
 python3 -c 'import yaml' 2>/dev/null || /usr/bin/python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
 # ... and installs hadolint from PyPI into a virtualenv.

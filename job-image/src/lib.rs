@@ -5,6 +5,7 @@ pub mod etl;
 pub mod events;
 pub mod excerpt;
 pub mod ingest;
+pub mod kafka_security;
 pub mod landing;
 pub mod outcome;
 pub mod produce;

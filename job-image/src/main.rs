@@ -253,6 +253,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             };
         }
         cause.is::<ValidateError>()
+            || cause.is::<streamflow::kafka_security::SecurityError>()
             || cause.downcast_ref::<ReadError>().is_some_and(read)
             || cause.downcast_ref::<SessionError>().is_some_and(session)
             || cause.downcast_ref::<StoreError>().is_some_and(store)
@@ -331,12 +332,16 @@ fn is_service_link(name: &str) -> bool {
 }
 
 async fn run(mut cli: Cli, ui: Ui) -> anyhow::Result<()> {
-    cli.kafka.kafka_config = kafka_settings(
+    // The files' settings first: -X and STREAMFLOW_KAFKA_* can still override any of them.
+    let mut settings = cli.kafka.security.security().settings()?;
+    settings.extend(kafka_settings(
         std::env::vars(),
         std::mem::take(&mut cli.kafka.kafka_config),
-    );
+    ));
+    cli.kafka.kafka_config = settings;
     match cli.command {
         Command::Produce(args) => {
+            stages::check_kafka_login(&cli.kafka).await?;
             let spacing = args.spacing.unwrap_or(match args.rate {
                 0 => Duration::from_millis(100),
                 rate => Duration::from_secs_f64(1.0 / rate as f64),

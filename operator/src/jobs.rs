@@ -21,6 +21,7 @@ use streamflow_core::exit;
 
 use crate::Error;
 use crate::crd::{PipelineRun, Stage};
+use crate::kafka_secrets::kafka_secret_files;
 
 pub const LABEL_RUN: &str = "streamflow.io/pipelinerun";
 pub const LABEL_STAGE: &str = "streamflow.io/stage";
@@ -188,6 +189,12 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         }
     }
     push("--summary-file", TERMINATION_LOG);
+    if stage == Stage::Ingest {
+        let secured = kafka_secret_files(&spec.kafka)?;
+        args.extend(secured.args);
+        volumes.extend(secured.volumes);
+        mounts.extend(secured.mounts);
+    }
     // The root filesystem is read-only (restricted Pod Security); the ETL spills to /tmp.
     volumes.push(Volume {
         name: "tmp".to_owned(),

@@ -17,6 +17,7 @@ pub mod children;
 pub mod controller;
 pub mod crd;
 pub mod jobs;
+pub mod kafka_secrets;
 pub mod kstatus;
 pub mod metrics;
 pub mod parents;

@@ -13,6 +13,7 @@ use streamflow::etl::{self, EtlConfig, EtlOutcome};
 use streamflow::events::TOPICS;
 use streamflow::ingest::plan::{Compression, Rotation};
 use streamflow::ingest::{self, Bound, IngestConfig, IngestProgress, StopFlag};
+use streamflow::kafka_security::{self, KafkaSecurity};
 use streamflow::store::Location;
 use streamflow::validate::{self, ChecksFile, Report, ValidateConfig};
 use streamflow_core::{IngestSummary, Interval, ValidateSummary};
@@ -34,6 +35,90 @@ pub struct KafkaArgs {
     /// sasl.username=u), which is how a Kubernetes Secret reaches the client; -X wins.
     #[arg(short = 'X', global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
+    #[command(flatten)]
+    pub security: KafkaSecurityArgs,
+}
+
+/// Kafka's TLS and SASL from files, as Strimzi's Secrets hold them (docs/operations.md,
+/// "Kafka secured by Strimzi"): read when the command starts.
+#[derive(Args, Clone, Debug)]
+pub struct KafkaSecurityArgs {
+    /// Connect to Kafka over TLS; implied by --tls-ca and --tls-cert. Without --tls-ca the
+    /// system's CA certificates are trusted.
+    #[arg(long, global = true, env = "STREAMFLOW_TLS")]
+    pub tls: bool,
+    /// Trusted certificate of Kafka's TLS listener (PEM; a Strimzi cluster CA's ca.crt), or a
+    /// glob pattern of such files (/certs/*.crt); repeatable, comma-separated in the variable.
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFLOW_TLS_CA",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub tls_ca: Vec<String>,
+    /// Client certificate for mutual TLS (PEM; a Strimzi KafkaUser's user.crt), with --tls-key.
+    #[arg(long, global = true, env = "STREAMFLOW_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM; a KafkaUser's user.key).
+    #[arg(long, global = true, env = "STREAMFLOW_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// SASL user name, with --sasl-password-file (a SCRAM KafkaUser's name).
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFLOW_SASL_USERNAME",
+        value_name = "NAME"
+    )]
+    pub sasl_username: Option<String>,
+    /// File holding the SASL password (a KafkaUser's `password`), read when the command starts.
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFLOW_SASL_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub sasl_password_file: Option<PathBuf>,
+    /// SASL mechanism of --sasl-username.
+    #[arg(long, global = true, env = "STREAMFLOW_SASL_MECHANISM", default_value = "SCRAM-SHA-512",
+          value_parser = kafka_security::SASL_MECHANISMS)]
+    pub sasl_mechanism: String,
+}
+
+impl KafkaSecurityArgs {
+    pub fn security(&self) -> KafkaSecurity {
+        KafkaSecurity {
+            tls: self.tls,
+            trusted: self.tls_ca.clone(),
+            certificate: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            sasl_username: self.sasl_username.clone(),
+            sasl_password_file: self.sasl_password_file.clone(),
+            sasl_mechanism: self.sasl_mechanism.clone(),
+        }
+    }
+}
+
+/// With TLS or SASL in the settings, connects once before the stage starts, so that a refused
+/// certificate or a wrong password fails the command at once and says why (as a transient
+/// failure: the next attempt reads the Secret's files again, which Strimzi may have rotated).
+pub async fn check_kafka_login(kafka: &KafkaArgs) -> anyhow::Result<()> {
+    let secured = kafka
+        .kafka_config
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "security.protocol")
+        .is_some_and(|(_, v)| !v.eq_ignore_ascii_case("plaintext"));
+    if !secured {
+        return Ok(());
+    }
+    let (bootstrap, settings) = (kafka.bootstrap.clone(), kafka.kafka_config.clone());
+    tokio::task::spawn_blocking(move || {
+        kafka_security::check_login(&bootstrap, &settings, Duration::from_secs(30))
+    })
+    .await
+    .context("the Kafka login check panicked")??;
+    Ok(())
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -180,6 +265,7 @@ pub async fn ingest(
     ui: &Ui,
 ) -> anyhow::Result<IngestSummary> {
     check_kafka_reachable(&kafka.bootstrap).await?;
+    check_kafka_login(kafka).await?;
     let what = match &bound {
         Bound::Interval { interval, .. } => format!("ingest {interval}"),
         Bound::Watermark { group } => format!("ingest (group {group})"),

@@ -54,7 +54,12 @@ fn script_output(script: &str, arg: &str) -> Result<String> {
 
 /// `export NAME=value` lines printed by `scripts/*.sh env`.
 pub fn script_env(script: &str) -> Result<BTreeMap<String, String>> {
-    Ok(script_output(script, "env")?
+    script_exports(script, "env")
+}
+
+/// `export NAME=value` lines printed by `script command` (`scripts/kafka.sh security`).
+pub fn script_exports(script: &str, command: &str) -> Result<BTreeMap<String, String>> {
+    Ok(script_output(script, command)?
         .lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
@@ -397,6 +402,12 @@ async fn run_job(client: &Client, ns: &str, job: Job) -> Result<Ran> {
             }
             replacements.push((mount.mount_path.clone(), local.display().to_string()));
         }
+        if let Some(source) = &vol.secret {
+            let local = dir.path().join(&mount.name);
+            std::fs::create_dir_all(&local)?;
+            write_secret_volume(client, ns, source, &local).await?;
+            replacements.push((mount.mount_path.clone(), local.display().to_string()));
+        }
     }
     let args: Vec<String> = container
         .args
@@ -406,7 +417,7 @@ async fn run_job(client: &Client, ns: &str, job: Job) -> Result<Ran> {
         .map(|a| {
             replacements
                 .iter()
-                .find(|(from, _)| a.starts_with(from.as_str()))
+                .find(|(from, _)| a == *from || a.starts_with(&format!("{from}/")))
                 .map(|(from, to)| format!("{to}{}", &a[from.len()..]))
                 .unwrap_or(a)
         })
@@ -525,6 +536,47 @@ async fn run_job(client: &Client, ns: &str, job: Job) -> Result<Ran> {
         exit_code,
         message,
     })
+}
+
+/// A Secret volume's files, as the kubelet writes them: the listed items' keys at their
+/// paths, or every key; a missing Secret or key is an error (the kubelet would not start the
+/// Pod).
+async fn write_secret_volume(
+    client: &Client,
+    ns: &str,
+    source: &k8s_openapi::api::core::v1::SecretVolumeSource,
+    dir: &Path,
+) -> Result<()> {
+    let name = source.secret_name.clone().unwrap_or_default();
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&name)
+        .await
+        .with_context(|| format!("Secret {name} of a volume"))?;
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in secret.string_data.unwrap_or_default() {
+        data.insert(k, v.into_bytes());
+    }
+    match &source.items {
+        Some(items) => {
+            for item in items {
+                let value = data
+                    .get(&item.key)
+                    .with_context(|| format!("Secret {name} has no key {}", item.key))?;
+                std::fs::write(dir.join(&item.path), value)?;
+            }
+        }
+        None => {
+            for (key, value) in &data {
+                std::fs::write(dir.join(key), value)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Job controller's `podFailurePolicy` for a Pod whose container exited with `exit_code`:
