@@ -29,7 +29,7 @@ pub enum Compression {
     /// `.ndjson.gz`, level "fast": what every tool reads.
     Gzip,
     /// `.ndjson.zst`, level 1: the benchmark's 2.8 GB of records landed as 0.46 GB, and the
-    /// drain to S3 took 19 s instead of 51 (docs/benchmarks.md, ingest run 7).
+    /// drain to S3 took 9 s instead of 35 (docs/benchmarks.md, "Ingest").
     Zstd,
 }
 

@@ -23,7 +23,7 @@ use command::ui::Ui;
 
 // mimalloc instead of glibc's malloc: the ETL's threads allocate and free many short-lived
 // Arrow buffers, and glibc keeps freed memory in per-thread arenas that count against a pod's
-// memory limit (docs/etl.md, "Memory"; docs/benchmarks.md measures both).
+// memory limit (docs/etl.md, "Memory", with the peaks measured with each).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,10 +1,11 @@
 //! The fast path of the schema check: a single forward scan that accepts a record only when
 //! it is in the simple form every producer here writes, and otherwise gives way to serde.
 //!
-//! serde_json's typed parse was 41 % of a compressed drain's CPU samples (docs/benchmarks.md,
-//! ingest run 9), and a drain that skipped the check took the perf tool's time or less. Most of
-//! that parse is generic machinery (visitors, field matching through `str`, escape handling);
-//! this scan only compares bytes against the schema tables below.
+//! serde_json's typed parse was 41 % of a compressed drain's CPU samples, and a drain that
+//! skipped the check took the perf tool's time or less (docs/benchmarks.md, "Hand-written code
+//! and what it buys", has what the scan gained). Most of that parse is generic machinery
+//! (visitors, field matching through `str`, escape handling); this scan only compares bytes
+//! against the schema tables below.
 //!
 //! The rule that keeps it right: it answers `Some` only for text that serde accepts into the
 //! same event (same event time, same user id), and `None` for everything else — unknown or

@@ -255,7 +255,8 @@ async fn drain_topic(
         .set("queued.max.messages.kbytes", "8192")
         // When that queue is full librdkafka stops fetching for fetch.queue.backoff.ms, 1 s by
         // default: a drain that keeps its queue full spent most of its time waiting (the 5M
-        // record benchmark took 29 s with the default and 15 s with 10 ms, docs/benchmarks.md).
+        // record benchmark took 29 s with the default and 15 s with 10 ms: ingest run 5 in
+        // `git show 6552350:docs/benchmarks.md`).
         .set("fetch.queue.backoff.ms", "10");
     for (k, v) in &config.kafka_overrides {
         client.set(k, v);
