@@ -182,7 +182,16 @@ fn uuid_like() -> String {
         .collect()
 }
 
-/// The operator binary, watching one namespace, killed when dropped.
+/// The leader election timings of the test operators (`--leader-election-*`): short, so a
+/// test that kills a leader waits seconds, not the default 15 s, for the next one.
+pub const LEASE_DURATION: Duration = Duration::from_secs(4);
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(3);
+pub const RETRY_PERIOD: Duration = Duration::from_secs(1);
+/// The Lease of the test operators, in the namespace each watches.
+pub const LEASE_NAME: &str = "streamflow-operator";
+
+/// The operator binary, watching one namespace, killed when dropped. It elects itself leader
+/// on a Lease in that namespace (so tests running side by side never share one).
 pub struct Operator {
     pub child: Child,
     pub http: String,
@@ -190,6 +199,11 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(ns: &str) -> Result<Operator> {
+        Self::start_named(ns, "operator").await
+    }
+
+    /// An operator whose leader identity starts with `name` (its HOSTNAME, as a pod's name).
+    pub async fn start_named(ns: &str, name: &str) -> Result<Operator> {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?.port()
@@ -197,7 +211,21 @@ impl Operator {
         let http = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_streamflow-operator"))
             .args(["--namespace", ns, "--http-addr", &http])
+            .args(["--leader-election-namespace", ns])
+            .arg(format!(
+                "--leader-election-lease-duration={}s",
+                LEASE_DURATION.as_secs()
+            ))
+            .arg(format!(
+                "--leader-election-renew-deadline={}s",
+                RENEW_DEADLINE.as_secs()
+            ))
+            .arg(format!(
+                "--leader-election-retry-period={}s",
+                RETRY_PERIOD.as_secs()
+            ))
             .env("KUBECONFIG", kubeconfig_path()?)
+            .env("HOSTNAME", name)
             .env("RUST_LOG", "info,kube=warn")
             .kill_on_drop(true)
             .spawn()
@@ -273,6 +301,25 @@ impl Operator {
     pub async fn kill(mut self) -> Result<()> {
         self.child.kill().await?;
         Ok(())
+    }
+
+    /// SIGTERM, as Kubernetes stopping the pod would; waits for the exit and returns its
+    /// status.
+    pub async fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("the operator has exited")?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        Ok(tokio::time::timeout(TIMEOUT, self.child.wait()).await??)
+    }
+
+    /// Whether this operator leads (its `streamflow_operator_leader` gauge).
+    pub async fn leads(&self) -> Result<bool> {
+        Ok(self.metric("streamflow_operator_leader").await? == 1.0)
     }
 }
 
