@@ -205,6 +205,12 @@ impl Leader {
             let until_deadline = (last_renewal + config.renew_deadline)
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
+            if until_deadline.is_zero() {
+                return config.lost(format!(
+                    "no renewal seen for {:?} (renew deadline)",
+                    config.renew_deadline
+                ));
+            }
             tokio::select! {
                 changed = state.changed() => {
                     if changed.is_err() {
@@ -214,17 +220,16 @@ impl Leader {
                         return config.lost("another replica holds the Lease");
                     }
                 }
-                _ = check.tick() => match own_renewal(api, config).await {
-                    Ok(Some(renewed)) => last_renewal = last_renewal.max(renewed),
-                    Ok(None) => return config.lost("the Lease names another holder, or none"),
-                    Err(e) => warn!("cannot read the leader Lease: {e}"),
+                // A read that hangs (a partition that drops packets) must not hold the
+                // deadline up: it is given until the deadline at most.
+                _ = check.tick() => match tokio::time::timeout(until_deadline, own_renewal(api, config)).await {
+                    Ok(Ok(Some(renewed))) => last_renewal = last_renewal.max(renewed),
+                    Ok(Ok(None)) => return config.lost("the Lease names another holder, or none"),
+                    Ok(Err(e)) => warn!("cannot read the leader Lease: {e}"),
+                    Err(_) => {}
                 },
-                _ = tokio::time::sleep(until_deadline) => {
-                    return config.lost(format!(
-                        "no renewal seen for {:?} (renew deadline)",
-                        config.renew_deadline
-                    ));
-                }
+                // The deadline is checked at the top of the loop.
+                () = tokio::time::sleep(until_deadline) => {}
             }
         }
         self.0.stopped().await

@@ -335,6 +335,45 @@ async fn leader_killed_mid_backfill_the_standby_takes_over() -> Result<()> {
     Ok(())
 }
 
+/// A leader cut off from the API server by a partition that drops packets (its requests
+/// hang rather than fail) stops by its renew deadline, before the standby takes the Lease over
+/// when the lease duration has passed: never two leaders, by the test's one clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_stops_before_the_standby_takes_over() -> Result<()> {
+    let (client, ns) = setup("sf-bfpart").await?;
+    let partition = Blackhole::start().await?;
+    let mut a = Operator::start_with_kubeconfig(&ns, "op-a", &partition.kubeconfig_path()?).await?;
+    wait_leads(&client, &ns, &a, "op-a", TIMEOUT).await?;
+    let b = Operator::start_named(&ns, "op-b").await?;
+    partition.cut();
+    let cut = tokio::time::Instant::now();
+    let exited = wait_for(
+        "op-a to stop",
+        RENEW_DEADLINE + RETRY_PERIOD + Duration::from_secs(2),
+        || {
+            let status = a.child.try_wait();
+            async move { Ok(status?) }
+        },
+    )
+    .await?;
+    let stopped = cut.elapsed();
+    ensure!(!exited.success(), "op-a exited with {exited}, not an error");
+    ensure!(
+        !b.leads().await?,
+        "op-b led before op-a stopped ({stopped:?} after the cut)"
+    );
+    let took = wait_leads(
+        &client,
+        &ns,
+        &b,
+        "op-b",
+        LEASE_DURATION + RETRY_PERIOD + Duration::from_secs(2),
+    )
+    .await?;
+    eprintln!("op-a stopped {stopped:?} after the cut, op-b led {took:?} later");
+    Ok(())
+}
+
 /// Reprocess compares with earlier runs of the same Pipeline: a first Backfill of it fails
 /// two of six days; then `None` runs nothing, `Failed` runs the two failed days, `Completed`
 /// runs all six.
