@@ -140,10 +140,14 @@ pub struct Options {
     pub concurrency: u16,
     /// The job image of runs that name none.
     pub default_image: String,
+    /// Take part in leader election on this Lease, running the controllers only while
+    /// holding it; `None`: run them at once (a single replica, or a test).
+    pub leader_election: Option<crate::leader::Config>,
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, opts: Options) -> Result<()> {
+/// Runs the controllers until SIGTERM or Ctrl-C, or until this replica loses the leadership
+/// (an error: the process exits, and its restart stands by for the Lease again).
+pub async fn run(client: Client, mut opts: Options) -> Result<()> {
     let metrics = Metrics::new()?;
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(opts.http_addr)
@@ -159,18 +163,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         ready.clone(),
     ));
 
-    let (runs, jobs, pods): (Api<PipelineRun>, Api<Job>, Api<Pod>) = match &opts.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
+    let runs: Api<PipelineRun> = scoped(&client, &opts.namespace);
     if let Err(e) = runs.list(&ListParams::default().limit(1)).await {
         return Err(Error::InvalidSpec {
             field: "CustomResourceDefinition",
@@ -179,6 +172,60 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             ),
         });
     }
+    // Ready from here on, leader or not: a rollout must be able to replace the leader.
+    ready.store(true, Ordering::Relaxed);
+    let leader = match opts.leader_election.take() {
+        None => None,
+        Some(election) => {
+            let candidate = crate::leader::Candidate::join(client.clone(), election).await?;
+            tokio::select! {
+                leader = candidate.lead() => Some(leader?),
+                () = shutdown_signal() => {
+                    info!("stopped while standing by");
+                    return Ok(());
+                }
+            }
+        }
+    };
+    metrics.leader.set(1);
+    let controllers = controllers(client, &opts, metrics.clone());
+    match leader {
+        None => controllers.await,
+        Some(mut leader) => {
+            tokio::select! {
+                () = controllers => leader.release().await,
+                lost = leader.lost() => {
+                    // Dropping the controllers stops every reconcile at its next await.
+                    metrics.leader.set(0);
+                    return Err(lost.into());
+                }
+            }
+        }
+    }
+    info!("controller stopped");
+    Ok(())
+}
+
+/// An Api of the watched namespace, or of all.
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The PipelineRun, Backfill and Pipeline controllers, until SIGTERM or Ctrl-C (each stops
+/// after its reconciles in flight).
+async fn controllers(client: Client, opts: &Options, metrics: Metrics) {
+    let (runs, jobs, pods): (Api<PipelineRun>, Api<Job>, Api<Pod>) = (
+        scoped(&client, &opts.namespace),
+        scoped(&client, &opts.namespace),
+        scoped(&client, &opts.namespace),
+    );
     let config = kube::runtime::controller::Config::default().concurrency(opts.concurrency);
     let parents = crate::parents::run(
         client.clone(),
@@ -187,9 +234,8 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         config.clone(),
     );
     let mut ctx = Context::new(client, metrics);
-    ctx.default_image = opts.default_image;
+    ctx.default_image = opts.default_image.clone();
     let ctx = Arc::new(ctx);
-    ready.store(true, Ordering::Relaxed);
     info!(namespace = ?opts.namespace, "watching PipelineRuns and their Jobs");
     let ours = || watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     let runs = Controller::new(runs, watcher::Config::default())
@@ -209,8 +255,25 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             }
         });
     futures::join!(runs, parents);
-    info!("controller stopped");
-    Ok(())
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {

@@ -10,6 +10,7 @@
 //!   [`parents`]: their controllers.
 //! - [`kstatus`]: `Ready`/`Reconciling`/`Stalled`, what GitOps tools read, from each kind's
 //!   phase and conditions (pure).
+//! - [`leader`]: leader election on a Lease: one replica runs the controllers.
 //! - [`metrics`]: the Prometheus registry and the `/metrics`, `/healthz`, `/readyz` server.
 
 pub mod backfill;
@@ -19,6 +20,7 @@ pub mod crd;
 pub mod jobs;
 pub mod kafka_secrets;
 pub mod kstatus;
+pub mod leader;
 pub mod metrics;
 pub mod parents;
 pub mod pipeline;
@@ -52,11 +54,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Not a reconcile's error: the replica could not join the election or lost the
+    /// leadership, and stops.
+    #[error(transparent)]
+    Leadership(#[from] leader::Error),
 }
 
 impl Error {
-    /// Every value of [`Error::metric_label`]: the operator exports each error count from 0, so
-    /// a dashboard shows 0 errors rather than no data.
+    /// Every value of [`Error::metric_label`] a reconcile can return: the operator exports each
+    /// error count from 0, so a dashboard shows 0 errors rather than no data.
     pub const METRIC_LABELS: [&'static str; 8] = [
         "kube",
         "invalid_spec",
@@ -78,6 +84,7 @@ impl Error {
             Error::Metrics(_) => "metrics",
             Error::Io { .. } => "io",
             Error::Stale { .. } => "stale",
+            Error::Leadership(_) => "leadership",
         }
     }
 }

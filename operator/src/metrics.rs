@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::convert::Infallible;
@@ -95,9 +95,6 @@ fn classify(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
     (verb, resource)
 }
 
-/// A consumer group of a namespace: (namespace, group).
-type GroupKey = (String, String);
-
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -120,10 +117,15 @@ pub struct Metrics {
     pub pipeline_last_success: GaugeVec,
     pub pipeline_interval: GaugeVec,
     pub ingest_lag: IntGaugeVec,
+    /// 1 while this replica holds the leader Lease and runs the controllers, else 0.
+    pub leader: IntGauge,
     /// The interval end of the drain each (namespace, consumer group)'s lag gauges show: runs
     /// are reconciled in any order (all of them at a restart), and the newest drain wins.
-    ingest_lag_shown: Arc<Mutex<HashMap<GroupKey, DateTime<Utc>>>>,
+    ingest_lag_shown: Arc<Mutex<HashMap<ConsumerGroup, DateTime<Utc>>>>,
 }
+
+/// (namespace, consumer group).
+type ConsumerGroup = (String, String);
 
 impl Metrics {
     pub fn new() -> Result<Self, Error> {
@@ -256,6 +258,11 @@ impl Metrics {
             ),
             &[LABEL_OBJECT_NAMESPACE, "consumer_group", "topic"],
         )?;
+        let leader = IntGauge::new(
+            "streamflow_operator_leader",
+            "1 while this replica holds the leader Lease and runs the controllers, 0 while it stands by.",
+        )?;
+        registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(ingest_lag.clone()))?;
         registry.register(Box::new(runs_finished.clone()))?;
         registry.register(Box::new(stage_attempt_started.clone()))?;
@@ -308,6 +315,7 @@ impl Metrics {
             pipeline_last_success,
             pipeline_interval,
             ingest_lag,
+            leader,
             ingest_lag_shown: Arc::default(),
         })
     }
@@ -449,8 +457,9 @@ pub fn unix_seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-/// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (the controller's watches
-/// are up) with hyper, until the listener fails.
+/// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (the CRDs are reachable:
+/// a replica standing by for the leader Lease is ready too, so a rolling update can replace
+/// the leader) with hyper, until the listener fails.
 pub async fn serve(listener: TcpListener, metrics: Metrics, ready: Arc<AtomicBool>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {

@@ -201,6 +201,48 @@ async fn thirty_intervals_never_more_than_three_active_and_all_succeed() -> Resu
     Ok(())
 }
 
+/// Starts the Backfill `name` of 12 hourly intervals, 2 at a time, and a watch of its runs;
+/// returns once 4 succeeded (2 more are in flight), for a test to crash an operator there.
+async fn backfill_of_twelve_a_third_done(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<RunWatch> {
+    let watch = RunWatch::start(client, ns, &selector(name)).await?;
+    create_backfill(
+        client,
+        ns,
+        backfill_body(
+            name,
+            json!({"to": "2026-01-01T12:00:00Z", "maxActiveRuns": 2}),
+        ),
+    )
+    .await?;
+    wait_backfill(client, ns, name, "4 succeeded", |b| {
+        b.status.as_ref().is_some_and(|s| s.succeeded >= 4)
+    })
+    .await?;
+    Ok(watch)
+}
+
+/// The Backfill of [`backfill_of_twelve_a_third_done`] completes with one run per interval,
+/// never more than 2 active at once.
+async fn completes_once_each(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    watch: &RunWatch,
+) -> Result<()> {
+    let bf = wait_backfill(client, ns, name, "Complete", complete).await?;
+    let st = bf.status.clone().unwrap_or_default();
+    assert_eq!((st.total, st.succeeded), (12, 12), "{st:#?}");
+    let kids = children(client, ns, name).await?;
+    assert_eq!(kids.len(), 12, "{kids:?}");
+    assert_eq!(watch.order().len(), 12, "no run was created twice");
+    assert!(watch.max_active() <= 2, "max active {}", watch.max_active());
+    Ok(())
+}
+
 /// The operator is killed (SIGKILL) mid-backfill and started again: it finishes, with one run
 /// per interval and never more than maxActiveRuns at once, across the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,29 +250,127 @@ async fn operator_killed_mid_backfill_finishes_without_duplicates() -> Result<()
     let (client, ns) = setup("sf-bfkill").await?;
     let op = Operator::start(&ns).await?;
     let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(500));
-    let watch = RunWatch::start(&client, &ns, &selector("crashy")).await?;
-    create_backfill(
-        &client,
-        &ns,
-        backfill_body(
-            "crashy",
-            json!({"to": "2026-01-01T12:00:00Z", "maxActiveRuns": 2}),
-        ),
-    )
-    .await?;
-    wait_backfill(&client, &ns, "crashy", "4 succeeded", |b| {
-        b.status.as_ref().is_some_and(|s| s.succeeded >= 4)
-    })
-    .await?;
+    let watch = backfill_of_twelve_a_third_done(&client, &ns, "crashy").await?;
     op.kill().await?;
     let _op = Operator::start(&ns).await?;
-    let bf = wait_backfill(&client, &ns, "crashy", "Complete", complete).await?;
-    let st = bf.status.clone().unwrap_or_default();
-    assert_eq!((st.total, st.succeeded), (12, 12), "{st:#?}");
-    let kids = children(&client, &ns, "crashy").await?;
-    assert_eq!(kids.len(), 12, "{kids:?}");
-    assert_eq!(watch.order().len(), 12, "no run was created twice");
-    assert!(watch.max_active() <= 2, "max active {}", watch.max_active());
+    completes_once_each(&client, &ns, "crashy", &watch).await
+}
+
+/// The holder of the test operators' Lease, and its renewTime.
+async fn lease_holder(
+    client: &Client,
+    ns: &str,
+) -> Result<(Option<String>, Option<chrono::DateTime<chrono::Utc>>)> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let lease = Api::<Lease>::namespaced(client.clone(), ns)
+        .get(LEASE_NAME)
+        .await?;
+    let spec = lease.spec.unwrap_or_default();
+    let renewed = spec
+        .renew_time
+        .and_then(|t| chrono::DateTime::from_timestamp_micros(t.0.as_microsecond()));
+    Ok((spec.holder_identity, renewed))
+}
+
+/// Waits until `op` leads and the Lease names it (`name_`); how long that took.
+async fn wait_leads(
+    client: &Client,
+    ns: &str,
+    op: &Operator,
+    name: &str,
+    timeout: Duration,
+) -> Result<Duration> {
+    let started = tokio::time::Instant::now();
+    wait_for(&format!("{name} to lead"), timeout, || async {
+        let holder = lease_holder(client, ns).await?.0.unwrap_or_default();
+        Ok((op.leads().await? && holder.starts_with(&format!("{name}_"))).then_some(()))
+    })
+    .await?;
+    Ok(started.elapsed())
+}
+
+/// Two replicas: exactly one leads; the leader is killed (SIGKILL) mid-backfill and the other
+/// takes over within the lease duration (plus one retry period and scheduling slack) and
+/// finishes it, with one run and one Job per interval and never more than maxActiveRuns at
+/// once; a leader stopped with SIGTERM exits cleanly and hands over too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_mid_backfill_the_standby_takes_over() -> Result<()> {
+    let (client, ns) = setup("sf-bfha").await?;
+    let takeover = LEASE_DURATION + RETRY_PERIOD + Duration::from_secs(2);
+    let a = Operator::start_named(&ns, "op-a").await?;
+    wait_leads(&client, &ns, &a, "op-a", TIMEOUT).await?;
+    let b = Operator::start_named(&ns, "op-b").await?;
+    // One renewal after b joined: a still leads, b stands by (and is ready).
+    let joined = chrono::Utc::now();
+    wait_for("a renewal after op-b joined", TIMEOUT, || async {
+        Ok(lease_holder(&client, &ns)
+            .await?
+            .1
+            .filter(|renewed| *renewed > joined)
+            .map(|_| ()))
+    })
+    .await?;
+    ensure!(a.leads().await? && !b.leads().await?, "exactly one leads");
+    ensure!(b.get("/readyz").await?.0 == 200, "a standby is ready");
+
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(500));
+    let watch = backfill_of_twelve_a_third_done(&client, &ns, "ha").await?;
+    a.kill().await?;
+    let took = wait_leads(&client, &ns, &b, "op-b", takeover).await?;
+    eprintln!("op-b took over {took:?} after op-a was killed");
+    // The killed pod's replacement stands by.
+    let c = Operator::start_named(&ns, "op-c").await?;
+
+    completes_once_each(&client, &ns, "ha", &watch).await?;
+    let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await?;
+    assert_eq!(jobs.items.len(), 12, "one Job per interval");
+    ensure!(b.leads().await? && !c.leads().await?, "exactly one leads");
+
+    // SIGTERM: the leader stops its controllers, releases the Lease and exits 0.
+    let status = b.terminate().await?;
+    ensure!(status.success(), "the leader exited with {status}");
+    wait_leads(&client, &ns, &c, "op-c", takeover).await?;
+    Ok(())
+}
+
+/// A leader cut off from the API server by a partition that drops packets (its requests
+/// hang rather than fail) stops by its renew deadline, before the standby takes the Lease over
+/// when the lease duration has passed: never two leaders, by the test's one clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_stops_before_the_standby_takes_over() -> Result<()> {
+    let (client, ns) = setup("sf-bfpart").await?;
+    let partition = Blackhole::start().await?;
+    let mut a = Operator::start_with_kubeconfig(&ns, "op-a", &partition.kubeconfig_path()?).await?;
+    wait_leads(&client, &ns, &a, "op-a", TIMEOUT).await?;
+    let b = Operator::start_named(&ns, "op-b").await?;
+    partition.cut();
+    let cut = tokio::time::Instant::now();
+    let exited = wait_for(
+        "op-a to stop",
+        RENEW_DEADLINE + RETRY_PERIOD + Duration::from_secs(2),
+        || {
+            let status = a.child.try_wait();
+            async move { Ok(status?) }
+        },
+    )
+    .await?;
+    let stopped = cut.elapsed();
+    ensure!(!exited.success(), "op-a exited with {exited}, not an error");
+    ensure!(
+        !b.leads().await?,
+        "op-b led before op-a stopped ({stopped:?} after the cut)"
+    );
+    let took = wait_leads(
+        &client,
+        &ns,
+        &b,
+        "op-b",
+        LEASE_DURATION + RETRY_PERIOD + Duration::from_secs(2),
+    )
+    .await?;
+    eprintln!("op-a stopped {stopped:?} after the cut, op-b led {took:?} later");
     Ok(())
 }
 

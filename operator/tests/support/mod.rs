@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt as _;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -187,7 +187,16 @@ fn uuid_like() -> String {
         .collect()
 }
 
-/// The operator binary, watching one namespace, killed when dropped.
+/// The leader election timings of the test operators (`--leader-election-*`): short, so a
+/// test that kills a leader waits seconds, not the default 15 s, for the next one.
+pub const LEASE_DURATION: Duration = Duration::from_secs(5);
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(3);
+pub const RETRY_PERIOD: Duration = Duration::from_secs(1);
+/// The Lease of the test operators, in the namespace each watches.
+pub const LEASE_NAME: &str = "streamflow-operator";
+
+/// The operator binary, watching one namespace, killed when dropped. It elects itself leader
+/// on a Lease in that namespace (so tests running side by side never share one).
 pub struct Operator {
     pub child: Child,
     pub http: String,
@@ -195,6 +204,16 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(ns: &str) -> Result<Operator> {
+        Self::start_named(ns, "operator").await
+    }
+
+    /// An operator whose leader identity starts with `name` (its HOSTNAME, as a pod's name).
+    pub async fn start_named(ns: &str, name: &str) -> Result<Operator> {
+        Self::start_with_kubeconfig(ns, name, &kubeconfig_path()?).await
+    }
+
+    /// An operator reaching the API server as `kubeconfig` says (through a [`Blackhole`], say).
+    pub async fn start_with_kubeconfig(ns: &str, name: &str, kubeconfig: &str) -> Result<Operator> {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?.port()
@@ -202,7 +221,21 @@ impl Operator {
         let http = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_streamflow-operator"))
             .args(["--namespace", ns, "--http-addr", &http])
-            .env("KUBECONFIG", kubeconfig_path()?)
+            .args(["--leader-election-namespace", ns])
+            .arg(format!(
+                "--leader-election-lease-duration={}s",
+                LEASE_DURATION.as_secs()
+            ))
+            .arg(format!(
+                "--leader-election-renew-deadline={}s",
+                RENEW_DEADLINE.as_secs()
+            ))
+            .arg(format!(
+                "--leader-election-retry-period={}s",
+                RETRY_PERIOD.as_secs()
+            ))
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOSTNAME", name)
             .env("RUST_LOG", "info,kube=warn")
             .kill_on_drop(true)
             .spawn()
@@ -278,6 +311,106 @@ impl Operator {
     pub async fn kill(mut self) -> Result<()> {
         self.child.kill().await?;
         Ok(())
+    }
+
+    /// SIGTERM, as Kubernetes stopping the pod would; waits for the exit and returns its
+    /// status.
+    pub async fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("the operator has exited")?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        Ok(tokio::time::timeout(TIMEOUT, self.child.wait()).await??)
+    }
+
+    /// Whether this operator leads (its `streamflow_operator_leader` gauge).
+    pub async fn leads(&self) -> Result<bool> {
+        Ok(self.metric("streamflow_operator_leader").await? == 1.0)
+    }
+}
+
+/// A TCP proxy in front of the test API server that can turn into a black hole: from
+/// [`Blackhole::cut`] on it forwards nothing more, yet keeps every connection open and accepts
+/// new ones, as a network partition that drops packets looks to a client. Stopped when dropped.
+pub struct Blackhole {
+    /// A kubeconfig naming the proxy as the server (the API server's certificate names
+    /// 127.0.0.1, which the proxy listens on).
+    pub kubeconfig: tempfile::NamedTempFile,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Blackhole {
+    pub async fn start() -> Result<Blackhole> {
+        let server = script_output("scripts/kube.sh", "server")?
+            .trim()
+            .to_owned();
+        let upstream = server
+            .strip_prefix("https://")
+            .ok_or_else(|| anyhow!("the API server {server} is not https"))?
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let proxy = format!("https://{}", listener.local_addr()?);
+        let config = std::fs::read_to_string(kubeconfig_path()?)?;
+        ensure!(
+            config.contains(&server),
+            "the kubeconfig names no server {server}"
+        );
+        let kubeconfig = tempfile::NamedTempFile::new()?;
+        std::fs::write(kubeconfig.path(), config.replace(&server, &proxy))?;
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    held.push(client);
+                    continue;
+                }
+                let mut cut_rx = cut_rx.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = async { let _ = cut_rx.wait_for(|cut| *cut).await; } => {
+                            // Silence, both ways, with both sockets open until the end.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+            drop(held);
+        });
+        Ok(Blackhole {
+            kubeconfig,
+            cut,
+            task,
+        })
+    }
+
+    pub fn kubeconfig_path(&self) -> Result<String> {
+        self.kubeconfig
+            .path()
+            .to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("a temporary path that is not UTF-8"))
+    }
+
+    /// From now on nothing passes.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
     }
 }
 
