@@ -241,7 +241,7 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         security_context: Some(restricted_container_security()),
         ..Default::default()
     };
-    Ok(Job {
+    let job = Job {
         metadata: ObjectMeta {
             name: Some(job_name(&name, stage, attempt)),
             namespace: run.namespace(),
@@ -260,33 +260,31 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
             ),
             template: PodTemplateSpec {
                 metadata: Some(pod_metadata(labels, &stage_pod.template)),
-                spec: Some(with_pod_template(
-                    PodSpec {
-                        restart_policy: Some("Never".to_owned()),
-                        // A stage reaches its servers by name; the variables Kubernetes would set
-                        // for every Service of the namespace could only collide with its own
-                        // (Strimzi's `streamflow-kafka-bootstrap` gives STREAMFLOW_KAFKA_BOOTSTRAP_*).
-                        enable_service_links: Some(false),
-                        service_account_name: spec.service_account_name.clone(),
-                        containers: vec![container],
-                        volumes: (!volumes.is_empty()).then_some(volumes),
-                        security_context: Some(PodSecurityContext {
-                            run_as_non_root: Some(true),
-                            seccomp_profile: Some(SeccompProfile {
-                                type_: "RuntimeDefault".to_owned(),
-                                ..Default::default()
-                            }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    // A stage reaches its servers by name; the variables Kubernetes would set
+                    // for every Service of the namespace could only collide with its own
+                    // (Strimzi's `streamflow-kafka-bootstrap` gives STREAMFLOW_KAFKA_BOOTSTRAP_*).
+                    enable_service_links: Some(false),
+                    service_account_name: spec.service_account_name.clone(),
+                    containers: vec![container],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
                             ..Default::default()
                         }),
                         ..Default::default()
-                    },
-                    stage_pod.template,
-                )),
+                    }),
+                    ..Default::default()
+                }),
             },
             ..Default::default()
         }),
         status: None,
-    })
+    };
+    Ok(with_pod_template(job, stage_pod.template))
 }
 
 /// `/tmp`, an emptyDir: the root filesystem is read-only (restricted Pod Security) and the ETL
@@ -325,16 +323,16 @@ fn pod_metadata(ours: BTreeMap<String, String>, template: &PodTemplate) -> Objec
 }
 
 /// The scheduling fields of a pod template (the metadata is [`pod_metadata`]'s, `/tmp`'s size
-/// [`tmp_volume`]'s) on a stage's pod spec. Nothing here touches its security settings.
-fn with_pod_template(pod: PodSpec, template: PodTemplate) -> PodSpec {
-    PodSpec {
-        node_selector: template.node_selector,
-        tolerations: template.tolerations,
-        affinity: template.affinity,
-        image_pull_secrets: template.image_pull_secrets,
-        priority_class_name: template.priority_class_name,
-        ..pod
+/// [`tmp_volume`]'s) on a stage Job's pod spec. Nothing here touches its security settings.
+fn with_pod_template(mut job: Job, template: PodTemplate) -> Job {
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.node_selector = template.node_selector;
+        pod.tolerations = template.tolerations;
+        pod.affinity = template.affinity;
+        pod.image_pull_secrets = template.image_pull_secrets;
+        pod.priority_class_name = template.priority_class_name;
     }
+    job
 }
 
 /// How the Job controller treats a failed Pod of a stage (rules apply in order, first match
