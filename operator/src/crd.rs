@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::pod_overrides::{PodTemplate, StageOverrides};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
@@ -90,10 +91,19 @@ pub struct RunTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never", null]))]
     pub image_pull_policy: Option<String>,
-    /// CPU and memory of every stage's container.
+    /// CPU and memory of every stage's container (a stage's `stageOverrides.<stage>.resources`
+    /// replaces it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
+    /// Where and how every stage's pod runs: labels, annotations, nodeSelector, tolerations,
+    /// affinity, imagePullSecrets, priorityClassName, the size of `/tmp`.
+    #[serde(default, skip_serializing_if = "PodTemplate::is_empty")]
+    pub pod_template: PodTemplate,
+    /// Per stage (`ingest`, `etl`, `validate`): `resources` and `podTemplate` fields that
+    /// replace the run's for that stage.
+    #[serde(default, skip_serializing_if = "StageOverrides::is_empty")]
+    pub stage_overrides: StageOverrides,
     /// The Service Account the Jobs' pods run as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
@@ -126,7 +136,7 @@ const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGT
 /// quantity: otherwise a malformed one (`2 GB`) is refused by the API server only when the
 /// operator creates a Job, after the run has started. (A pattern, not CEL `isQuantity`: a CEL
 /// rule over the unbounded maps of `ResourceRequirements` exceeds the API server's cost budget.)
-fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = <ResourceRequirements as JsonSchema>::json_schema(generator);
     let quantity = serde_json::json!({
         "x-kubernetes-int-or-string": true,

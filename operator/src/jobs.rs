@@ -15,13 +15,15 @@ use k8s_openapi::api::core::v1::{
     Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource,
     SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 use streamflow_core::exit;
 
 use crate::Error;
-use crate::crd::{PipelineRun, Stage};
+use crate::crd::{PipelineRun, PodTemplate, Stage};
 use crate::kafka_secrets::kafka_secret_files;
+use crate::pod_overrides;
 
 pub const LABEL_RUN: &str = "streamflow.io/pipelinerun";
 pub const LABEL_STAGE: &str = "streamflow.io/stage";
@@ -113,6 +115,7 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         field: "metadata.uid",
     })?;
     let spec = &run.spec.template;
+    let stage_pod = pod_overrides::stage_pod(spec, stage);
     let mut labels = BTreeMap::from([
         (LABEL_RUN.to_owned(), name.clone()),
         (LABEL_STAGE.to_owned(), stage.to_string()),
@@ -195,12 +198,7 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         volumes.extend(secured.volumes);
         mounts.extend(secured.mounts);
     }
-    // The root filesystem is read-only (restricted Pod Security); the ETL spills to /tmp.
-    volumes.push(Volume {
-        name: "tmp".to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    });
+    volumes.push(tmp_volume(stage_pod.template.tmp_dir_size_limit.clone()));
     mounts.push(VolumeMount {
         name: "tmp".to_owned(),
         mount_path: "/tmp".to_owned(),
@@ -242,7 +240,7 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         args: Some(args),
         env: (!env.is_empty()).then_some(env),
         env_from: (!env_from.is_empty()).then_some(env_from),
-        resources: spec.resources.clone(),
+        resources: stage_pod.resources,
         termination_message_path: Some(TERMINATION_LOG.to_owned()),
         // A stage that dies before writing its summary leaves its last log lines instead.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
@@ -250,7 +248,7 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
         security_context: Some(restricted_container_security()),
         ..Default::default()
     };
-    Ok(Job {
+    let job = Job {
         metadata: ObjectMeta {
             name: Some(job_name(&name, stage, attempt)),
             namespace: run.namespace(),
@@ -268,10 +266,7 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
                     .unwrap_or(DEFAULT_JOB_TTL_SECONDS),
             ),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
+                metadata: Some(pod_metadata(labels, &stage_pod.template)),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
                     // A stage reaches its servers by name; the variables Kubernetes would set
@@ -295,7 +290,56 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
             ..Default::default()
         }),
         status: None,
-    })
+    };
+    Ok(with_pod_template(job, stage_pod.template))
+}
+
+/// `/tmp`, an emptyDir: the root filesystem is read-only (restricted Pod Security) and the ETL
+/// spills there. `size_limit`: the pod's `podTemplate.tmpDirSizeLimit`.
+fn tmp_volume(size_limit: Option<Quantity>) -> Volume {
+    Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A stage pod's labels and annotations: the pod template's, with the operator's labels on top
+/// and the keys a template may not set left out (admission refuses them already).
+fn pod_metadata(ours: BTreeMap<String, String>, template: &PodTemplate) -> ObjectMeta {
+    let allowed = |map: &BTreeMap<String, String>, reserved: fn(&str) -> bool| {
+        map.iter()
+            .filter(|(k, _)| !reserved(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let mut labels = allowed(&template.metadata.labels, pod_overrides::is_reserved_label);
+    labels.extend(ours);
+    let annotations = allowed(
+        &template.metadata.annotations,
+        pod_overrides::is_reserved_annotation,
+    );
+    ObjectMeta {
+        labels: Some(labels),
+        annotations: (!annotations.is_empty()).then_some(annotations),
+        ..Default::default()
+    }
+}
+
+/// The scheduling fields of a pod template (the metadata is [`pod_metadata`]'s, `/tmp`'s size
+/// [`tmp_volume`]'s) on a stage Job's pod spec. Nothing here touches its security settings.
+fn with_pod_template(mut job: Job, template: PodTemplate) -> Job {
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.node_selector = template.node_selector;
+        pod.tolerations = template.tolerations;
+        pod.affinity = template.affinity;
+        pod.image_pull_secrets = template.image_pull_secrets;
+        pod.priority_class_name = template.priority_class_name;
+    }
+    job
 }
 
 /// How the Job controller treats a failed Pod of a stage (rules apply in order, first match
@@ -839,6 +883,177 @@ pub(crate) mod tests {
             gold_location(&plain.spec.template.storage.gold, &plain.spec.interval),
             "s3://gold/tables"
         );
+    }
+
+    /// Every pod override, run-wide and for the ETL.
+    fn overridden() -> PipelineRun {
+        run(serde_json::json!({
+            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
+            "podTemplate": {
+                "metadata": {"labels": {"team": "data"},
+                    "annotations": {"sidecar.istio.io/inject": "false"}},
+                "nodeSelector": {"pool": "batch"},
+                "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone",
+                        "operator": "In", "values": ["a"]}]}]}}},
+                "imagePullSecrets": [{"name": "registry"}],
+                "priorityClassName": "batch-low",
+                "tmpDirSizeLimit": "1Gi",
+            },
+            "stageOverrides": {"etl": {
+                "resources": {"limits": {"memory": "4Gi"}},
+                "podTemplate": {"metadata": {"labels": {"team": "etl"}},
+                    "priorityClassName": "batch-high", "tmpDirSizeLimit": "20Gi"},
+            }},
+        }))
+    }
+
+    fn pod_of(job: &Job) -> (ObjectMeta, PodSpec) {
+        let template = job.spec.clone().unwrap().template;
+        (template.metadata.unwrap(), template.spec.unwrap())
+    }
+
+    fn tmp_size(pod: &PodSpec) -> Option<String> {
+        let tmp = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "tmp")
+            .unwrap();
+        Some(tmp.empty_dir.clone()?.size_limit?.0)
+    }
+
+    #[test]
+    fn pod_overrides_reach_each_stages_pod_and_a_stages_own_win() {
+        let r = overridden();
+        let ingest = build_job(&r, Stage::Ingest, 1).unwrap();
+        let (meta, pod) = pod_of(&ingest);
+        let labels = meta.labels.unwrap();
+        assert_eq!(labels["team"], "data");
+        assert_eq!(labels[LABEL_STAGE], "ingest", "the operator's labels stay");
+        assert!(
+            !ingest
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .contains_key("team"),
+            "pod labels, not the Job's"
+        );
+        assert_eq!(
+            meta.annotations.unwrap()["sidecar.istio.io/inject"],
+            "false"
+        );
+        assert_eq!(tmp_size(&pod).as_deref(), Some("1Gi"));
+        assert_eq!(pod.node_selector.unwrap()["pool"], "batch");
+        let toleration = &pod.tolerations.unwrap()[0];
+        assert_eq!(
+            (toleration.key.as_deref(), toleration.operator.as_deref()),
+            (Some("batch"), Some("Exists"))
+        );
+        let terms = pod
+            .affinity
+            .unwrap()
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap()
+            .node_selector_terms;
+        assert_eq!(terms[0].match_expressions.as_ref().unwrap()[0].key, "zone");
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("batch-low"));
+        let requests = container(&ingest).resources.unwrap().requests.unwrap();
+        assert_eq!(requests["cpu"].0, "250m");
+
+        // The ETL's own settings beat the run's; what it does not set is the run's.
+        let etl = build_job(&r, Stage::Etl, 1).unwrap();
+        let (meta, pod) = pod_of(&etl);
+        assert_eq!(meta.labels.unwrap()["team"], "etl");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("batch-high"));
+        assert_eq!(tmp_size(&pod).as_deref(), Some("20Gi"));
+        assert_eq!(pod.node_selector.unwrap()["pool"], "batch");
+        let resources = container(&etl).resources.unwrap();
+        assert_eq!(resources.limits.unwrap()["memory"].0, "4Gi");
+        assert_eq!(
+            resources.requests, None,
+            "the stage's resources replace the run's"
+        );
+
+        // None set: none of it, and /tmp has no limit.
+        let (meta, pod) = pod_of(&build_job(&run(serde_json::json!({})), Stage::Etl, 1).unwrap());
+        assert_eq!(meta.annotations, None);
+        assert_eq!(tmp_size(&pod), None);
+        assert_eq!(
+            (pod.node_selector, pod.tolerations, pod.affinity),
+            (None, None, None)
+        );
+        assert_eq!(
+            (pod.image_pull_secrets, pod.priority_class_name),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn a_pod_template_cannot_take_the_labels_the_operator_finds_pods_by() {
+        // Admission refuses these; a run stored without that check still gets the operator's.
+        let mut r = run(serde_json::json!({}));
+        r.spec.template.pod_template.metadata.labels = BTreeMap::from([
+            (LABEL_STAGE.to_owned(), "etl".to_owned()),
+            (LABEL_RUN.to_owned(), "other".to_owned()),
+            ("job-name".to_owned(), "other-ingest-1".to_owned()),
+            ("team".to_owned(), "data".to_owned()),
+        ]);
+        r.spec.template.pod_template.metadata.annotations = BTreeMap::from([(
+            "container.apparmor.security.beta.kubernetes.io/ingest".to_owned(),
+            "unconfined".to_owned(),
+        )]);
+        let (meta, _) = pod_of(&build_job(&r, Stage::Ingest, 1).unwrap());
+        let labels = meta.labels.unwrap();
+        assert_eq!(
+            (labels[LABEL_STAGE].as_str(), labels[LABEL_RUN].as_str()),
+            ("ingest", "daily")
+        );
+        assert!(!labels.contains_key("job-name"), "{labels:?}");
+        assert_eq!(labels["team"], "data");
+        assert_eq!(meta.annotations, None);
+    }
+
+    #[test]
+    fn overrides_leave_the_restricted_security_settings_as_they_are() {
+        for stage in Stage::ALL {
+            let (_, plain) = pod_of(&build_job(&run(serde_json::json!({})), stage, 1).unwrap());
+            let (_, pod) = pod_of(&build_job(&overridden(), stage, 1).unwrap());
+            assert_eq!(pod.security_context, plain.security_context);
+            assert_eq!(
+                pod.security_context.as_ref().unwrap().run_as_non_root,
+                Some(true)
+            );
+            assert_eq!(
+                pod.containers[0].security_context,
+                plain.containers[0].security_context
+            );
+            assert_eq!(
+                pod.containers[0].security_context,
+                Some(restricted_container_security())
+            );
+            // Nothing else of the pod that Pod Security judges changes.
+            let judged = |p: &PodSpec| {
+                (
+                    p.host_network,
+                    p.host_pid,
+                    p.host_ipc,
+                    p.service_account_name.clone(),
+                    p.containers.len(),
+                    p.volumes
+                        .iter()
+                        .flatten()
+                        .map(|v| (v.name.clone(), v.host_path.is_some()))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            assert_eq!(judged(&pod), judged(&plain), "{stage}");
+        }
     }
 
     #[test]

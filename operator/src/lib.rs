@@ -2,6 +2,7 @@
 //! data interval through ingest → etl → validate as one Kubernetes Job per stage attempt.
 //!
 //! - [`crd`]: the resource (spec, status), from which `crdgen` prints the CRD.
+//! - [`pod_overrides`]: a run's `podTemplate` and `stageOverrides`, merged per stage (pure).
 //! - [`jobs`]: the Job of a stage attempt, and reading Jobs back (pure).
 //! - [`status`]: the next status and action from spec, status and Jobs (pure).
 //! - [`controller`]: reconcile, the watch loop, Events.
@@ -24,6 +25,7 @@ pub mod leader;
 pub mod metrics;
 pub mod parents;
 pub mod pipeline;
+pub mod pod_overrides;
 pub mod status;
 
 /// What went wrong in a reconcile; [`Error::metric_label`] names it in metrics.

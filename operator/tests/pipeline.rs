@@ -430,6 +430,24 @@ async fn invalid_pipeline_templates_are_refused_with_a_reason() -> Result<()> {
             template(json!({"resources": {"limits": {"memory": "lots"}}})),
             "spec.template.resources.limits.memory",
         ),
+        (
+            "tolerations",
+            template(
+                json!({"podTemplate": {"tolerations": [{"key": "k", "operator": "Matches"}]}}),
+            ),
+            "spec.template.podTemplate.tolerations[0].operator",
+        ),
+        (
+            "labels",
+            template(json!({"stageOverrides": {"validate": {"podTemplate": {
+                "metadata": {"labels": {"streamflow.io/pipelinerun": "other"}}}}}})),
+            "spec.template.stageOverrides.validate.podTemplate.metadata.labels",
+        ),
+        (
+            "tmp",
+            template(json!({"podTemplate": {"tmpDirSizeLimit": "lots"}})),
+            "tmpDirSizeLimit: must be a Kubernetes quantity above zero",
+        ),
     ];
     for (name, spec, expected) in cases {
         let msg = refusal(&api, pipeline_body(name, spec)).await?;

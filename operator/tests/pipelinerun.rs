@@ -611,6 +611,168 @@ async fn invalid_runs_are_refused_with_a_reason() -> Result<()> {
     Ok(())
 }
 
+/// Pod overrides (issue 25 item 4) are checked when the run is applied: values the API server
+/// would refuse in the Job, and keys the operator and Pod Security rely on, are refused with a
+/// message naming the field; every override at once, run-wide and per stage, is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_overrides_are_checked_at_admission() -> Result<()> {
+    let (client, ns) = setup("sf-overrides").await?;
+    let ar = ApiResource::erase::<PipelineRun>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    let pod = |template: serde_json::Value| json!({"podTemplate": template});
+    let etl =
+        |template: serde_json::Value| json!({"stageOverrides": {"etl": {"podTemplate": template}}});
+    let cases = [
+        (
+            pod(json!({"tolerations": [{"key": "batch", "operator": "Matches"}]})),
+            "Unsupported value: \"Matches\"",
+        ),
+        (
+            pod(json!({"tolerations": [{"key": "batch", "effect": "NoRun"}]})),
+            "Unsupported value: \"NoRun\"",
+        ),
+        (
+            pod(json!({"tolerations": [{"operator": "Equal", "value": "x"}]})),
+            "a toleration without a key needs operator Exists",
+        ),
+        (
+            pod(json!({"tolerations": [{"key": "k", "operator": "Exists", "value": "x"}]})),
+            "operator Exists takes no value",
+        ),
+        (
+            pod(
+                json!({"tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 60}]}),
+            ),
+            "tolerationSeconds needs effect NoExecute",
+        ),
+        (
+            pod(json!({"metadata": {"labels": {"streamflow.io/stage": "etl"}}})),
+            "labels: streamflow.io/..., batch.kubernetes.io/..., app.kubernetes.io/managed-by, job-name and controller-uid are set by the operator",
+        ),
+        (
+            etl(json!({"metadata": {"labels": {"job-name": "other"}}})),
+            "spec.stageOverrides.etl.podTemplate.metadata.labels",
+        ),
+        (
+            pod(json!({"metadata": {"labels": {"bad key!": "x"}}})),
+            "labels: each key must be a label key",
+        ),
+        (
+            pod(json!({"metadata": {"labels": {"team": "not a label value"}}})),
+            "spec.podTemplate.metadata.labels.team",
+        ),
+        (
+            pod(json!({"metadata": {"annotations": {
+                "container.apparmor.security.beta.kubernetes.io/etl": "unconfined"}}})),
+            "the pods keep the restricted Pod Security Standard",
+        ),
+        (
+            pod(json!({"nodeSelector": {"kubernetes.io/hostname": "a b"}})),
+            "spec.podTemplate.nodeSelector.kubernetes.io/hostname",
+        ),
+        (
+            pod(json!({"tmpDirSizeLimit": "10 GB"})),
+            "tmpDirSizeLimit: must be a Kubernetes quantity above zero",
+        ),
+        (
+            etl(json!({"tmpDirSizeLimit": "0"})),
+            "tmpDirSizeLimit: must be a Kubernetes quantity above zero",
+        ),
+        (
+            pod(json!({"priorityClassName": "Batch_High"})),
+            "spec.podTemplate.priorityClassName",
+        ),
+        (
+            pod(json!({"imagePullSecrets": [{"name": ""}]})),
+            "spec.podTemplate.imagePullSecrets[0].name",
+        ),
+        (
+            pod(
+                json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Near"}]}]}}}}),
+            ),
+            "Unsupported value: \"Near\"",
+        ),
+        (
+            pod(
+                json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {"matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]}}]}}}),
+            ),
+            "Unsupported value: \"Gt\"",
+        ),
+        (
+            json!({"stageOverrides": {"etl": {"resources": {"limits": {"memory": "4 GB"}}}}}),
+            "spec.stageOverrides.etl.resources.limits.memory",
+        ),
+        (
+            json!({"stageOverrides": {"etl": {"securityContext": {"privileged": true}}}}),
+            "spec.stageOverrides.etl.securityContext: field not declared in schema",
+        ),
+        (
+            pod(json!({"securityContext": {"runAsUser": 0}})),
+            "spec.podTemplate.securityContext: field not declared in schema",
+        ),
+    ];
+    // Applied with strict field validation, as `kubectl apply` does by default: an unknown
+    // field (a securityContext, say) is refused, not dropped.
+    let strict = PatchParams::apply("streamflow-tests").validation_strict();
+    for (i, (spec, expected)) in cases.into_iter().enumerate() {
+        let name = format!("bad-{i}");
+        let body = run_body(&name, spec);
+        let msg = match api.patch(&name, &strict, &Patch::Apply(&body)).await {
+            Ok(_) => anyhow::bail!("case {i} accepted: {body}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains(expected),
+            "case {i}: expected {expected:?} in: {msg}"
+        );
+    }
+    let every = json!({
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
+        "podTemplate": {
+            "metadata": {"labels": {"team": "data", "app.kubernetes.io/part-of": "streamflow"},
+                "annotations": {"sidecar.istio.io/inject": "false",
+                    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoExecute",
+                    "tolerationSeconds": 300},
+                {"operator": "Exists"}],
+            "affinity": {
+                "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10,
+                    "preference": {"matchExpressions": [{"key": "cpus", "operator": "Gt", "values": ["4"]}]}}]},
+                "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 5,
+                    "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"streamflow.io/stage": "etl"}}}}]}},
+            "imagePullSecrets": [{"name": "registry"}],
+            "priorityClassName": "batch-low",
+            "tmpDirSizeLimit": "2Gi",
+        },
+        "stageOverrides": {
+            "ingest": {"podTemplate": {"tolerations": []}},
+            "etl": {"resources": {"limits": {"memory": "4Gi"}},
+                "podTemplate": {"metadata": {"labels": {"team": "etl"}}, "tmpDirSizeLimit": "20Gi",
+                    "priorityClassName": "batch-high"}},
+        },
+    });
+    let good: DynamicObject = serde_json::from_value(run_body("good", every))?;
+    api.create(&PostParams::default(), &good).await?;
+    // Stored as given: read back through the typed API, the ETL's pod gets its own settings.
+    let stored = Api::<PipelineRun>::namespaced(client.clone(), &ns)
+        .get("good")
+        .await?;
+    let etl = streamflow_operator::pod_overrides::stage_pod(&stored.spec.template, Stage::Etl);
+    assert_eq!(
+        etl.template.tmp_dir_size_limit.map(|q| q.0).as_deref(),
+        Some("20Gi")
+    );
+    assert_eq!(etl.template.metadata.labels["team"], "etl");
+    assert_eq!(etl.template.tolerations.map(|t| t.len()), Some(3));
+    Ok(())
+}
+
 /// A run's spec cannot change once it is created (stages already run must not be mixed with
 /// an edited spec): the API server refuses the edit, saying to create a new run. Its metadata
 /// stays editable.
@@ -764,8 +926,9 @@ async fn kubectl_applies_the_example_and_shows_columns() -> Result<()> {
 
 /// Stage pods are admitted in a namespace that enforces the `restricted` Pod Security
 /// Standard: each stage's Job template, submitted as a Pod (server-side dry run, so the API
-/// server's Pod Security admission judges it), is accepted — and the same Pod without its
-/// security settings is refused, which shows the namespace really enforces.
+/// server's Pod Security admission judges it), is accepted, with no pod overrides and with
+/// every one of them set — and the same Pod without its security settings is refused, which
+/// shows the namespace really enforces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stage_pods_meet_the_restricted_pod_security_standard() -> Result<()> {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -780,53 +943,79 @@ async fn stage_pods_meet_the_restricted_pod_security_standard() -> Result<()> {
     Api::<Namespace>::all(client.clone())
         .patch(&ns, &PatchParams::default(), &Patch::Merge(&restricted))
         .await?;
-    // Built here, not by the operator, which fills in its --default-image for a run naming
-    // none: the run names one.
-    let mut body = run_body(
-        "pss",
-        json!({"validation": {"checksConfigMap": {"name": "checks", "key": "checks.yaml"}},
-            "image": streamflow_operator::crd::DEFAULT_IMAGE}),
-    );
-    // The Jobs' owner reference needs what the API server would have given the run.
-    body["metadata"]["namespace"] = json!(ns);
-    body["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000001");
-    let run: PipelineRun = serde_json::from_value(body)?;
+    // The Priority admission plugin refuses a pod naming a PriorityClass that does not exist.
+    let class: k8s_openapi::api::scheduling::v1::PriorityClass = serde_json::from_value(
+        json!({"metadata": {"name": "streamflow-test-batch"}, "value": 100}),
+    )?;
+    Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(client.clone())
+        .patch(
+            "streamflow-test-batch",
+            &PatchParams::apply("streamflow-tests"),
+            &Patch::Apply(&class),
+        )
+        .await?;
+    let overrides = json!({
+        "resources": {"requests": {"cpu": "100m"}},
+        "podTemplate": {
+            "metadata": {"labels": {"team": "data"},
+                "annotations": {"sidecar.istio.io/inject": "false"}},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/arch",
+                    "operator": "Exists"}]}]}}},
+            "imagePullSecrets": [{"name": "registry"}],
+            "priorityClassName": "streamflow-test-batch",
+            "tmpDirSizeLimit": "1Gi",
+        },
+        "stageOverrides": {"etl": {"resources": {"limits": {"memory": "1Gi"}},
+            "podTemplate": {"tmpDirSizeLimit": "5Gi"}}},
+    });
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let dry_run = PostParams {
         dry_run: true,
         ..Default::default()
     };
-    for stage in [Stage::Ingest, Stage::Etl, Stage::Validate] {
-        let job = build_job(&run, stage, 1)?;
-        let template = job
-            .spec
-            .context("job spec")?
-            .template
-            .spec
-            .context("pod spec")?;
-        let mut pod = Pod {
-            metadata: kube::api::ObjectMeta {
-                name: Some(format!("pss-{stage}")),
-                ..Default::default()
-            },
-            spec: Some(template),
-            ..Default::default()
-        };
-        pods.create(&dry_run, &pod)
-            .await
-            .with_context(|| format!("the {stage} stage's pod was refused"))?;
-
-        if let Some(spec) = pod.spec.as_mut() {
-            spec.security_context = None;
-            for c in &mut spec.containers {
-                c.security_context = None;
-            }
+    for (variant, extra) in [("plain", json!({})), ("overridden", overrides)] {
+        // Built here, not by the operator, which fills in its --default-image for a run naming
+        // none: the run names one.
+        let mut spec = json!({"validation": {"checksConfigMap": {"name": "checks", "key": "checks.yaml"}},
+            "image": streamflow_operator::crd::DEFAULT_IMAGE});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
         }
-        let refused = pods.create(&dry_run, &pod).await;
-        ensure!(
-            matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("restricted")),
-            "a {stage} pod without security settings was not refused: {refused:?}"
-        );
+        let mut body = run_body("pss", spec);
+        // The Jobs' owner reference needs what the API server would have given the run.
+        body["metadata"]["namespace"] = json!(ns);
+        body["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000001");
+        let run: PipelineRun = serde_json::from_value(body)?;
+        for stage in [Stage::Ingest, Stage::Etl, Stage::Validate] {
+            let job = build_job(&run, stage, 1)?;
+            let template = job.spec.context("job spec")?.template;
+            // With the template's labels and annotations: Pod Security reads annotations too.
+            let mut metadata = template.metadata.unwrap_or_default();
+            metadata.name = Some(format!("pss-{stage}"));
+            let mut pod = Pod {
+                metadata,
+                spec: Some(template.spec.context("pod spec")?),
+                ..Default::default()
+            };
+            pods.create(&dry_run, &pod)
+                .await
+                .with_context(|| format!("the {stage} stage's {variant} pod was refused"))?;
+
+            if let Some(spec) = pod.spec.as_mut() {
+                spec.security_context = None;
+                for c in &mut spec.containers {
+                    c.security_context = None;
+                }
+            }
+            let refused = pods.create(&dry_run, &pod).await;
+            ensure!(
+                matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("restricted")),
+                "a {stage} pod without security settings was not refused: {refused:?}"
+            );
+        }
     }
     Ok(())
 }
