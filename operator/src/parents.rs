@@ -255,6 +255,19 @@ async fn list_runs(ctx: &ParentContext, ns: &str, selector: &str) -> Result<Vec<
     }
 }
 
+/// Deletes runs (each run's own finalizer deletes its Jobs); one already gone is deleted.
+async fn delete_runs(ctx: &ParentContext, ns: &str, names: &[String]) -> Result<()> {
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    for name in names {
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// The reason (condition and Event) of a run name held by another owner.
 pub const REASON_NAME_CONFLICT: &str = "RunNameConflict";
 
@@ -401,13 +414,18 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
         None => Vec::new(),
     };
     let now = Utc::now();
+    let uid = bf.uid();
+    let observed = backfill::Observed {
+        uid: uid.as_deref(),
+        own: &own,
+        earlier: &earlier,
+    };
     let decision = match backfill::decide(
         &name,
         bf.metadata.generation,
         &bf.spec,
         &current,
-        &own,
-        &earlier,
+        observed,
         now,
     ) {
         Ok(d) => d,
@@ -518,6 +536,11 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
     }
     if status != current {
         apply_status(&ctx.client, bf, &status).await?;
+    }
+    // Only now: the status just written records the pruned runs' intervals.
+    delete_runs(ctx, ns, &decision.delete).await?;
+    if !decision.delete.is_empty() {
+        info!(backfill = %format!("{ns}/{name}"), runs = decision.delete.len(), "pruned finished runs beyond the history limits");
     }
     record_backfill(ctx, bf, ns, &status);
     for (reason, message, warning) in events {
@@ -645,15 +668,9 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
         }
         Err(e) => return Err(e),
     };
-    let runs: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    delete_runs(ctx, ns, &decision.delete).await?;
     for victim in &decision.delete {
-        match runs.delete(victim, &DeleteParams::background()).await {
-            Ok(_) => {
-                info!(pipeline = %format!("{ns}/{name}"), run = %victim, "deleted PipelineRun")
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        info!(pipeline = %format!("{ns}/{name}"), run = %victim, "deleted PipelineRun");
     }
     let mut status = decision.status;
     let mut events = decision.events;

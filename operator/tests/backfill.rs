@@ -234,6 +234,83 @@ async fn operator_killed_mid_backfill_finishes_without_duplicates() -> Result<()
     Ok(())
 }
 
+/// History limits (issue 22 item 10): 12 hourly intervals, 3 of them failing, keeping 2
+/// succeeded and 1 failed run. Finished runs beyond the limits are deleted, their intervals
+/// recorded in `status.pruned`, and none runs again: not after the operator is killed
+/// mid-backfill, not after a restart once it is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_limits_prune_finished_runs_and_no_interval_runs_twice() -> Result<()> {
+    let (client, ns) = setup("sf-bfhist").await?;
+    let op = Operator::start(&ns).await?;
+    let kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(300));
+    let hour = |h: u32| format!("2026-01-01T{h:02}:00:00Z/2026-01-01T{:02}:00:00Z", h + 1);
+    kubelet.fail(&[hour(1), hour(5), hour(9)]);
+    let watch = RunWatch::start(&client, &ns, &selector("pruned")).await?;
+    create_backfill(
+        &client,
+        &ns,
+        backfill_body(
+            "pruned",
+            json!({"to": "2026-01-01T12:00:00Z", "maxActiveRuns": 2,
+                "successfulRunsHistoryLimit": 2, "failedRunsHistoryLimit": 1}),
+        ),
+    )
+    .await?;
+    wait_backfill(&client, &ns, "pruned", "runs pruned, 4 succeeded", |b| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| s.succeeded >= 4 && s.pruned.is_some())
+    })
+    .await?;
+    op.kill().await?;
+    let op = Operator::start(&ns).await?;
+    let bf = wait_backfill(&client, &ns, "pruned", "Complete", complete).await?;
+    let st = bf.status.clone().unwrap_or_default();
+    assert_eq!((st.total, st.succeeded, st.failed), (12, 9, 3), "{st:#?}");
+    let pruned = st.pruned.clone().unwrap_or_default();
+    assert_eq!(
+        (pruned.succeeded.as_str(), pruned.failed.as_str()),
+        ("0,2-4,6-8", "1,5"),
+        "interval indices of the pruned runs: {st:#?}"
+    );
+    // The newest 2 succeeded runs and the newest failed one stay.
+    let kept = wait_for("the pruned runs to be gone", TIMEOUT, || async {
+        let kids = children(&client, &ns, "pruned").await?;
+        Ok((kids.len() == 3).then_some(kids))
+    })
+    .await?;
+    let kept: Vec<(&str, Phase)> = kept.iter().map(|k| (k.0.as_str(), k.2)).collect();
+    assert_eq!(
+        kept,
+        [
+            ("pruned-20260101t09-bf", Phase::Failed),
+            ("pruned-20260101t10-bf", Phase::Succeeded),
+            ("pruned-20260101t11-bf", Phase::Succeeded),
+        ]
+    );
+    // Restarted once complete: the pruned intervals stay done.
+    op.kill().await?;
+    let op = Operator::start(&ns).await?;
+    let series = format!(
+        "streamflow_operator_backfill_intervals{{backfill=\"pruned\",object_namespace=\"{ns}\",phase=\"Succeeded\"}}"
+    );
+    wait_for(
+        "the restarted operator to reconcile the Backfill",
+        TIMEOUT,
+        || async { Ok((op.metric(&series).await.unwrap_or(0.0) == 9.0).then_some(())) },
+    )
+    .await?;
+    assert_eq!(
+        watch.order().len(),
+        12,
+        "no interval ran twice: {:?}",
+        watch.order()
+    );
+    assert!(watch.max_active() <= 2, "max active {}", watch.max_active());
+    assert_eq!(children(&client, &ns, "pruned").await?.len(), 3);
+    Ok(())
+}
+
 /// Reprocess compares with earlier runs of the same Pipeline: a first Backfill of it fails
 /// two of six days; then `None` runs nothing, `Failed` runs the two failed days, `Completed`
 /// runs all six.
