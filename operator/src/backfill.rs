@@ -7,15 +7,19 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use kube::{CustomResource, KubeSchema};
+use kube::runtime::reflector::ObjectRef;
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use streamflow_core::Interval;
 use streamflow_core::backfill::{PriorOutcome, Reprocess, parse_step, plan_intervals};
 
 use crate::Error;
-use crate::children::{ChildRunRef, ObservedRun, ParentKind, RunDeletionPolicy, run_name};
-use crate::crd::{Condition, Phase, RunTemplate};
+use crate::children::{
+    ChildRunRef, LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, ParentKind, RunDeletionPolicy,
+    run_name,
+};
+use crate::crd::{Condition, Phase, PipelineRun, RunTemplate};
 use crate::status::set_condition;
 
 pub const COND_PROGRESSING: &str = "Progressing";
@@ -265,8 +269,6 @@ pub struct Decision {
     pub create: Vec<Interval>,
     /// Events: (reason, message, warning).
     pub events: Vec<(&'static str, String, bool)>,
-    /// Runs of other owners are still active: look again later (they are not watched).
-    pub recheck: bool,
     /// Finished runs beyond the history limits, to delete once `status` (which records their
     /// intervals in `pruned`) is written.
     pub delete: Vec<String>,
@@ -541,7 +543,6 @@ pub fn decide(
         status: st,
         create,
         events,
-        recheck: states.iter().any(|(_, s)| *s == IntervalState::Waiting),
         delete,
     })
 }
@@ -589,6 +590,37 @@ fn prune(
         }
     }
     delete
+}
+
+/// The Backfills to wake when `run` (a run of a Pipeline, see [`LABEL_PIPELINE`]) changes:
+/// once it is finished or being deleted, those of its Pipeline with intervals waiting for an
+/// earlier run (`status.waiting`), other than its own Backfill (which its owner reference
+/// wakes). So a waiting Backfill is decided when the run it waits for ends, with no polling.
+pub fn waiting_on<'a>(
+    run: &PipelineRun,
+    backfills: impl IntoIterator<Item = &'a Backfill>,
+) -> Vec<ObjectRef<Backfill>> {
+    let ended = run.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        || run.metadata.deletion_timestamp.is_some();
+    let labels = run.labels();
+    let (Some(pipeline), true) = (labels.get(LABEL_PIPELINE), ended) else {
+        return Vec::new();
+    };
+    let own = labels.get(LABEL_BACKFILL);
+    backfills
+        .into_iter()
+        .filter(|bf| {
+            bf.namespace() == run.namespace()
+                && bf
+                    .spec
+                    .pipeline_ref
+                    .as_ref()
+                    .is_some_and(|p| &p.name == pipeline)
+                && bf.status.as_ref().is_some_and(|s| s.waiting > 0)
+                && own != Some(&bf.name_any())
+        })
+        .map(ObjectRef::from_obj)
+        .collect()
 }
 
 /// This Backfill's runs by interval; of two of one interval (a run deleted and made again), the
@@ -976,6 +1008,59 @@ mod tests {
             "bad parts ignored"
         );
         assert_eq!(PrunedIntervals::of(&o).unwrap().succeeded, "0-2,5,7-8");
+    }
+
+    #[test]
+    fn a_run_of_the_pipeline_that_ends_wakes_the_backfills_waiting_for_one() {
+        let backfill = |name: &str, pipeline: &str, waiting: u32| -> Backfill {
+            let mut bf = Backfill::new(name, spec("2026-11-01", "2026-11-04", "1d", 1));
+            bf.metadata.namespace = Some("ns".into());
+            bf.spec.pipeline_ref = Some(PipelineRef {
+                name: pipeline.into(),
+            });
+            bf.status = Some(BackfillStatus {
+                waiting,
+                ..Default::default()
+            });
+            bf
+        };
+        let backfills = [
+            backfill("waits", "p", 1),
+            backfill("waits-too", "p", 2),
+            backfill("busy", "p", 0),
+            backfill("other", "q", 1),
+        ];
+        let run = |phase: Phase, backfill: Option<&str>| -> PipelineRun {
+            let mut labels = serde_json::json!({LABEL_PIPELINE: "p"});
+            if let Some(b) = backfill {
+                labels[LABEL_BACKFILL] = b.into();
+            }
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "streamflow.io/v1alpha1", "kind": "PipelineRun",
+                "metadata": {"name": "p-20261101", "namespace": "ns", "labels": labels},
+                "spec": {"interval": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
+                    "stages": ["validate"], "kafka": {"bootstrap": "k:9092"},
+                    "storage": {"landing": "s3://l/x", "gold": "s3://g/x"}},
+                "status": {"phase": phase},
+            }))
+            .unwrap()
+        };
+        let woken = |r: &PipelineRun| -> Vec<String> {
+            waiting_on(r, &backfills)
+                .into_iter()
+                .map(|o| o.name)
+                .collect()
+        };
+        assert_eq!(woken(&run(Phase::Succeeded, None)), ["waits", "waits-too"]);
+        assert_eq!(woken(&run(Phase::Failed, Some("waits"))), ["waits-too"]);
+        assert!(
+            woken(&run(Phase::Running, None)).is_empty(),
+            "not ended yet"
+        );
+        let mut deleted = serde_json::to_value(run(Phase::Running, None)).unwrap();
+        deleted["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z".into();
+        let deleted: PipelineRun = serde_json::from_value(deleted).unwrap();
+        assert_eq!(woken(&deleted), ["waits", "waits-too"]);
     }
 
     #[test]

@@ -49,7 +49,8 @@ const ORPHAN_FINALIZER: &str = "orphan";
 const RESYNC: Duration = Duration::from_secs(300);
 /// PipelineRuns per page when listing a parent's runs.
 const LIST_PAGE: u32 = 250;
-/// How often a Backfill waiting on runs it does not own (not watched) looks again.
+/// How often a parent blocked by what it does not watch (a run name held by another owner, a
+/// missing Pipeline) looks again.
 const RECHECK: Duration = Duration::from_secs(10);
 /// After a status write refused as stale ([`Error::Stale`]): the watch event of the newer
 /// object normally comes first.
@@ -121,10 +122,17 @@ pub async fn run(
         .is_ok()
     {
         info!("watching Backfills");
+        let controller = Controller::new(backfills, watcher::Config::default());
+        let store = controller.store();
+        // Runs of Pipelines: one that ends wakes the Backfills waiting for it.
+        let of_pipelines = watcher::Config::default().labels(LABEL_PIPELINE);
         tasks.push(
-            Controller::new(backfills, watcher::Config::default())
+            controller
                 .with_config(config.clone())
                 .owns(runs.clone(), ours())
+                .watches(runs.clone(), of_pipelines, move |run| {
+                    backfill::waiting_on(&run, store.state().iter().map(|b| b.as_ref()))
+                })
                 .shutdown_on_signal()
                 .run(reconcile_backfill, error_policy, ctx.clone())
                 .for_each(|_| async {})
@@ -550,8 +558,9 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    // A held name is not watched (the run is not this Backfill's): look again.
-    Ok(if decision.recheck || conflicted {
+    // A held name is not watched (the run is not this Backfill's): look again. Waiting for
+    // an earlier run is: `backfill::waiting_on` wakes it.
+    Ok(if conflicted {
         Action::requeue(RECHECK)
     } else if status.is_true(backfill::COND_COMPLETE) {
         Action::await_change()

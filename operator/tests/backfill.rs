@@ -34,6 +34,20 @@ fn template() -> serde_json::Value {
     })
 }
 
+/// A suspended Pipeline: it schedules nothing; its template is what Backfills of it run.
+async fn suspended_pipeline(client: &Client, ns: &str, name: &str) -> Result<()> {
+    let pl: Pipeline = serde_json::from_value(json!({
+        "apiVersion": "streamflow.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {"schedule": "0 0 * * *", "suspend": true, "template": template()},
+    }))?;
+    Api::<Pipeline>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pl)
+        .await?;
+    Ok(())
+}
+
 fn backfill_body(name: &str, spec: serde_json::Value) -> serde_json::Value {
     let mut base = json!({
         "apiVersion": "streamflow.io/v1alpha1",
@@ -317,17 +331,7 @@ async fn history_limits_prune_finished_runs_and_no_interval_runs_twice() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reprocess_none_failed_and_completed() -> Result<()> {
     let (client, ns) = setup("sf-bfre").await?;
-    // A suspended Pipeline: it schedules nothing; its template is what the Backfills run.
-    let pl: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "streamflow.io/v1alpha1",
-        "kind": "Pipeline",
-        "metadata": {"name": "daily"},
-        "spec": {"schedule": "0 0 * * *", "suspend": true, "template": template()},
-    }))?;
-    let ar = ApiResource::erase::<streamflow_operator::pipeline::Pipeline>(&());
-    Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar)
-        .create(&PostParams::default(), &pl)
-        .await?;
+    suspended_pipeline(&client, &ns, "daily").await?;
     let _op = Operator::start(&ns).await?;
     let kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
     kubelet.fail(&[
@@ -666,6 +670,42 @@ async fn a_backfill_and_a_pipeline_of_one_name_stamp_different_runs() -> Result<
             .all(|o| o.kind == "Pipeline")
     );
     assert!(!theirs.labels().contains_key("streamflow.io/backfill"));
+    Ok(())
+}
+
+/// A Backfill waiting for an earlier run of its Pipeline (issue 22 item 10: it listed every
+/// run every 10 s) is woken when that run ends, by its watch of the Pipeline's runs: it has no
+/// run of its own to wake it, and its fallback resync (5 min) is longer than the test's wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_waiting_for_an_earlier_run_goes_on_when_it_ends() -> Result<()> {
+    let (client, ns) = setup("sf-bfwait").await?;
+    suspended_pipeline(&client, &ns, "daily").await?;
+    let _op = Operator::start(&ns).await?;
+    // Made by hand, labelled as the Pipeline's: no kubelet yet, so it stays active.
+    let earlier = day_run(json!({
+        "name": "earlier-20260101",
+        "labels": {"streamflow.io/pipeline": "daily"},
+    }))?;
+    Api::<PipelineRun>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &earlier)
+        .await?;
+    let mut body = backfill_body(
+        "later",
+        json!({"pipelineRef": {"name": "daily"}, "to": "2026-01-02T00:00:00Z", "step": "1d",
+            "reprocess": "Completed"}),
+    );
+    body["spec"].as_object_mut().map(|s| s.remove("template"));
+    create_backfill(&client, &ns, body).await?;
+    wait_backfill(&client, &ns, "later", "waiting for the earlier run", |b| {
+        b.status.as_ref().is_some_and(|s| s.waiting == 1)
+    })
+    .await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
+    let bf = wait_backfill(&client, &ns, "later", "Complete", complete).await?;
+    let st = bf.status.unwrap_or_default();
+    assert_eq!((st.succeeded, st.waiting, st.skipped), (1, 0, 0), "{st:#?}");
+    let kids = children(&client, &ns, "later").await?;
+    assert_eq!(kids.len(), 1, "{kids:?}");
     Ok(())
 }
 
