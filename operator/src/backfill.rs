@@ -7,15 +7,19 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use kube::{CustomResource, KubeSchema};
+use kube::runtime::reflector::ObjectRef;
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use streamflow_core::Interval;
 use streamflow_core::backfill::{PriorOutcome, Reprocess, parse_step, plan_intervals};
 
 use crate::Error;
-use crate::children::{ChildRunRef, ObservedRun, ParentKind, RunDeletionPolicy, run_name};
-use crate::crd::{Condition, Phase, RunTemplate};
+use crate::children::{
+    ChildRunRef, LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, ParentKind, RunDeletionPolicy,
+    run_name,
+};
+use crate::crd::{Condition, Phase, PipelineRun, RunTemplate};
 use crate::status::set_condition;
 
 pub const COND_PROGRESSING: &str = "Progressing";
@@ -97,6 +101,16 @@ pub struct BackfillSpec {
     /// their own, history kept) or `Delete` (they and their Jobs are deleted).
     #[serde(default)]
     pub run_deletion_policy: RunDeletionPolicy,
+    /// Succeeded runs kept (the latest to run); older ones are deleted, their intervals
+    /// recorded in `status.pruned` so that they are never run again. Unset: all are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub successful_runs_history_limit: Option<u32>,
+    /// Failed runs kept (the latest to run); older ones are deleted, as for succeeded ones.
+    /// Unset: all are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub failed_runs_history_limit: Option<u32>,
 }
 
 fn default_max_active_runs() -> u32 {
@@ -154,6 +168,75 @@ pub struct BackfillStatus {
     pub last_progress_time: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<DateTime<Utc>>,
+    /// The intervals whose runs the history limits deleted: the record that they are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<PrunedIntervals>,
+}
+
+/// Intervals by their index `k` in the range (the interval `[from + k·step, from + (k+1)·step)`,
+/// whatever `backwards` says), as ranges such as `0-4999,5001`: a few bytes for thousands of
+/// intervals.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PrunedIntervals {
+    /// Their run succeeded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub succeeded: String,
+    /// Their run failed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub failed: String,
+}
+
+impl PrunedIntervals {
+    /// The outcome of each of `total` intervals, by index: `None` when not pruned. Parts that
+    /// do not parse or lie outside the range are ignored (the status is the operator's own).
+    fn outcomes(&self, total: usize) -> Vec<Option<Phase>> {
+        let mut out = vec![None; total];
+        for (ranges, phase) in [
+            (&self.succeeded, Phase::Succeeded),
+            (&self.failed, Phase::Failed),
+        ] {
+            for part in ranges.split(',').filter(|p| !p.is_empty()) {
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                    for slot in out.iter_mut().take(b.saturating_add(1)).skip(a) {
+                        *slot = Some(phase);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The record of `outcomes`; `None` when nothing was pruned.
+    fn of(outcomes: &[Option<Phase>]) -> Option<PrunedIntervals> {
+        let ranges = |want: Phase| {
+            let mut parts: Vec<String> = Vec::new();
+            let mut k = 0;
+            while k < outcomes.len() {
+                if outcomes[k] != Some(want) {
+                    k += 1;
+                    continue;
+                }
+                let start = k;
+                while k + 1 < outcomes.len() && outcomes[k + 1] == Some(want) {
+                    k += 1;
+                }
+                parts.push(if start == k {
+                    start.to_string()
+                } else {
+                    format!("{start}-{k}")
+                });
+                k += 1;
+            }
+            parts.join(",")
+        };
+        let record = PrunedIntervals {
+            succeeded: ranges(Phase::Succeeded),
+            failed: ranges(Phase::Failed),
+        };
+        (record != PrunedIntervals::default()).then_some(record)
+    }
 }
 
 impl BackfillStatus {
@@ -186,8 +269,21 @@ pub struct Decision {
     pub create: Vec<Interval>,
     /// Events: (reason, message, warning).
     pub events: Vec<(&'static str, String, bool)>,
-    /// Runs of other owners are still active: look again later (they are not watched).
-    pub recheck: bool,
+    /// Finished runs beyond the history limits, to delete once `status` (which records their
+    /// intervals in `pruned`) is written.
+    pub delete: Vec<String>,
+}
+
+/// What a Backfill decides on: the runs that exist.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The Backfill's uid: the history limits delete only runs it controls (not runs released
+    /// by an earlier Backfill of the same name, which count as its own).
+    pub uid: Option<&'a str>,
+    /// The runs labelled with this Backfill's name.
+    pub own: &'a [ObservedRun],
+    /// The other runs of its Pipeline (none for an inline template).
+    pub earlier: &'a [ObservedRun],
 }
 
 /// The intervals of the range, in the order they run.
@@ -201,12 +297,15 @@ pub fn plan(spec: &BackfillSpec) -> Result<Vec<Interval>, Error> {
 }
 
 /// Where each planned interval stands. `own` are the runs labelled with this Backfill's name;
-/// `earlier` the other runs of its Pipeline (none for an inline template).
+/// `earlier` the other runs of its Pipeline (none for an inline template); `pruned` the outcome
+/// of each interval whose run the history limits deleted, by the interval's position in
+/// `plan`.
 pub fn states(
     plan: &[Interval],
     reprocess: Reprocess,
     own: &[ObservedRun],
     earlier: &[ObservedRun],
+    pruned: &[Option<Phase>],
 ) -> Vec<(Interval, IntervalState)> {
     // By interval, not by name: runs stamped before Backfill run names got their `-bf` are
     // still this Backfill's (an upgrade must not run their intervals again).
@@ -220,11 +319,17 @@ pub fn states(
         }
     }
     plan.iter()
-        .map(|interval| {
+        .enumerate()
+        .map(|(i, interval)| {
             let state = if let Some(run) = own.get(interval) {
                 IntervalState::Run {
                     active: run.is_active(),
                     phase: run.phase,
+                }
+            } else if let Some(phase) = pruned.get(i).copied().flatten() {
+                IntervalState::Run {
+                    active: false,
+                    phase,
                 }
             } else {
                 let prior = latest
@@ -244,20 +349,41 @@ pub fn states(
         .collect()
 }
 
-/// The next status of Backfill `name`, and the runs to start: at most `maxActiveRuns` runs
-/// active, counting those that exist (listed from the API, so a restart or a lost status
-/// write changes nothing), none when suspended or dry.
+/// The next status of Backfill `name`, the runs to start and the runs to prune: at most
+/// `maxActiveRuns` runs active, counting those that exist (listed from the API, so a restart
+/// or a lost status write changes nothing), none when suspended or dry; finished runs beyond
+/// the history limits deleted, their intervals kept in `status.pruned`.
 pub fn decide(
     name: &str,
     generation: Option<i64>,
     spec: &BackfillSpec,
     current: &BackfillStatus,
-    own: &[ObservedRun],
-    earlier: &[ObservedRun],
+    runs: Observed<'_>,
     now: DateTime<Utc>,
 ) -> Result<Decision, Error> {
+    let Observed { uid, own, earlier } = runs;
     let plan = plan(spec)?;
-    let states = states(&plan, spec.reprocess, own, earlier);
+    // The record is by index in the range; `plan` may run it backwards.
+    let position = |k: usize| {
+        if spec.backwards {
+            plan.len() - 1 - k
+        } else {
+            k
+        }
+    };
+    let mut pruned = vec![None; plan.len()];
+    for (k, outcome) in current
+        .pruned
+        .as_ref()
+        .map(|p| p.outcomes(plan.len()))
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        pruned[position(k)] = outcome;
+    }
+    let delete = prune(spec, &plan, own, uid, &mut pruned);
+    let states = states(&plan, spec.reprocess, own, earlier, &pruned);
     let mut st = current.clone();
     st.observed_generation = generation;
     st.range = Some(format!(
@@ -315,6 +441,9 @@ pub fn decide(
         Vec::new()
     };
     st.runs = listed_runs(name, &plan, own, &create);
+    st.runs.retain(|r| !delete.contains(&r.name));
+    let by_index: Vec<Option<Phase>> = (0..plan.len()).map(|k| pruned[position(k)]).collect();
+    st.pruned = PrunedIntervals::of(&by_index);
 
     let done = !spec.dry_run && finished == st.total;
     let mut events = Vec::new();
@@ -414,8 +543,84 @@ pub fn decide(
         status: st,
         create,
         events,
-        recheck: states.iter().any(|(_, s)| *s == IntervalState::Waiting),
+        delete,
     })
+}
+
+/// The finished runs this Backfill controls beyond its history limits, keeping the latest to
+/// run of each outcome (by position in `plan`); each one's outcome goes into `pruned`, by
+/// position in `plan`. Runs being deleted already are not counted.
+fn prune(
+    spec: &BackfillSpec,
+    plan: &[Interval],
+    own: &[ObservedRun],
+    uid: Option<&str>,
+    pruned: &mut [Option<Phase>],
+) -> Vec<String> {
+    if spec.successful_runs_history_limit.is_none() && spec.failed_runs_history_limit.is_none() {
+        return Vec::new();
+    }
+    let by_interval = own_by_interval(own);
+    let finished: Vec<(usize, &ObservedRun)> = plan
+        .iter()
+        .enumerate()
+        .filter_map(|(i, interval)| by_interval.get(interval).map(|r| (i, *r)))
+        .filter(|(_, r)| {
+            !r.is_active() && !r.deleting && uid.is_some() && r.controller_uid.as_deref() == uid
+        })
+        .collect();
+    let mut delete = Vec::new();
+    for (succeeded, limit) in [
+        (true, spec.successful_runs_history_limit),
+        (false, spec.failed_runs_history_limit),
+    ] {
+        let Some(limit) = limit else { continue };
+        let of_outcome: Vec<&(usize, &ObservedRun)> = finished
+            .iter()
+            .filter(|(_, r)| (r.phase == Phase::Succeeded) == succeeded)
+            .collect();
+        let beyond = of_outcome.len().saturating_sub(limit as usize);
+        for (i, r) in &of_outcome[..beyond] {
+            pruned[*i] = Some(if succeeded {
+                Phase::Succeeded
+            } else {
+                Phase::Failed
+            });
+            delete.push(r.name.clone());
+        }
+    }
+    delete
+}
+
+/// The Backfills to wake when `run` (a run of a Pipeline, see [`LABEL_PIPELINE`]) changes:
+/// once it is finished or being deleted, those of its Pipeline with intervals waiting for an
+/// earlier run (`status.waiting`), other than its own Backfill (which its owner reference
+/// wakes). So a waiting Backfill is decided when the run it waits for ends, with no polling.
+pub fn waiting_on<'a>(
+    run: &PipelineRun,
+    backfills: impl IntoIterator<Item = &'a Backfill>,
+) -> Vec<ObjectRef<Backfill>> {
+    let ended = run.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        || run.metadata.deletion_timestamp.is_some();
+    let labels = run.labels();
+    let (Some(pipeline), true) = (labels.get(LABEL_PIPELINE), ended) else {
+        return Vec::new();
+    };
+    let own = labels.get(LABEL_BACKFILL);
+    backfills
+        .into_iter()
+        .filter(|bf| {
+            bf.namespace() == run.namespace()
+                && bf
+                    .spec
+                    .pipeline_ref
+                    .as_ref()
+                    .is_some_and(|p| &p.name == pipeline)
+                && bf.status.as_ref().is_some_and(|s| s.waiting > 0)
+                && own != Some(&bf.name_any())
+        })
+        .map(ObjectRef::from_obj)
+        .collect()
 }
 
 /// This Backfill's runs by interval; of two of one interval (a run deleted and made again), the
@@ -444,6 +649,8 @@ fn listed_runs(
     let ours: Vec<ObservedRun> = plan
         .iter()
         .filter_map(|i| match by_interval.get(i) {
+            // Pruned: going.
+            Some(r) if r.deleting && !r.is_active() => None,
             Some(r) => Some((*r).clone()),
             None if create.contains(i) => Some(ObservedRun {
                 name: run_name(ParentKind::Backfill, name, i),
@@ -495,6 +702,8 @@ mod tests {
             suspend: false,
             dry_run: false,
             run_deletion_policy: RunDeletionPolicy::Retain,
+            successful_runs_history_limit: None,
+            failed_runs_history_limit: None,
         }
     }
 
@@ -505,9 +714,47 @@ mod tests {
             phase,
             deleting: false,
             created: Some(t("2026-01-01")),
-            controller_uid: None,
+            controller_uid: Some("uid".into()),
             other_owners: Vec::new(),
         }
+    }
+
+    /// Runs as listed: this Backfill's uid is `uid`.
+    fn obs<'a>(own: &'a [ObservedRun], earlier: &'a [ObservedRun]) -> Observed<'a> {
+        Observed {
+            uid: Some("uid"),
+            own,
+            earlier,
+        }
+    }
+
+    /// Finished runs of `intervals`, the one at `failed` failed, the others succeeded.
+    fn finished_runs(intervals: &[Interval], failed: usize) -> Vec<ObservedRun> {
+        let phase = |i| {
+            if i == failed {
+                Phase::Failed
+            } else {
+                Phase::Succeeded
+            }
+        };
+        intervals
+            .iter()
+            .enumerate()
+            .map(|(i, interval)| run("bf", *interval, phase(i)))
+            .collect()
+    }
+
+    /// The first decision on `s`, with these runs of its own and no earlier ones.
+    fn first(s: &BackfillSpec, own: &[ObservedRun]) -> Decision {
+        decide(
+            "bf",
+            None,
+            s,
+            &BackfillStatus::default(),
+            obs(own, &[]),
+            now(),
+        )
+        .unwrap()
     }
 
     fn now() -> DateTime<Utc> {
@@ -522,8 +769,7 @@ mod tests {
             Some(1),
             &s,
             &BackfillStatus::default(),
-            &[],
-            &[],
+            obs(&[], &[]),
             now(),
         )
         .unwrap();
@@ -551,7 +797,7 @@ mod tests {
             run("bf", plan[1], Phase::Running),
             run("bf", plan[2], Phase::Pending),
         ];
-        let d2 = decide("bf", Some(1), &s, &d.status, &own, &[], now()).unwrap();
+        let d2 = decide("bf", Some(1), &s, &d.status, obs(&own, &[]), now()).unwrap();
         assert_eq!(d2.create, vec![plan[3]]);
         assert_eq!((d2.status.active, d2.status.succeeded), (3, 1));
         assert_eq!(d.status.last_progress_time, None);
@@ -563,7 +809,7 @@ mod tests {
     fn backwards_runs_the_newest_interval_first() {
         let mut s = spec("2026-11-01", "2026-11-04", "1d", 1);
         s.backwards = true;
-        let d = decide("bf", None, &s, &BackfillStatus::default(), &[], &[], now()).unwrap();
+        let d = first(&s, &[]);
         assert_eq!(d.create.len(), 1);
         assert_eq!(d.create[0].start, t("2026-11-03"));
     }
@@ -591,8 +837,7 @@ mod tests {
                 None,
                 &s,
                 &BackfillStatus::default(),
-                &[],
-                earlier,
+                obs(&[], earlier),
                 now(),
             )
             .unwrap();
@@ -614,7 +859,7 @@ mod tests {
         let mut s = spec("2026-11-01", "2026-11-05", "1d", 10);
         s.reprocess = Reprocess::Completed;
         let own = vec![run("bf", plan[0], Phase::Failed)];
-        let d = decide("bf", None, &s, &BackfillStatus::default(), &own, &[], now()).unwrap();
+        let d = first(&s, &own);
         assert!(!d.create.contains(&plan[0]));
         assert_eq!(d.status.failed, 1);
     }
@@ -623,19 +868,19 @@ mod tests {
     fn suspend_and_dry_run_create_nothing() {
         let mut s = spec("2026-11-01", "2026-11-04", "1d", 3);
         s.suspend = true;
-        let d = decide("bf", None, &s, &BackfillStatus::default(), &[], &[], now()).unwrap();
+        let d = first(&s, &[]);
         assert!(d.create.is_empty());
         assert!(d.status.is_true(COND_SUSPENDED));
         assert!(!d.status.is_true(COND_PROGRESSING));
         assert_eq!(d.events[0].0, "Suspended");
         s.suspend = false;
-        let resumed = decide("bf", None, &s, &d.status, &[], &[], now()).unwrap();
+        let resumed = decide("bf", None, &s, &d.status, obs(&[], &[]), now()).unwrap();
         assert_eq!(resumed.create.len(), 3);
         assert_eq!(resumed.events[0].0, "Resumed");
 
         let mut s = spec("2026-11-01", "2026-11-04", "1d", 3);
         s.dry_run = true;
-        let d = decide("bf", None, &s, &BackfillStatus::default(), &[], &[], now()).unwrap();
+        let d = first(&s, &[]);
         assert!(d.create.is_empty());
         assert_eq!(
             d.status.would_run,
@@ -663,7 +908,7 @@ mod tests {
             run("bf", plan[1], Phase::Failed),
             run("bf", plan[2], Phase::Succeeded),
         ];
-        let d = decide("bf", None, &s, &BackfillStatus::default(), &own, &[], now()).unwrap();
+        let d = first(&s, &own);
         assert!(d.create.is_empty());
         assert!(d.status.is_true(COND_COMPLETE));
         assert!(d.status.is_true(COND_FAILED));
@@ -682,15 +927,154 @@ mod tests {
             "failed runs listed first"
         );
         // Deciding again from the written status changes nothing: no status write loop.
-        let again = decide("bf", None, &s, &d.status, &own, &[], t("2026-12-02")).unwrap();
+        let again = decide("bf", None, &s, &d.status, obs(&own, &[]), t("2026-12-02")).unwrap();
         assert_eq!(again.status, d.status);
         assert!(again.events.is_empty());
     }
 
     #[test]
+    fn history_limits_prune_the_oldest_finished_runs_and_remember_their_intervals() {
+        let mut s = spec("2026-11-01", "2026-11-11", "1d", 2);
+        s.successful_runs_history_limit = Some(2);
+        s.failed_runs_history_limit = Some(0);
+        let plan = plan(&s).unwrap();
+        // Days 1-5 finished (day 2 failed), 6 running; day 1's run was released by an
+        // earlier Backfill of this name (no controller): not this one's to delete.
+        let mut own = finished_runs(&plan[..5], 1);
+        own[0].controller_uid = None;
+        own.push(run("bf", plan[5], Phase::Running));
+        let d = first(&s, &own);
+        let mut deleted = d.delete.clone();
+        deleted.sort();
+        assert_eq!(deleted, [own[1].name.clone(), own[2].name.clone()]);
+        let pruned = d.status.pruned.clone().unwrap();
+        assert_eq!(
+            (pruned.succeeded.as_str(), pruned.failed.as_str()),
+            ("2", "1")
+        );
+        assert_eq!((d.status.succeeded, d.status.failed), (4, 1));
+        assert_eq!(
+            d.create,
+            vec![plan[6]],
+            "one slot free; pruned days not run again"
+        );
+        assert!(d.status.runs.iter().all(|r| !d.delete.contains(&r.name)));
+
+        // Once they are gone (or a restart finds them gone): the status still knows.
+        let left: Vec<ObservedRun> = own
+            .iter()
+            .filter(|r| !d.delete.contains(&r.name))
+            .cloned()
+            .collect();
+        let again = decide("bf", None, &s, &d.status, obs(&left, &[]), now()).unwrap();
+        assert!(again.delete.is_empty());
+        assert_eq!(again.create, vec![plan[6]]);
+        assert_eq!((again.status.succeeded, again.status.failed), (4, 1));
+        assert_eq!(again.status.pruned, d.status.pruned);
+        // A pruned failed interval is final, whatever reprocess says.
+        s.reprocess = Reprocess::Completed;
+        let re = decide("bf", None, &s, &d.status, obs(&left, &[]), now()).unwrap();
+        assert_eq!(re.create, vec![plan[6]]);
+    }
+
+    #[test]
+    fn pruned_intervals_are_recorded_by_index_in_the_range_as_ranges() {
+        let mut s = spec("2026-11-01", "2026-11-11", "1d", 1);
+        s.backwards = true;
+        s.successful_runs_history_limit = Some(1);
+        let plan = plan(&s).unwrap();
+        // Backwards: days 10, 9, 8, 7 ran; 8 failed (kept: no failed limit).
+        let own = finished_runs(&plan[..4], 2);
+        let d = first(&s, &own);
+        let pruned = d.status.pruned.clone().unwrap();
+        // Days 10 and 9 are indices 9 and 8; day 7 (index 6), the latest to run, is kept.
+        assert_eq!(
+            (pruned.succeeded.as_str(), pruned.failed.as_str()),
+            ("8-9", "")
+        );
+        let outcomes = pruned.outcomes(10);
+        assert_eq!(outcomes[7], None);
+        assert_eq!(outcomes[8], Some(Phase::Succeeded));
+        assert_eq!(PrunedIntervals::of(&outcomes), Some(pruned));
+        assert_eq!(PrunedIntervals::of(&[None, None]), None);
+        let record = PrunedIntervals {
+            succeeded: "0-2,5,7-8".into(),
+            failed: "3,x,99".into(),
+        };
+        let o = record.outcomes(9);
+        assert_eq!(
+            PrunedIntervals::of(&o).unwrap().failed,
+            "3",
+            "bad parts ignored"
+        );
+        assert_eq!(PrunedIntervals::of(&o).unwrap().succeeded, "0-2,5,7-8");
+    }
+
+    #[test]
+    fn a_run_of_the_pipeline_that_ends_wakes_the_backfills_waiting_for_one() {
+        let backfill = |name: &str, pipeline: &str, waiting: u32| -> Backfill {
+            let mut bf = Backfill::new(name, spec("2026-11-01", "2026-11-04", "1d", 1));
+            bf.metadata.namespace = Some("ns".into());
+            bf.spec.pipeline_ref = Some(PipelineRef {
+                name: pipeline.into(),
+            });
+            bf.status = Some(BackfillStatus {
+                waiting,
+                ..Default::default()
+            });
+            bf
+        };
+        let backfills = [
+            backfill("waits", "p", 1),
+            backfill("waits-too", "p", 2),
+            backfill("busy", "p", 0),
+            backfill("other", "q", 1),
+        ];
+        let run = |phase: Phase, backfill: Option<&str>| -> PipelineRun {
+            let mut labels = serde_json::json!({LABEL_PIPELINE: "p"});
+            if let Some(b) = backfill {
+                labels[LABEL_BACKFILL] = b.into();
+            }
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "streamflow.io/v1alpha1", "kind": "PipelineRun",
+                "metadata": {"name": "p-20261101", "namespace": "ns", "labels": labels},
+                "spec": {"interval": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
+                    "stages": ["validate"], "kafka": {"bootstrap": "k:9092"},
+                    "storage": {"landing": "s3://l/x", "gold": "s3://g/x"}},
+                "status": {"phase": phase},
+            }))
+            .unwrap()
+        };
+        let woken = |r: &PipelineRun| -> Vec<String> {
+            waiting_on(r, &backfills)
+                .into_iter()
+                .map(|o| o.name)
+                .collect()
+        };
+        assert_eq!(woken(&run(Phase::Succeeded, None)), ["waits", "waits-too"]);
+        assert_eq!(woken(&run(Phase::Failed, Some("waits"))), ["waits-too"]);
+        assert!(
+            woken(&run(Phase::Running, None)).is_empty(),
+            "not ended yet"
+        );
+        let mut deleted = serde_json::to_value(run(Phase::Running, None)).unwrap();
+        deleted["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z".into();
+        let deleted: PipelineRun = serde_json::from_value(deleted).unwrap();
+        assert_eq!(woken(&deleted), ["waits", "waits-too"]);
+    }
+
+    #[test]
     fn ragged_range_is_an_invalid_spec() {
         let s = spec("2026-11-01", "2026-11-01T05:30:00Z", "1h", 1);
-        let e = decide("bf", None, &s, &BackfillStatus::default(), &[], &[], now()).unwrap_err();
+        let e = decide(
+            "bf",
+            None,
+            &s,
+            &BackfillStatus::default(),
+            obs(&[], &[]),
+            now(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("whole number"), "{e}");
     }
 
@@ -702,7 +1086,7 @@ mod tests {
             .iter()
             .map(|i| run("bf", *i, Phase::Succeeded))
             .collect();
-        let d = decide("bf", None, &s, &BackfillStatus::default(), &own, &[], now()).unwrap();
+        let d = first(&s, &own);
         assert_eq!(d.status.runs.len(), MAX_LISTED_RUNS);
         assert_eq!(d.status.runs[0].name, "bf-20260430-bf", "latest first");
         assert_eq!(d.status.succeeded, 120);
@@ -721,7 +1105,7 @@ mod tests {
                 ..run("bf", *i, Phase::Succeeded)
             })
             .collect();
-        let d = decide("bf", None, &s, &BackfillStatus::default(), &own, &[], now()).unwrap();
+        let d = first(&s, &own);
         assert_eq!(d.create, plan[2..].to_vec());
         assert_eq!((d.status.succeeded, d.status.active), (2, 1));
     }

@@ -28,7 +28,8 @@ pub const MAX_PARENT_NAME: usize = 63;
 pub enum RunDeletionPolicy {
     /// Keep them: each run is released (its owner reference to the parent removed) and goes on
     /// as a run of its own, running ones to the end; their history (which intervals are done)
-    /// stays for a parent created again, e.g. by a GitOps sync. Nothing is lost.
+    /// stays for a parent created again, e.g. by a GitOps sync: nothing is lost but the runs
+    /// history limits pruned earlier.
     #[default]
     Retain,
     /// Delete them, running ones included, and with them their Jobs.

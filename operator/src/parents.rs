@@ -49,7 +49,8 @@ const ORPHAN_FINALIZER: &str = "orphan";
 const RESYNC: Duration = Duration::from_secs(300);
 /// PipelineRuns per page when listing a parent's runs.
 const LIST_PAGE: u32 = 250;
-/// How often a Backfill waiting on runs it does not own (not watched) looks again.
+/// How often a parent blocked by what it does not watch (a run name held by another owner, a
+/// missing Pipeline) looks again.
 const RECHECK: Duration = Duration::from_secs(10);
 /// After a status write refused as stale ([`Error::Stale`]): the watch event of the newer
 /// object normally comes first.
@@ -121,10 +122,17 @@ pub async fn run(
         .is_ok()
     {
         info!("watching Backfills");
+        let controller = Controller::new(backfills, watcher::Config::default());
+        let store = controller.store();
+        // Runs of Pipelines: one that ends wakes the Backfills waiting for it.
+        let of_pipelines = watcher::Config::default().labels(LABEL_PIPELINE);
         tasks.push(
-            Controller::new(backfills, watcher::Config::default())
+            controller
                 .with_config(config.clone())
                 .owns(runs.clone(), ours())
+                .watches(runs.clone(), of_pipelines, move |run| {
+                    backfill::waiting_on(&run, store.state().iter().map(|b| b.as_ref()))
+                })
                 .shutdown_on_signal()
                 .run(reconcile_backfill, error_policy, ctx.clone())
                 .for_each(|_| async {})
@@ -253,6 +261,19 @@ async fn list_runs(ctx: &ParentContext, ns: &str, selector: &str) -> Result<Vec<
             _ => return Ok(out),
         }
     }
+}
+
+/// Deletes runs (each run's own finalizer deletes its Jobs); one already gone is deleted.
+async fn delete_runs(ctx: &ParentContext, ns: &str, names: &[String]) -> Result<()> {
+    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    for name in names {
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// The reason (condition and Event) of a run name held by another owner.
@@ -401,13 +422,18 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
         None => Vec::new(),
     };
     let now = Utc::now();
+    let uid = bf.uid();
+    let observed = backfill::Observed {
+        uid: uid.as_deref(),
+        own: &own,
+        earlier: &earlier,
+    };
     let decision = match backfill::decide(
         &name,
         bf.metadata.generation,
         &bf.spec,
         &current,
-        &own,
-        &earlier,
+        observed,
         now,
     ) {
         Ok(d) => d,
@@ -519,6 +545,11 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
     if status != current {
         apply_status(&ctx.client, bf, &status).await?;
     }
+    // Only now: the status just written records the pruned runs' intervals.
+    delete_runs(ctx, ns, &decision.delete).await?;
+    if !decision.delete.is_empty() {
+        info!(backfill = %format!("{ns}/{name}"), runs = decision.delete.len(), "pruned finished runs beyond the history limits");
+    }
     record_backfill(ctx, bf, ns, &status);
     for (reason, message, warning) in events {
         info!(backfill = %format!("{ns}/{name}"), reason, "{message}");
@@ -527,8 +558,9 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    // A held name is not watched (the run is not this Backfill's): look again.
-    Ok(if decision.recheck || conflicted {
+    // A held name is not watched (the run is not this Backfill's): look again. Waiting for
+    // an earlier run is: `backfill::waiting_on` wakes it.
+    Ok(if conflicted {
         Action::requeue(RECHECK)
     } else if status.is_true(backfill::COND_COMPLETE) {
         Action::await_change()
@@ -645,15 +677,9 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
         }
         Err(e) => return Err(e),
     };
-    let runs: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
+    delete_runs(ctx, ns, &decision.delete).await?;
     for victim in &decision.delete {
-        match runs.delete(victim, &DeleteParams::background()).await {
-            Ok(_) => {
-                info!(pipeline = %format!("{ns}/{name}"), run = %victim, "deleted PipelineRun")
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        info!(pipeline = %format!("{ns}/{name}"), run = %victim, "deleted PipelineRun");
     }
     let mut status = decision.status;
     let mut events = decision.events;

@@ -34,6 +34,20 @@ fn template() -> serde_json::Value {
     })
 }
 
+/// A suspended Pipeline: it schedules nothing; its template is what Backfills of it run.
+async fn suspended_pipeline(client: &Client, ns: &str, name: &str) -> Result<()> {
+    let pl: Pipeline = serde_json::from_value(json!({
+        "apiVersion": "streamflow.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {"schedule": "0 0 * * *", "suspend": true, "template": template()},
+    }))?;
+    Api::<Pipeline>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pl)
+        .await?;
+    Ok(())
+}
+
 fn backfill_body(name: &str, spec: serde_json::Value) -> serde_json::Value {
     let mut base = json!({
         "apiVersion": "streamflow.io/v1alpha1",
@@ -374,23 +388,90 @@ async fn a_partitioned_leader_stops_before_the_standby_takes_over() -> Result<()
     Ok(())
 }
 
+/// History limits (issue 22 item 10): 12 hourly intervals, 3 of them failing, keeping 2
+/// succeeded and 1 failed run. Finished runs beyond the limits are deleted, their intervals
+/// recorded in `status.pruned`, and none runs again: not after the operator is killed
+/// mid-backfill, not after a restart once it is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_limits_prune_finished_runs_and_no_interval_runs_twice() -> Result<()> {
+    let (client, ns) = setup("sf-bfhist").await?;
+    let op = Operator::start(&ns).await?;
+    let kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(300));
+    let hour = |h: u32| format!("2026-01-01T{h:02}:00:00Z/2026-01-01T{:02}:00:00Z", h + 1);
+    kubelet.fail(&[hour(1), hour(5), hour(9)]);
+    let watch = RunWatch::start(&client, &ns, &selector("pruned")).await?;
+    create_backfill(
+        &client,
+        &ns,
+        backfill_body(
+            "pruned",
+            json!({"to": "2026-01-01T12:00:00Z", "maxActiveRuns": 2,
+                "successfulRunsHistoryLimit": 2, "failedRunsHistoryLimit": 1}),
+        ),
+    )
+    .await?;
+    wait_backfill(&client, &ns, "pruned", "runs pruned, 4 succeeded", |b| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| s.succeeded >= 4 && s.pruned.is_some())
+    })
+    .await?;
+    op.kill().await?;
+    let op = Operator::start(&ns).await?;
+    let bf = wait_backfill(&client, &ns, "pruned", "Complete", complete).await?;
+    let st = bf.status.clone().unwrap_or_default();
+    assert_eq!((st.total, st.succeeded, st.failed), (12, 9, 3), "{st:#?}");
+    let pruned = st.pruned.clone().unwrap_or_default();
+    assert_eq!(
+        (pruned.succeeded.as_str(), pruned.failed.as_str()),
+        ("0,2-4,6-8", "1,5"),
+        "interval indices of the pruned runs: {st:#?}"
+    );
+    // The newest 2 succeeded runs and the newest failed one stay.
+    let kept = wait_for("the pruned runs to be gone", TIMEOUT, || async {
+        let kids = children(&client, &ns, "pruned").await?;
+        Ok((kids.len() == 3).then_some(kids))
+    })
+    .await?;
+    let kept: Vec<(&str, Phase)> = kept.iter().map(|k| (k.0.as_str(), k.2)).collect();
+    assert_eq!(
+        kept,
+        [
+            ("pruned-20260101t09-bf", Phase::Failed),
+            ("pruned-20260101t10-bf", Phase::Succeeded),
+            ("pruned-20260101t11-bf", Phase::Succeeded),
+        ]
+    );
+    // Restarted once complete: the pruned intervals stay done.
+    op.kill().await?;
+    let op = Operator::start(&ns).await?;
+    let series = format!(
+        "streamflow_operator_backfill_intervals{{backfill=\"pruned\",object_namespace=\"{ns}\",phase=\"Succeeded\"}}"
+    );
+    wait_for(
+        "the restarted operator to reconcile the Backfill",
+        TIMEOUT,
+        || async { Ok((op.metric(&series).await.unwrap_or(0.0) == 9.0).then_some(())) },
+    )
+    .await?;
+    assert_eq!(
+        watch.order().len(),
+        12,
+        "no interval ran twice: {:?}",
+        watch.order()
+    );
+    assert!(watch.max_active() <= 2, "max active {}", watch.max_active());
+    assert_eq!(children(&client, &ns, "pruned").await?.len(), 3);
+    Ok(())
+}
+
 /// Reprocess compares with earlier runs of the same Pipeline: a first Backfill of it fails
 /// two of six days; then `None` runs nothing, `Failed` runs the two failed days, `Completed`
 /// runs all six.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reprocess_none_failed_and_completed() -> Result<()> {
     let (client, ns) = setup("sf-bfre").await?;
-    // A suspended Pipeline: it schedules nothing; its template is what the Backfills run.
-    let pl: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "streamflow.io/v1alpha1",
-        "kind": "Pipeline",
-        "metadata": {"name": "daily"},
-        "spec": {"schedule": "0 0 * * *", "suspend": true, "template": template()},
-    }))?;
-    let ar = ApiResource::erase::<streamflow_operator::pipeline::Pipeline>(&());
-    Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar)
-        .create(&PostParams::default(), &pl)
-        .await?;
+    suspended_pipeline(&client, &ns, "daily").await?;
     let _op = Operator::start(&ns).await?;
     let kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
     kubelet.fail(&[
@@ -729,6 +810,42 @@ async fn a_backfill_and_a_pipeline_of_one_name_stamp_different_runs() -> Result<
             .all(|o| o.kind == "Pipeline")
     );
     assert!(!theirs.labels().contains_key("streamflow.io/backfill"));
+    Ok(())
+}
+
+/// A Backfill waiting for an earlier run of its Pipeline (issue 22 item 10: it listed every
+/// run every 10 s) is woken when that run ends, by its watch of the Pipeline's runs: it has no
+/// run of its own to wake it, and its fallback resync (5 min) is longer than the test's wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_waiting_for_an_earlier_run_goes_on_when_it_ends() -> Result<()> {
+    let (client, ns) = setup("sf-bfwait").await?;
+    suspended_pipeline(&client, &ns, "daily").await?;
+    let _op = Operator::start(&ns).await?;
+    // Made by hand, labelled as the Pipeline's: no kubelet yet, so it stays active.
+    let earlier = day_run(json!({
+        "name": "earlier-20260101",
+        "labels": {"streamflow.io/pipeline": "daily"},
+    }))?;
+    Api::<PipelineRun>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &earlier)
+        .await?;
+    let mut body = backfill_body(
+        "later",
+        json!({"pipelineRef": {"name": "daily"}, "to": "2026-01-02T00:00:00Z", "step": "1d",
+            "reprocess": "Completed"}),
+    );
+    body["spec"].as_object_mut().map(|s| s.remove("template"));
+    create_backfill(&client, &ns, body).await?;
+    wait_backfill(&client, &ns, "later", "waiting for the earlier run", |b| {
+        b.status.as_ref().is_some_and(|s| s.waiting == 1)
+    })
+    .await?;
+    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
+    let bf = wait_backfill(&client, &ns, "later", "Complete", complete).await?;
+    let st = bf.status.unwrap_or_default();
+    assert_eq!((st.succeeded, st.waiting, st.skipped), (1, 0, 0), "{st:#?}");
+    let kids = children(&client, &ns, "later").await?;
+    assert_eq!(kids.len(), 1, "{kids:?}");
     Ok(())
 }
 
