@@ -3,7 +3,7 @@
 # by PySpark 4 in local[2] (bench/etl_pyspark.py, the seed's engine) and by DuckDB
 # (bench/etl_duckdb.py), from the same landing NDJSON, medians of several runs; then a
 # cross-engine check that the three engines' rows of every table are the same (sorted CSV
-# comparison, bench/etl_compare.sh).
+# comparison, bench/etl_compare.py).
 #
 #   bench/etl.sh [--events N] [--runs R] [--bin PATH] [--memory-limit SIZE]
 #                [--spark-memory SIZE] [--engines streamflow,duckdb,pyspark] [--no-compare]

@@ -2,7 +2,8 @@
 
 Reads the same landing NDJSON as `streamflow etl` with an explicit schema, computes every gold
 table with the same SQL as job-image/src/etl/steps.rs (DuckDB dialect), and writes one headerless
-CSV per table, sorted like ours, in the gold text format: timestamps
+CSV per table (sorted by ours' key where ours sorts; the three flat tables unsorted, as ours
+writes them in landing order), in the gold text format: timestamps
 `2026-11-25T10:00:00.000000Z` (UTC), decimals with their scale, nulls empty. Averages are rounded
 to 4 decimals (bench/etl.sh explains why; streamflow's are rounded the same way before the
 comparison).

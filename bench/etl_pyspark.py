@@ -4,7 +4,8 @@ bench/etl.sh.
 Reads the same landing NDJSON as `streamflow etl` with an explicit schema (FAILFAST: a malformed
 record fails the run), flattens it once and caches the flat tables and shared intermediates
 like ours, computes every gold table with the same SQL as job-image/src/etl/steps.rs (Spark
-dialect), and writes each as headerless CSV part files under <out>/<table>/, sorted like ours,
+dialect), and writes each as headerless CSV part files under <out>/<table>/ (sorted by ours'
+key where ours sorts; the three flat tables unsorted, as ours writes them in landing order),
 in the gold text format: timestamps `2026-11-25T10:00:00.000000Z` (UTC), decimals with their
 scale, nulls empty. Averages are rounded to 4 decimals (bench/etl_compare.py explains why).
 

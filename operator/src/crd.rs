@@ -367,7 +367,7 @@ pub struct StorageSpec {
 const LOCATION_RULE: &str = "self.startsWith('s3://') ? self.matches('^s3://[^/]+') : (self.startsWith('file://') || !self.contains('://'))";
 
 /// `streamflow ingest --compression`: zstd (level 1) stores about a sixth of the bytes, and its
-/// drains to S3 took about a third of the plain drains' time in the benchmarks
+/// drains to S3 took about a quarter of the plain drains' time in the benchmarks
 /// (docs/benchmarks.md).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
