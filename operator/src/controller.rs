@@ -428,35 +428,16 @@ async fn step(
         Ok(d) => d,
         Err(e @ Error::InvalidSpec { .. }) => {
             // Not retried: the spec must change first.
-            let mut st = current.clone();
-            st.phase = Phase::Failed;
-            let message = e.to_string();
-            set_condition(
-                &mut st.conditions,
-                status::COND_SUCCEEDED,
-                false,
-                "InvalidSpec",
-                message.clone(),
-                run.metadata.generation,
-                now,
-            );
-            crate::kstatus::run(&mut st, run.metadata.generation, now);
+            let failed = PipelineRunStatus {
+                phase: Phase::Failed,
+                ..current.clone()
+            };
+            let t = status::transition("InvalidSpec", None, e.to_string());
+            let st = with_condition(run, failed, status::COND_SUCCEEDED, &t, now);
             if st != *current {
                 write_status(ctx, run, &st).await?;
                 ctx.metrics.run_finished(owner, false);
-                ctx.publish(
-                    run,
-                    &Transition {
-                        reason: "InvalidSpec",
-                        message,
-                        warning: true,
-                        stage: None,
-                        job: None,
-                        duration: None,
-                        summary: None,
-                    },
-                )
-                .await;
+                ctx.publish(run, &t).await;
             }
             return Ok(Action::await_change());
         }
@@ -596,37 +577,37 @@ async fn wait_for_consumer_group(
     let message = format!(
         "ingest waits for consumer group {group:?}: run {holder} is draining it (one drain per group at a time)"
     );
-    let mut st = current.clone();
-    let now = Utc::now();
+    let t = status::transition("WaitingForConsumerGroup", Some(Stage::Ingest), message);
+    // Still in progress, for GitOps tools too (and a run waiting before its first stage
+    // has no other status that says so).
+    let st = with_condition(run, current.clone(), status::COND_RUNNING, &t, Utc::now());
+    if st != *current {
+        write_status(ctx, run, &st).await?;
+        ctx.publish(run, &t).await;
+    }
+    Ok(Action::requeue(GROUP_WAIT))
+}
+
+/// `st` with condition `type_` False for the transition's reason and message, and the
+/// conditions GitOps tools read brought up to date.
+fn with_condition(
+    run: &PipelineRun,
+    mut st: PipelineRunStatus,
+    type_: &str,
+    t: &Transition,
+    now: chrono::DateTime<Utc>,
+) -> PipelineRunStatus {
     set_condition(
         &mut st.conditions,
-        status::COND_RUNNING,
+        type_,
         false,
-        "WaitingForConsumerGroup",
-        message.clone(),
+        t.reason,
+        t.message.clone(),
         run.metadata.generation,
         now,
     );
-    // Still in progress, for GitOps tools too (and a run waiting before its first stage
-    // has no other status that says so).
     crate::kstatus::run(&mut st, run.metadata.generation, now);
-    if st != *current {
-        write_status(ctx, run, &st).await?;
-        ctx.publish(
-            run,
-            &Transition {
-                reason: "WaitingForConsumerGroup",
-                message,
-                warning: false,
-                stage: Some(Stage::Ingest),
-                job: None,
-                duration: None,
-                summary: None,
-            },
-        )
-        .await;
-    }
-    Ok(Action::requeue(GROUP_WAIT))
+    st
 }
 
 /// The kind and name of the Pipeline or Backfill that made the run (its controller), empty

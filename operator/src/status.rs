@@ -62,13 +62,20 @@ pub struct Decision {
     pub delete_jobs: Vec<String>,
 }
 
-fn transition(reason: &'static str, stage: Option<Stage>, message: String) -> Transition {
+/// A transition with its Event's reason and message; warnings are the reasons that say
+/// something went wrong.
+pub fn transition(reason: &'static str, stage: Option<Stage>, message: String) -> Transition {
     Transition {
         reason,
         message,
         warning: matches!(
             reason,
-            "StageFailed" | "Failed" | "DeadlineMissed" | "Retrying" | "SummaryMissing"
+            "StageFailed"
+                | "Failed"
+                | "DeadlineMissed"
+                | "Retrying"
+                | "SummaryMissing"
+                | "InvalidSpec"
         ),
         stage,
         job: None,
