@@ -201,6 +201,7 @@ build_image() {
   sf_buildah bud --quiet --layers=false -t "$name" "$@" "$context" >/dev/null ||
     die "building the image $name failed"
   sf_image_save "$name" "$archive"
+  sf_buildah_clean
 }
 
 # The sandbox image, from the pause.c and Dockerfile of the same Kubernetes release.

@@ -173,6 +173,7 @@ cmd_build() {
   project_image streamflow job-image/Dockerfile
   project_image streamflow-operator operator/Dockerfile
   seaweedfs_image
+  sf_buildah_clean
 }
 
 case "${1:-}" in
