@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Timelike, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use streamflow_core::Interval;
 use streamflow_core::backfill::PriorOutcome;
 
-use crate::crd::{IntervalSpec, Phase, PipelineRun, PipelineRunSpec, RunTemplate};
-use crate::jobs::{LABEL_MANAGED_BY, MANAGER, MAX_RUN_NAME, to_chrono};
+use crate::api::parent::ChildRunRef;
+use crate::api::pipelinerun::MAX_RUN_NAME;
+use crate::api::pipelinerun::{IntervalSpec, Phase, PipelineRun, PipelineRunSpec, RunTemplate};
+use crate::jobs::{LABEL_MANAGED_BY, MANAGER, to_chrono};
 
 /// On every PipelineRun of a Backfill: the Backfill's name.
 pub const LABEL_BACKFILL: &str = "streamflow.io/backfill";
@@ -22,19 +22,6 @@ pub const LABEL_PIPELINE: &str = "streamflow.io/pipeline";
 
 /// The most characters of a Backfill's or Pipeline's name: it is a label value of its runs.
 pub const MAX_PARENT_NAME: usize = 63;
-
-/// What deleting a Backfill or Pipeline does to the runs it made.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum RunDeletionPolicy {
-    /// Keep them: each run is released (its owner reference to the parent removed) and goes on
-    /// as a run of its own, running ones to the end; their history (which intervals are done)
-    /// stays for a parent created again, e.g. by a GitOps sync: nothing is lost but the runs
-    /// history limits pruned earlier.
-    #[default]
-    Retain,
-    /// Delete them, running ones included, and with them their Jobs.
-    Delete,
-}
 
 /// Which kind of parent stamps a run: part of its name, so that a Backfill and a Pipeline of
 /// the same name never stamp the same run name.
@@ -182,6 +169,15 @@ impl ObservedRun {
         !self.phase.is_finished()
     }
 
+    /// The run as a parent's status lists it.
+    pub fn listed(&self) -> ChildRunRef {
+        ChildRunRef {
+            name: self.name.clone(),
+            interval: self.interval.to_string(),
+            phase: self.phase,
+        }
+    }
+
     pub fn outcome(&self) -> PriorOutcome {
         if self.is_active() {
             PriorOutcome::Active
@@ -189,26 +185,6 @@ impl ObservedRun {
             PriorOutcome::Succeeded
         } else {
             PriorOutcome::Failed
-        }
-    }
-}
-
-/// One run as listed in a parent's status.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ChildRunRef {
-    pub name: String,
-    /// `START/END`.
-    pub interval: String,
-    pub phase: Phase,
-}
-
-impl ChildRunRef {
-    pub fn of(run: &ObservedRun) -> ChildRunRef {
-        ChildRunRef {
-            name: run.name.clone(),
-            interval: run.interval.to_string(),
-            phase: run.phase,
         }
     }
 }

@@ -21,10 +21,15 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::crd::{Phase, PipelineRun, PipelineRunStatus, Stage, StagePhase, StageSummary};
+use crate::api::condition::set_condition;
+use crate::api::pipelinerun::{
+    COND_RUNNING, COND_SUCCEEDED, DEFAULT_IMAGE, Phase, PipelineRun, PipelineRunStatus, StagePhase,
+    StageSummary,
+};
+use crate::api::stage::Stage;
 use crate::jobs::{self, LABEL_MANAGED_BY, MANAGER, ObservedJob};
 use crate::metrics::{Metrics, RunOwner};
-use crate::status::{self, Transition, set_condition};
+use crate::status::{self, Transition};
 use crate::{Error, Result};
 
 /// Removed once the run's Jobs are deleted, so deleting a run deletes its Jobs even where no
@@ -53,7 +58,7 @@ impl Context {
             client,
             recorder,
             metrics,
-            default_image: crate::crd::DEFAULT_IMAGE.to_owned(),
+            default_image: DEFAULT_IMAGE.to_owned(),
             phases: Mutex::default(),
             failures: Mutex::default(),
             consumer_groups: Mutex::default(),
@@ -433,7 +438,7 @@ async fn step(
                 ..current.clone()
             };
             let t = status::transition("InvalidSpec", None, e.to_string());
-            let st = with_condition(run, failed, status::COND_SUCCEEDED, &t, now);
+            let st = with_condition(run, failed, COND_SUCCEEDED, &t, now);
             if st != *current {
                 write_status(ctx, run, &st).await?;
                 ctx.metrics.run_finished(owner, false);
@@ -580,7 +585,7 @@ async fn wait_for_consumer_group(
     let t = status::transition("WaitingForConsumerGroup", Some(Stage::Ingest), message);
     // Still in progress, for GitOps tools too (and a run waiting before its first stage
     // has no other status that says so).
-    let st = with_condition(run, current.clone(), status::COND_RUNNING, &t, Utc::now());
+    let st = with_condition(run, current.clone(), COND_RUNNING, &t, Utc::now());
     if st != *current {
         write_status(ctx, run, &st).await?;
         ctx.publish(run, &t).await;

@@ -21,7 +21,9 @@ use kube::{Resource, ResourceExt};
 use streamflow_core::exit;
 
 use crate::Error;
-use crate::crd::{PipelineRun, PodTemplate, Stage};
+use crate::api::pipelinerun::{IntervalSpec, MAX_RUN_NAME, PipelineRun};
+use crate::api::pod_template::{PodTemplate, is_reserved_annotation, is_reserved_label};
+use crate::api::stage::Stage;
 use crate::kafka_secrets::kafka_secret_files;
 use crate::pod_overrides;
 
@@ -41,9 +43,6 @@ pub const MANAGER: &str = "streamflow-operator";
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 /// Where the checks ConfigMap is mounted in the validate container.
 pub const CHECKS_DIR: &str = "/etc/streamflow/checks";
-/// Longest run name: Job names become a label value on their Pods (63 characters at most),
-/// and `-validate-20` takes 12.
-pub const MAX_RUN_NAME: usize = 50;
 
 /// `<run>-<stage>-<attempt>`: deterministic, so creating it twice is harmless.
 pub fn job_name(run: &str, stage: Stage, attempt: u32) -> String {
@@ -55,7 +54,7 @@ pub fn job_name(run: &str, stage: Stage, attempt: u32) -> String {
 /// date, and a run replaces its dates' partitions with what its interval holds: runs of less
 /// than a day (an hourly Pipeline or Backfill) need a location each, or each would replace its
 /// day's partition with its own hour.
-pub fn gold_location(template: &str, interval: &crate::crd::IntervalSpec) -> String {
+pub fn gold_location(template: &str, interval: &IntervalSpec) -> String {
     const STAMP: &str = "%Y%m%dT%H%M%SZ";
     template
         .replace("{start}", &interval.start.format(STAMP).to_string())
@@ -316,12 +315,9 @@ fn pod_metadata(ours: BTreeMap<String, String>, template: &PodTemplate) -> Objec
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<BTreeMap<_, _>>()
     };
-    let mut labels = allowed(&template.metadata.labels, pod_overrides::is_reserved_label);
+    let mut labels = allowed(&template.metadata.labels, is_reserved_label);
     labels.extend(ours);
-    let annotations = allowed(
-        &template.metadata.annotations,
-        pod_overrides::is_reserved_annotation,
-    );
+    let annotations = allowed(&template.metadata.annotations, is_reserved_annotation);
     ObjectMeta {
         labels: Some(labels),
         annotations: (!annotations.is_empty()).then_some(annotations),
@@ -684,7 +680,7 @@ pub(crate) mod tests {
         assert!(consumer_group_label(&"g".repeat(64)).starts_with("sha256-"));
         assert!(consumer_group_label("-lead").starts_with("sha256-"));
     }
-    use crate::crd::PipelineRunSpec;
+    use crate::api::pipelinerun::PipelineRunSpec;
 
     pub(crate) fn run(spec: serde_json::Value) -> PipelineRun {
         let mut base = serde_json::json!({

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{KeyToPath, SecretVolumeSource, Volume, VolumeMount};
 
 use crate::Error;
-use crate::crd::{AuthenticationType, KafkaSpec};
+use crate::api::kafka::{AuthenticationType, KafkaSpec};
 
 /// Where the Secrets are mounted, one directory per Secret.
 pub const KAFKA_SECRETS_DIR: &str = "/etc/streamflow/kafka";
@@ -143,7 +143,7 @@ pub fn kafka_secret_files(kafka: &KafkaSpec) -> Result<KafkaSecretFiles, Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::Stage;
+    use crate::api::stage::Stage;
     use crate::jobs::build_job;
     use crate::jobs::tests::run;
 

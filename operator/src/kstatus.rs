@@ -6,10 +6,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::backfill::{self, BackfillStatus};
-use crate::crd::{Condition, Phase, PipelineRunStatus};
-use crate::pipeline::{self, PipelineStatus};
-use crate::status::{COND_RUNNING, COND_SUCCEEDED};
+use crate::api::backfill::{self, BackfillStatus};
+use crate::api::condition::{Condition, set_condition_status};
+use crate::api::pipeline::{self, PipelineStatus};
+use crate::api::pipelinerun::{COND_RUNNING, COND_SUCCEEDED, Phase, PipelineRunStatus};
 
 pub const COND_READY: &str = "Ready";
 pub const COND_RECONCILING: &str = "Reconciling";
@@ -28,38 +28,6 @@ pub enum State {
     /// `Suspended` (kstatus reads `Ready=False` as InProgress, which would hold a Flux sync
     /// until its timeout); Argo CD's check shows it as Suspended.
     Idle,
-}
-
-/// Sets condition `type_` to `status` (`True`, `False` or `Unknown`); its transition time
-/// changes only when its status does, so deriving the same state again writes nothing.
-pub fn set_condition_status(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: DateTime<Utc>,
-) {
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now;
-                status.clone_into(&mut c.status);
-            }
-            reason.clone_into(&mut c.reason);
-            c.message = message;
-            c.observed_generation = generation;
-        }
-        None => conditions.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            last_transition_time: now,
-            observed_generation: generation,
-        }),
-    }
 }
 
 /// Sets `Ready`, `Reconciling` and `Stalled` for `state`, all with the same reason and message

@@ -1,23 +1,23 @@
 //! The streamflow operator: the `PipelineRun` custom resource and its controller, which runs a
 //! data interval through ingest → etl → validate as one Kubernetes Job per stage attempt.
 //!
-//! - [`crd`]: the resource (spec, status), from which `crdgen` prints the CRD.
+//! - [`api`]: the resources (spec, status, admission rules), from which `crdgen` prints the CRDs.
 //! - [`pod_overrides`]: a run's `podTemplate` and `stageOverrides`, merged per stage (pure).
 //! - [`jobs`]: the Job of a stage attempt, and reading Jobs back (pure).
 //! - [`status`]: the next status and action from spec, status and Jobs (pure).
 //! - [`controller`]: reconcile, the watch loop, Events.
-//! - [`backfill`], [`pipeline`]: the `Backfill` and `Pipeline` resources (a range of intervals,
-//!   a cron schedule) and what to run next (pure); [`children`]: the PipelineRuns they create;
+//! - [`backfill`], [`pipeline`]: what a `Backfill` and a `Pipeline` (a range of intervals, a
+//!   cron schedule) run next (pure); [`children`]: the PipelineRuns they create;
 //!   [`parents`]: their controllers.
 //! - [`kstatus`]: `Ready`/`Reconciling`/`Stalled`, what GitOps tools read, from each kind's
 //!   phase and conditions (pure).
 //! - [`leader`]: leader election on a Lease: one replica runs the controllers.
 //! - [`metrics`]: the Prometheus registry and the `/metrics`, `/healthz`, `/readyz` server.
 
+pub mod api;
 pub mod backfill;
 pub mod children;
 pub mod controller;
-pub mod crd;
 pub mod jobs;
 pub mod kafka_secrets;
 pub mod kstatus;

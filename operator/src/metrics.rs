@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 use chrono::{DateTime, Utc};
 
 use crate::Error;
-use crate::crd::{Phase, Stage, StageSummary};
+use crate::api::pipelinerun::{Phase, StageSummary};
+use crate::api::stage::Stage;
 
 /// The label naming the namespace of the object a series is about. Not `namespace`: that is
 /// the label Prometheus gives every series of the operator's scrape target (the operator's own

@@ -30,15 +30,18 @@ use serde_json::json;
 use streamflow_core::Interval;
 use tracing::{debug, info, warn};
 
-use crate::backfill::{self, Backfill};
-use crate::children::{
-    LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, ParentKind, RunDeletionPolicy, build_child,
+use crate::api::backfill::{
+    Backfill, BackfillStatus, COND_COMPLETE, COND_FAILED, COND_PROGRESSING,
 };
-use crate::crd::{PipelineRun, RunTemplate};
+use crate::api::condition::{Condition, set_condition};
+use crate::api::parent::RunDeletionPolicy;
+use crate::api::pipeline::{COND_READY, Pipeline, PipelineStatus};
+use crate::api::pipelinerun::{PipelineRun, RunTemplate};
+use crate::backfill;
+use crate::children::{LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, ParentKind, build_child};
 use crate::jobs::{LABEL_MANAGED_BY, MANAGER, to_chrono};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Pipeline, PipelineStatus};
-use crate::status::set_condition;
+use crate::pipeline;
 use crate::{Error, Result};
 
 /// Removed once the parent's runs are deleted.
@@ -442,10 +445,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
             let mut st = current.clone();
             st.observed_generation = bf.metadata.generation;
             let message = e.to_string();
-            for (cond, status) in [
-                (backfill::COND_FAILED, true),
-                (backfill::COND_PROGRESSING, false),
-            ] {
+            for (cond, status) in [(COND_FAILED, true), (COND_PROGRESSING, false)] {
                 set_condition(
                     &mut st.conditions,
                     cond,
@@ -506,7 +506,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
                     if let Some(event) = name_conflict(
                         &mut status.conditions,
                         &current.conditions,
-                        backfill::COND_PROGRESSING,
+                        COND_PROGRESSING,
                         message,
                         bf.metadata.generation,
                         now,
@@ -527,7 +527,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
                 status = current.clone();
                 set_condition(
                     &mut status.conditions,
-                    backfill::COND_PROGRESSING,
+                    COND_PROGRESSING,
                     false,
                     "PipelineNotFound",
                     format!("Pipeline {missing:?} not found in namespace {ns}; waiting for it"),
@@ -562,7 +562,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
     // an earlier run is: `backfill::waiting_on` wakes it.
     Ok(if conflicted {
         Action::requeue(RECHECK)
-    } else if status.is_true(backfill::COND_COMPLETE) {
+    } else if status.is_true(COND_COMPLETE) {
         Action::await_change()
     } else {
         Action::requeue(RESYNC)
@@ -570,7 +570,7 @@ async fn apply_backfill(bf: &Backfill, ctx: &ParentContext, ns: &str) -> Result<
 }
 
 /// The Backfill's gauges (docs/operations.md, alert StreamflowBackfillStalled).
-fn record_backfill(ctx: &ParentContext, bf: &Backfill, ns: &str, st: &backfill::BackfillStatus) {
+fn record_backfill(ctx: &ParentContext, bf: &Backfill, ns: &str, st: &BackfillStatus) {
     let name = bf.name_any();
     for (phase, n) in [
         ("Pending", st.pending + st.waiting),
@@ -661,7 +661,7 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
             let message = e.to_string();
             set_condition(
                 &mut st.conditions,
-                pipeline::COND_READY,
+                COND_READY,
                 false,
                 "InvalidSpec",
                 message.clone(),
@@ -710,7 +710,7 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
             if let Some(event) = name_conflict(
                 &mut status.conditions,
                 &current.conditions,
-                pipeline::COND_READY,
+                COND_READY,
                 message,
                 pl.metadata.generation,
                 now,
@@ -747,8 +747,8 @@ async fn apply_pipeline(pl: &Pipeline, ctx: &ParentContext, ns: &str) -> Result<
 /// Sets `cond` False with reason [`REASON_NAME_CONFLICT`]; the Warning Event to publish when
 /// that is news (not already so in `current`), so a conflict that lasts is told once.
 fn name_conflict(
-    conditions: &mut Vec<crate::crd::Condition>,
-    current: &[crate::crd::Condition],
+    conditions: &mut Vec<Condition>,
+    current: &[Condition],
     cond: &str,
     message: String,
     generation: Option<i64>,

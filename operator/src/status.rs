@@ -6,15 +6,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::Error;
-use crate::crd::{
-    Condition, DeadlineAnchor, DeadlineState, Phase, PipelineRunSpec, PipelineRunStatus, Stage,
-    StagePhase, StageStatus, StageSummary, parse_duration,
+use crate::api::condition::set_condition;
+use crate::api::pipelinerun::{
+    COND_DEADLINE_MISSED, COND_RUNNING, COND_SUCCEEDED, DeadlineAnchor, DeadlineState, Phase,
+    PipelineRunSpec, PipelineRunStatus, StagePhase, StageStatus, StageSummary, parse_duration,
 };
+use crate::api::stage::Stage;
 use crate::jobs::{JobState, ObservedJob, job_name};
 
-pub const COND_RUNNING: &str = "Running";
-pub const COND_SUCCEEDED: &str = "Succeeded";
-pub const COND_DEADLINE_MISSED: &str = "DeadlineMissed";
 /// How long an attempt's Pod may take to start (to be scheduled, its image pulled, its
 /// container created) before the attempt fails: long enough for a cluster autoscaler to add a
 /// node and a large image to be pulled, short enough that a Pod no node can take costs minutes,
@@ -87,27 +86,6 @@ pub fn transition(reason: &'static str, stage: Option<Stage>, message: String) -
 fn with_job(mut t: Transition, job: &str) -> Transition {
     t.job = Some(job.to_owned());
     t
-}
-
-/// Sets a condition; its transition time changes only when its status does.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: DateTime<Utc>,
-) {
-    crate::kstatus::set_condition_status(
-        conditions,
-        type_,
-        if status { "True" } else { "False" },
-        reason,
-        message,
-        generation,
-        now,
-    );
 }
 
 /// The deadline of a run: `runDeadline` after its interval's end (or after its creation).
@@ -748,7 +726,7 @@ fn cut_message(mut out: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::PipelineRun;
+    use crate::api::pipelinerun::PipelineRun;
     use crate::jobs::tests::run;
 
     fn t(s: &str) -> DateTime<Utc> {

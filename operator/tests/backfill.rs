@@ -12,9 +12,9 @@ use anyhow::{Result, ensure};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use streamflow_operator::backfill::{Backfill, COND_COMPLETE, COND_FAILED, COND_SUSPENDED};
-use streamflow_operator::crd::{Phase, PipelineRun};
-use streamflow_operator::pipeline::Pipeline;
+use streamflow_operator::api::backfill::{Backfill, COND_COMPLETE, COND_FAILED, COND_SUSPENDED};
+use streamflow_operator::api::pipeline::Pipeline;
+use streamflow_operator::api::pipelinerun::{Phase, PipelineRun};
 use support::*;
 
 async fn setup(prefix: &str) -> Result<(Client, String)> {
@@ -555,7 +555,7 @@ async fn backwards_runs_newest_first() -> Result<()> {
         .find(|r| r.name_any() == "back-20260101-bf")
         .and_then(|r| r.uid())
         .ok_or_else(|| anyhow::anyhow!("no run back-20260101-bf"))?;
-    Api::<streamflow_operator::crd::PipelineRun>::namespaced(client.clone(), &ns)
+    Api::<streamflow_operator::api::pipelinerun::PipelineRun>::namespaced(client.clone(), &ns)
         .delete("back-20260101-bf", &DeleteParams::background())
         .await?;
     wait_for(

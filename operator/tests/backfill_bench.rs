@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use streamflow_operator::backfill::{Backfill, COND_COMPLETE};
+use streamflow_operator::api::backfill::{Backfill, COND_COMPLETE};
 use support::*;
 
 const FEWEST_WRITES_PER_RUN: f64 = 5.0;

@@ -15,9 +15,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use streamflow_operator::backfill::Backfill;
-use streamflow_operator::crd::{Phase, PipelineRun};
-use streamflow_operator::pipeline::Pipeline;
+use streamflow_operator::api::backfill::Backfill;
+use streamflow_operator::api::pipeline::Pipeline;
+use streamflow_operator::api::pipelinerun::{Phase, PipelineRun};
 use support::*;
 
 /// How long the stand-in holds each Job: the in-flight objects are dumped within it.

@@ -12,7 +12,8 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
-use streamflow_operator::crd::{Phase, PipelineRun, Stage, StageStatus};
+use streamflow_operator::api::pipelinerun::{Phase, PipelineRun, StageStatus};
+use streamflow_operator::api::stage::Stage;
 use support::*;
 
 /// `scripts/kafka.sh security`: the secured listeners and the files of their credentials.

@@ -12,8 +12,8 @@ use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use streamflow_operator::crd::{Phase, PipelineRun};
-use streamflow_operator::pipeline::Pipeline;
+use streamflow_operator::api::pipeline::Pipeline;
+use streamflow_operator::api::pipelinerun::{Phase, PipelineRun};
 use support::*;
 
 async fn setup(prefix: &str) -> Result<(Client, String)> {

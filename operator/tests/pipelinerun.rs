@@ -10,7 +10,8 @@ use chrono::{SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
-use streamflow_operator::crd::{DeadlineState, Phase, PipelineRun, Stage, StagePhase};
+use streamflow_operator::api::pipelinerun::{DeadlineState, Phase, PipelineRun, StagePhase};
+use streamflow_operator::api::stage::Stage;
 use support::*;
 
 async fn setup(prefix: &str) -> Result<(kube::Client, String)> {
@@ -807,7 +808,7 @@ async fn editing_a_started_runs_spec_is_refused() -> Result<()> {
         .and_then(|c| c.image);
     assert_eq!(
         image.as_deref(),
-        Some(streamflow_operator::crd::DEFAULT_IMAGE)
+        Some(streamflow_operator::api::pipelinerun::DEFAULT_IMAGE)
     );
     let api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
     for patch in [
@@ -980,7 +981,7 @@ async fn stage_pods_meet_the_restricted_pod_security_standard() -> Result<()> {
         // Built here, not by the operator, which fills in its --default-image for a run naming
         // none: the run names one.
         let mut spec = json!({"validation": {"checksConfigMap": {"name": "checks", "key": "checks.yaml"}},
-            "image": streamflow_operator::crd::DEFAULT_IMAGE});
+            "image": streamflow_operator::api::pipelinerun::DEFAULT_IMAGE});
         if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
             s.extend(e.clone());
         }
@@ -1094,7 +1095,7 @@ async fn finished_runs_cost_no_api_call_at_a_restart() -> Result<()> {
         create_run(&client, &ns, body).await?;
         // Finished as this operator leaves them: with the conditions GitOps tools read and
         // observedGeneration (an older operator's finished runs get them in one write each).
-        let mut status = streamflow_operator::crd::PipelineRunStatus {
+        let mut status = streamflow_operator::api::pipelinerun::PipelineRunStatus {
             phase: if k % 3 == 0 {
                 Phase::Failed
             } else {

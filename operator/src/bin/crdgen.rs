@@ -8,7 +8,7 @@ fn main() -> ExitCode {
     let which = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "pipelinerun".to_owned());
-    let crds = match streamflow_operator::crd::all_crds() {
+    let crds = match streamflow_operator::api::all_crds() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -36,7 +36,7 @@ struct Cli {
     concurrency: u16,
     /// The job image of PipelineRuns that name none (`spec.image`); the chart sets it to the
     /// `streamflow` image of its appVersion.
-    #[arg(long, env = "STREAMFLOW_OPERATOR_DEFAULT_IMAGE", default_value = streamflow_operator::crd::DEFAULT_IMAGE)]
+    #[arg(long, env = "STREAMFLOW_OPERATOR_DEFAULT_IMAGE", default_value = streamflow_operator::api::pipelinerun::DEFAULT_IMAGE)]
     default_image: String,
     /// Elect a leader on a Lease: only the replica holding it runs the controllers. `false`
     /// only where exactly one operator process can run.

@@ -19,9 +19,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt, ResourceExt};
 use serde_json::json;
-use streamflow_operator::backfill::Backfill;
-use streamflow_operator::crd::PipelineRun;
-use streamflow_operator::pipeline::Pipeline;
+use streamflow_operator::api::backfill::Backfill;
+use streamflow_operator::api::pipeline::Pipeline;
+use streamflow_operator::api::pipelinerun::PipelineRun;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 

@@ -3,18 +3,26 @@
 //! is that output, checked by a test.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
-pub use crate::pod_overrides::{PodTemplate, StageOverrides};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The CRD's API group.
-pub const GROUP: &str = "streamflow.io";
+use super::condition::Condition;
+use super::kafka::{KafkaSpec, SecretRef};
+use super::pod_template::{PodTemplate, StageOverrides, resources_schema};
+use super::stage::Stage;
+
+/// Longest run name: Job names become a label value on their Pods (63 characters at most),
+/// and `-validate-20` takes 12. The CRD's rule below says the same.
+pub const MAX_RUN_NAME: usize = 50;
+
+pub const COND_RUNNING: &str = "Running";
+pub const COND_SUCCEEDED: &str = "Succeeded";
+pub const COND_DEADLINE_MISSED: &str = "DeadlineMissed";
 
 /// The job image of a run that names none, unless the operator is told another
 /// (`--default-image`): the `streamflow` image of this release, as the chart's appVersion tags it.
@@ -128,33 +136,6 @@ pub struct RunTemplate {
     pub ttl_seconds_after_finished: Option<i32>,
 }
 
-/// A Kubernetes quantity (`500m`, `2Gi`, `1.5`, `1e3`), as controller-gen writes it for
-/// `resource.Quantity`.
-const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
-
-/// `resources` as Kubernetes' own schema, with each limit and request checked to be a
-/// quantity: otherwise a malformed one (`2 GB`) is refused by the API server only when the
-/// operator creates a Job, after the run has started. (A pattern, not CEL `isQuantity`: a CEL
-/// rule over the unbounded maps of `ResourceRequirements` exceeds the API server's cost budget.)
-pub(crate) fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let mut schema = <ResourceRequirements as JsonSchema>::json_schema(generator);
-    let quantity = serde_json::json!({
-        "x-kubernetes-int-or-string": true,
-        // Applies to strings only: an integer is a quantity as it is.
-        "pattern": QUANTITY_PATTERN,
-    });
-    for key in ["limits", "requests"] {
-        if let Some(map) = schema
-            .get_mut("properties")
-            .and_then(|p| p.get_mut(key))
-            .and_then(|m| m.as_object_mut())
-        {
-            map.insert("additionalProperties".to_owned(), quantity.clone());
-        }
-    }
-    schema
-}
-
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.end > self.start").message("interval: end must be after start"))]
 pub struct IntervalSpec {
@@ -175,159 +156,8 @@ impl IntervalSpec {
     }
 }
 
-#[derive(
-    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    Ingest,
-    Etl,
-    Validate,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Ingest, Stage::Etl, Stage::Validate];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Ingest => "ingest",
-            Stage::Etl => "etl",
-            Stage::Validate => "validate",
-        }
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 fn default_stages() -> Vec<Stage> {
     Stage::ALL.to_vec()
-}
-
-/// A Secret in the run's namespace, by name.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
-pub struct SecretRef {
-    pub name: String,
-}
-
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.authentication) || self.authentication.type != 'tls' || has(self.tls)").message("kafka.authentication: type tls (client certificates) needs kafka.tls"))]
-pub struct KafkaSpec {
-    /// Bootstrap servers, `host:port[,host:port]`.
-    #[schemars(length(min = 1))]
-    pub bootstrap: String,
-    /// Topics to drain; unset means the image's default topics. An empty list is refused:
-    /// leave the field out for the defaults.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(min = 1), inner(length(min = 1)))]
-    pub topics: Vec<String>,
-    /// Consumer group: when set, ingest drains up to the high watermarks and commits
-    /// (watermark mode); when unset, it lands exactly the records of the interval (interval mode).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// A Secret whose keys become the ingest container's environment (SASL/TLS settings).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<SecretRef>,
-    /// Connect over TLS, as Strimzi's clients' (`KafkaConnect`) `tls`; without
-    /// `trustedCertificates`, the image's system CAs are trusted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<KafkaTls>,
-    /// How ingest authenticates, as Strimzi's clients' `authentication`: `scram-sha-512` (a
-    /// KafkaUser's password) or `tls` (its client certificate).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authentication: Option<KafkaAuthentication>,
-}
-
-/// A Secret's key or a file name pattern: what Kubernetes allows as a Secret's key.
-const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
-/// A Secret's name (a DNS subdomain).
-const SECRET_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct KafkaTls {
-    /// Certificates to trust (a Strimzi cluster's `<cluster>-cluster-ca-cert`, key `ca.crt`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    pub trusted_certificates: Vec<CertSecretSource>,
-}
-
-/// Certificates in a Secret: one key (`certificate`), or every key matching a glob `pattern`.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.certificate) != has(self.pattern)").message("kafka.tls.trustedCertificates: give either certificate (a key) or pattern (a glob of keys), not both"))]
-pub struct CertSecretSource {
-    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME_PATTERN))]
-    pub secret_name: String,
-    /// The key holding the certificate (PEM), e.g. `ca.crt`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
-    pub certificate: Option<String>,
-    /// A glob of keys (`*.crt`): every matching key's certificate is trusted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[-._a-zA-Z0-9*?\[\]]+$")
-    )]
-    pub pattern: Option<String>,
-}
-
-/// Strimzi's client authentication, with the fields of the two types it supports here.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.type != 'scram-sha-512' || (has(self.username) && has(self.passwordSecret) && !has(self.certificateAndKey))").message("kafka.authentication: type scram-sha-512 takes username and passwordSecret (and no certificateAndKey)"))]
-#[x_kube(validation = Rule::new("self.type != 'tls' || (has(self.certificateAndKey) && !has(self.username) && !has(self.passwordSecret))").message("kafka.authentication: type tls takes certificateAndKey (and no username or passwordSecret)"))]
-pub struct KafkaAuthentication {
-    #[serde(rename = "type")]
-    pub type_: AuthenticationType,
-    /// The SCRAM user (a KafkaUser's name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
-    pub username: Option<String>,
-    /// The Secret and key holding the SCRAM user's password (a KafkaUser's Secret, `password`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_secret: Option<PasswordSecretSource>,
-    /// The Secret and keys of the client certificate and its key (a KafkaUser's Secret,
-    /// `user.crt` and `user.key`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_and_key: Option<CertAndKeySecretSource>,
-}
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthenticationType {
-    /// SASL SCRAM-SHA-512 with a user name and password.
-    #[serde(rename = "scram-sha-512")]
-    ScramSha512,
-    /// Mutual TLS with a client certificate.
-    #[serde(rename = "tls")]
-    Tls,
-}
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PasswordSecretSource {
-    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME_PATTERN))]
-    pub secret_name: String,
-    /// The key holding the password.
-    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
-    pub password: String,
-}
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CertAndKeySecretSource {
-    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME_PATTERN))]
-    pub secret_name: String,
-    /// The key holding the client certificate (PEM).
-    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
-    pub certificate: String,
-    /// The key holding the certificate's private key (PEM).
-    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
-    pub key: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -574,22 +404,6 @@ impl PipelineRunStatus {
     }
 }
 
-/// Shaped like `metav1.Condition`.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// `True`, `False` or `Unknown`.
-    pub status: String,
-    pub reason: String,
-    #[serde(default)]
-    pub message: String,
-    pub last_transition_time: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-}
-
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StagePhase {
     #[default]
@@ -703,91 +517,9 @@ impl StageSummary {
     }
 }
 
-/// The PipelineRun CRD as YAML, as committed in `crds/pipelinerun.yaml`.
-pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
-    crd_yaml_of::<PipelineRun>("")
-}
-
-/// The CRD of `K` as YAML, as committed in `crds/`; `arg` is crdgen's argument that prints it.
-pub fn crd_yaml_of<K: kube::CustomResourceExt>(arg: &str) -> Result<String, serde_yaml_ng::Error> {
-    let yaml = serde_yaml_ng::to_string(&K::crd())?;
-    let arg = if arg.is_empty() {
-        String::new()
-    } else {
-        format!(" {arg}")
-    };
-    Ok(format!(
-        "# Generated by `cargo run -p streamflow-operator --bin crdgen{arg}`; do not edit.\n{yaml}"
-    ))
-}
-
-/// Every CRD of the operator: (crdgen argument, file in `crds/`, YAML).
-pub fn all_crds() -> Result<Vec<(&'static str, &'static str, String)>, serde_yaml_ng::Error> {
-    use crate::backfill::Backfill;
-    use crate::pipeline::Pipeline;
-    Ok(vec![
-        ("pipelinerun", "pipelinerun.yaml", crd_yaml()?),
-        (
-            "backfill",
-            "backfill.yaml",
-            crd_yaml_of::<Backfill>("backfill")?,
-        ),
-        (
-            "pipeline",
-            "pipeline.yaml",
-            crd_yaml_of::<Pipeline>("pipeline")?,
-        ),
-    ])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn committed_crd_matches_the_code() {
-        let committed = include_str!("../../crds/pipelinerun.yaml");
-        let generated = crd_yaml().unwrap();
-        assert!(
-            committed == generated,
-            "crds/pipelinerun.yaml is stale: run `cargo run -p streamflow-operator --bin crdgen > crds/pipelinerun.yaml`"
-        );
-    }
-
-    #[test]
-    fn committed_backfill_and_pipeline_crds_match_the_code() {
-        let committed = [
-            include_str!("../../crds/backfill.yaml"),
-            include_str!("../../crds/pipeline.yaml"),
-        ];
-        for ((arg, file, generated), committed) in all_crds().unwrap()[1..].iter().zip(committed) {
-            assert!(
-                committed == generated,
-                "crds/{file} is stale: run `cargo run -p streamflow-operator --bin crdgen {arg} > crds/{file}`"
-            );
-        }
-    }
-
-    #[test]
-    fn crd_has_cel_rules_and_printer_columns() {
-        let yaml = crd_yaml().unwrap();
-        for needle in [
-            "self.end > self.start",
-            "duration(self.maxBackoff) >= duration(self.initialBackoff)",
-            "jsonPath: .status.phase",
-            "jsonPath: .status.deadline",
-            "subresources",
-            "rule: self == oldSelf",
-        ] {
-            assert!(yaml.contains(needle), "no {needle:?} in the CRD");
-        }
-        // The admission rule and the operator's own check agree on the longest run name.
-        let max = format!("size(self.metadata.name) <= {}", crate::jobs::MAX_RUN_NAME);
-        assert!(yaml.contains(&max), "no {max:?} in the CRD");
-        // The image is the operator's default (--default-image), not the schema's: a schema
-        // default is stored in every object and pins it across upgrades.
-        assert!(!yaml.contains("default: streamflow:"), "{yaml}");
-    }
 
     #[test]
     fn defaults_fill_a_minimal_spec() {
