@@ -40,7 +40,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Who publishes the run's Events (see [`Context::publish`] for why no Recorder is kept).
+    reporter: Reporter,
     pub metrics: Metrics,
     /// The image of runs whose spec names none (`--default-image`).
     pub default_image: String,
@@ -53,10 +54,9 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, metrics: Metrics) -> Self {
-        let recorder = Recorder::new(client.clone(), Reporter::from(MANAGER));
         Self {
             client,
-            recorder,
+            reporter: Reporter::from(MANAGER),
             metrics,
             default_image: DEFAULT_IMAGE.to_owned(),
             phases: Mutex::default(),
@@ -119,7 +119,7 @@ impl Context {
             reason: t.reason.to_owned(),
             note: Some(note),
             action: "Reconcile".to_owned(),
-            // Also part of the Recorder's de-duplication key: one Event per attempt's Job.
+            // The attempt's Job, shown with the Event.
             secondary: t.job.as_ref().map(|job| ObjectReference {
                 api_version: Some("batch/v1".to_owned()),
                 kind: Some("Job".to_owned()),
@@ -128,7 +128,13 @@ impl Context {
                 ..Default::default()
             }),
         };
-        if let Err(e) = self.recorder.publish(&event, &run.object_ref(&())).await {
+        // A Recorder for this Event alone: kube's Recorder keeps every Event it published for
+        // 6 minutes to count repeats as a series, and one for every run held the last 6
+        // minutes' Events of all runs (~10,000 at the ~28 a second of a large Backfill, most
+        // of the operator's heap: docs/benchmarks.md). A run's transitions are published once
+        // each (its status is written conditionally first): there is no repeat to count.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, &run.object_ref(&())).await {
             warn!(run = %Self::key(run), reason = t.reason, "cannot publish event: {e}");
         }
     }
