@@ -149,6 +149,13 @@ impl<T> Drop for Guard<T> {
     }
 }
 
+/// A topic's name and identity (docs/ingest.md): objects and the log are named by both.
+#[derive(Debug, Clone)]
+pub struct Topic {
+    pub name: String,
+    pub id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
