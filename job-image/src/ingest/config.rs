@@ -8,6 +8,7 @@ use std::time::Duration;
 use streamflow_core::Interval;
 
 use super::plan::Rotation;
+use crate::events::EventKind;
 use crate::landing::Scope;
 use crate::store::Location;
 
@@ -25,7 +26,8 @@ pub enum Bound {
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     pub bootstrap: String,
-    pub topics: Vec<String>,
+    /// The topics to drain, each with the schema its records are checked against.
+    pub topics: Vec<(String, EventKind)>,
     pub landing: Location,
     pub bound: Bound,
     pub max_duration: Duration,

@@ -30,6 +30,7 @@ use rdkafka::consumer::BaseConsumer;
 use streamflow_core::{IngestSummary, PartitionSummary};
 use tokio::sync::mpsc;
 
+use crate::events::EventKind;
 use buffers::BufferPool;
 pub use config::{Bound, IngestConfig, IngestProgress, StopFlag};
 use cut::Work;
@@ -54,10 +55,15 @@ pub async fn ingest(config: IngestConfig, stop: StopFlag) -> Result<IngestSummar
     };
     let config = Arc::new(config);
     let buffers = BufferPool::default();
-    let drains = config
-        .topics
-        .iter()
-        .map(|topic| drain_topic(config.clone(), topic.clone(), stop.clone(), buffers.clone()));
+    let drains = config.topics.iter().map(|(topic, kind)| {
+        drain_topic(
+            config.clone(),
+            topic.clone(),
+            *kind,
+            stop.clone(),
+            buffers.clone(),
+        )
+    });
     for result in futures::future::join_all(drains).await {
         let outcome = result?;
         summary.complete &= outcome.complete;
@@ -91,6 +97,7 @@ struct TopicOutcome {
 async fn drain_topic(
     config: Arc<IngestConfig>,
     topic: String,
+    kind: EventKind,
     stop: StopFlag,
     buffers: BufferPool,
 ) -> Result<TopicOutcome, IngestError> {
@@ -135,6 +142,7 @@ async fn drain_topic(
         Topic {
             name: topic.clone(),
             id: view.topic_id.clone(),
+            kind,
         },
         plans.clone(),
         rx,
@@ -145,6 +153,7 @@ async fn drain_topic(
         let topic = Topic {
             name: topic.clone(),
             id: view.topic_id.clone(),
+            kind,
         };
         tokio::task::spawn_blocking(move || {
             poll::poll_partitions(&config, &consumer, &topic, &plans, &tx, &stop, &buffers)

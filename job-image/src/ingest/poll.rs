@@ -113,6 +113,7 @@ pub(super) fn poll_partitions(
                 .map(|p| {
                     let batcher = Batcher::new(
                         topic,
+                        named.kind,
                         p.plan.partition,
                         p.plan.rotation,
                         config.max_record_bytes,
