@@ -2,10 +2,9 @@
 //! `streamflow backfill` over several days with its reprocess behaviours, the configuration
 //! precedence, and the error when Kafka is not there.
 //!
-//! The gold tables read fixed topic names (`user_events`, `transaction_events`), so these tests
-//! use those topics and keep apart by event time (each test has its own past days) and by
-//! consumer group (each backfill drains the topics under a group of its own, into a landing zone
-//! of its own). A rerun of a test on the same broker sends the same records (same seeds) again;
+//! Most of these tests use the default topics (`user_events`, `transaction_events`) and keep
+//! apart by event time (each test has its own past days) and by consumer group (each backfill
+//! drains the topics under a group of its own, into a landing zone of its own). A rerun of a test on the same broker sends the same records (same seeds) again;
 //! the ETL keeps one row per event id, so gold counts stay exact.
 
 mod common;
