@@ -103,6 +103,8 @@ if [[ ! -f "$landing/.complete" ]]; then
   if ! scripts/kafka.sh status >/dev/null 2>&1; then scripts/kafka.sh start; started_kafka=1; fi
   tag="bench_etl_${key//[^A-Za-z0-9]/_}"
   topics=("${tag}_user_events" "${tag}_transaction_events")
+  # Which schema each topic carries (the names say nothing to the command).
+  schema_flags=(--user-events-topic "${topics[0]}" --transaction-events-topic "${topics[1]}")
   for t in "${topics[@]}"; do
     scripts/kafka.sh topics --delete --if-exists --topic "$t" >/dev/null 2>&1 || true
   done
@@ -112,11 +114,11 @@ if [[ ! -f "$landing/.complete" ]]; then
     done
   done
   log "producing $events events (seed $seed, from $start every $spacing, $users users)"
-  "$bin" produce --topic "${topics[0]}" --topic "${topics[1]}" --count "$per_topic" --seed "$seed" \
+  "$bin" produce "${schema_flags[@]}" --count "$per_topic" --seed "$seed" \
     --start "$start" --spacing "$spacing" --users "$users" >&2
   rm -rf "$landing.tmp" && mkdir -p "$landing.tmp"
   log "ingesting to $landing"
-  "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" --landing "$landing.tmp" \
+  "$bin" ingest "${schema_flags[@]}" --landing "$landing.tmp" \
     --group "bench-etl-$RANDOM$RANDOM" --max-duration 60m >"$landing.tmp.summary.json"
   # The ETL reads the landing zone's topic directories by their production names.
   mv "$landing.tmp/${topics[0]}" "$landing.tmp/user_events"

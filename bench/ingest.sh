@@ -30,6 +30,8 @@ while (($#)); do
 done
 per_topic=$((events / 2))
 topics=(bench_user_events bench_transaction_events)
+# Which schema each topic carries (the names say nothing to the command).
+schema_flags=(--user-events-topic "${topics[0]}" --transaction-events-topic "${topics[1]}")
 
 if [[ -n "${STREAMFLOW_BIN:-}" ]]; then
   bin="$STREAMFLOW_BIN"
@@ -73,7 +75,7 @@ for t in "${topics[@]}"; do
   done
 done
 log "producing $events events"
-"$bin" produce --topic "${topics[0]}" --topic "${topics[1]}" --count "$per_topic" --seed 1 \
+"$bin" produce "${schema_flags[@]}" --count "$per_topic" --seed 1 \
   --start 2026-11-01T00:00:00Z --spacing 10ms --users 100000 >"$work/produce.json"
 cat "$work/produce.json" >&2
 
@@ -116,11 +118,11 @@ for i in $(seq 1 "$runs"); do
   for compression in none zstd; do
     suffix=""; [[ "$compression" == none ]] || suffix="-$compression"
     rm -rf "$work/landing"
-    time_cmd "ingest-local$suffix" "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
+    time_cmd "ingest-local$suffix" "$bin" ingest "${schema_flags[@]}" \
       --landing "$work/landing" --group "bench-local-$i-$RANDOM" --compression "$compression"
     tail -n 1 "$work/out" >"$work/summary-local$suffix.json"
     scripts/s3.sh mkbucket "$bucket" >/dev/null
-    time_cmd "ingest-s3$suffix" "$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" \
+    time_cmd "ingest-s3$suffix" "$bin" ingest "${schema_flags[@]}" \
       --landing "s3://$bucket/bench-$i-$RANDOM" --group "bench-s3-$i-$RANDOM" --compression "$compression"
     tail -n 1 "$work/out" >"$work/summary-s3$suffix.json"
     scripts/s3.sh rmbucket "$bucket" >/dev/null

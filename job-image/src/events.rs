@@ -12,26 +12,122 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The default topic of each schema: the topics are named after their schemas.
 pub const USER_EVENTS: &str = "user_events";
 pub const TRANSACTION_EVENTS: &str = "transaction_events";
-pub const TOPICS: [&str; 2] = [USER_EVENTS, TRANSACTION_EVENTS];
 
-/// Which schema a topic's records follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which schema a topic's records follow; in configuration files by the schema's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 pub enum EventKind {
+    #[serde(rename = "user_events")]
     User,
+    #[serde(rename = "transaction_events")]
     Transaction,
 }
 
 impl EventKind {
-    /// Topics named after the two schemas map to them; any other topic name (tests use
-    /// unique ones) says its kind by containing `transaction`.
-    pub fn for_topic(topic: &str) -> Self {
-        if topic.contains("transaction") {
-            EventKind::Transaction
-        } else {
-            EventKind::User
+    /// The schema's name, as docs/events.md and configuration files call it.
+    pub fn schema(self) -> &'static str {
+        match self {
+            EventKind::User => USER_EVENTS,
+            EventKind::Transaction => TRANSACTION_EVENTS,
         }
+    }
+}
+
+/// The topic that carries each schema's events, configured once for every stage
+/// (`--user-events-topic`, `--transaction-events-topic`; a PipelineRun's
+/// `kafka.userEventsTopic`, `kafka.transactionEventsTopic`). The defaults are named after the
+/// schemas. A topic that is neither has no schema, and a stage given one refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    user_events: String,
+    transaction_events: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            user_events: USER_EVENTS.to_owned(),
+            transaction_events: TRANSACTION_EVENTS.to_owned(),
+        }
+    }
+}
+
+/// A topic configuration that cannot be followed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TopicsError {
+    #[error(
+        "topic {topic} has no schema: it is neither the user events topic ({user_events}) nor the transaction events topic ({transaction_events}). Say which schema it carries with --user-events-topic {topic} or --transaction-events-topic {topic} (STREAMFLOW_USER_EVENTS_TOPIC, STREAMFLOW_TRANSACTION_EVENTS_TOPIC; kafka.userEventsTopic or kafka.transactionEventsTopic in a PipelineRun)"
+    )]
+    NoSchema {
+        topic: String,
+        user_events: String,
+        transaction_events: String,
+    },
+    #[error(
+        "topic {topic} is named as the topic of both schemas (--user-events-topic and --transaction-events-topic): each schema needs a topic of its own"
+    )]
+    Shared { topic: String },
+    #[error("the topic of {schema} is empty")]
+    Empty { schema: &'static str },
+}
+
+impl Topics {
+    pub fn new(user_events: &str, transaction_events: &str) -> Result<Self, TopicsError> {
+        for (schema, topic) in [
+            (USER_EVENTS, user_events),
+            (TRANSACTION_EVENTS, transaction_events),
+        ] {
+            if topic.is_empty() {
+                return Err(TopicsError::Empty { schema });
+            }
+        }
+        if user_events == transaction_events {
+            return Err(TopicsError::Shared {
+                topic: user_events.to_owned(),
+            });
+        }
+        Ok(Self {
+            user_events: user_events.to_owned(),
+            transaction_events: transaction_events.to_owned(),
+        })
+    }
+
+    /// The topic that carries `kind`'s events.
+    pub fn topic(&self, kind: EventKind) -> &str {
+        match kind {
+            EventKind::User => &self.user_events,
+            EventKind::Transaction => &self.transaction_events,
+        }
+    }
+
+    /// Both topics with their schemas, user events first.
+    pub fn all(&self) -> [(String, EventKind); 2] {
+        [EventKind::User, EventKind::Transaction].map(|k| (self.topic(k).to_owned(), k))
+    }
+
+    /// The schema `topic` carries; a topic that is neither schema's is an error naming it.
+    pub fn kind_of(&self, topic: &str) -> Result<EventKind, TopicsError> {
+        [EventKind::User, EventKind::Transaction]
+            .into_iter()
+            .find(|&k| self.topic(k) == topic)
+            .ok_or_else(|| TopicsError::NoSchema {
+                topic: topic.to_owned(),
+                user_events: self.user_events.clone(),
+                transaction_events: self.transaction_events.clone(),
+            })
+    }
+
+    /// `topics` with their schemas, or both topics when `topics` is empty.
+    pub fn select(&self, topics: &[String]) -> Result<Vec<(String, EventKind)>, TopicsError> {
+        if topics.is_empty() {
+            return Ok(self.all().to_vec());
+        }
+        topics
+            .iter()
+            .map(|t| Ok((t.clone(), self.kind_of(t)?)))
+            .collect()
     }
 }
 
@@ -504,5 +600,42 @@ mod tests {
         );
         let broken = check_record(EventKind::User, None, b"{\"event_id\":", 1 << 20);
         assert_eq!(broken.map_err(|e| e.kind()), Err("not_json"));
+    }
+
+    #[test]
+    fn topics_map_each_schema_to_its_topic_and_refuse_a_topic_without_one() {
+        let defaults = Topics::default();
+        assert_eq!(
+            defaults.select(&[]).unwrap(),
+            vec![
+                ("user_events".to_owned(), EventKind::User),
+                ("transaction_events".to_owned(), EventKind::Transaction)
+            ]
+        );
+        let renamed = Topics::new("clicks", "payments").unwrap();
+        assert_eq!(renamed.kind_of("payments"), Ok(EventKind::Transaction));
+        assert_eq!(renamed.kind_of("clicks"), Ok(EventKind::User));
+        assert_eq!(renamed.topic(EventKind::Transaction), "payments");
+        // Nothing is guessed from a name any more.
+        let err = renamed.kind_of("transaction_events").unwrap_err();
+        assert!(
+            matches!(&err, TopicsError::NoSchema { topic, .. } if topic == "transaction_events")
+        );
+        let message = renamed
+            .select(&["clicks".to_owned(), "refunds".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("topic refunds has no schema")
+                && message.contains("--transaction-events-topic refunds"),
+            "{message}"
+        );
+        assert_eq!(
+            Topics::new("events", "events"),
+            Err(TopicsError::Shared {
+                topic: "events".to_owned()
+            })
+        );
+        assert!(Topics::new("", "payments").is_err());
     }
 }

@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
-use streamflow::events::TOPICS;
 use streamflow::ingest::{self, Bound};
 use streamflow::produce::{self, GeneratorConfig, ProduceConfig};
 use streamflow_core::{Interval, exit};
 
 use command::backfill::BackfillArgs;
 use command::run::RunArgs;
-use command::stages::{self, ChecksArg, EtlOptions, GoldArg, IngestOptions, KafkaArgs, LandingArg};
+use command::stages::{
+    self, ChecksArg, EtlOptions, GoldArg, IngestOptions, KafkaArgs, LandingArg, TopicsArgs,
+};
 use command::ui::Ui;
 
 // mimalloc instead of glibc's malloc: the ETL's threads allocate and free many short-lived
@@ -118,9 +119,9 @@ fn parse_seed(input: &str) -> Result<u64, String> {
 
 #[derive(Args)]
 struct ProduceArgs {
-    /// Topic to produce to, repeatable; its name says which schema (`transaction` in it:
-    /// transactions, else user events).
-    #[arg(long = "topic", default_values_t = TOPICS.map(String::from))]
+    /// Topic to produce to, repeatable: the user events or the transaction events topic, each
+    /// sent events of its schema. Default: both.
+    #[arg(long = "topic")]
     topics: Vec<String>,
     /// Records per topic.
     #[arg(long, required_unless_present = "duration")]
@@ -254,6 +255,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         }
         cause.is::<ValidateError>()
             || cause.is::<streamflow::kafka_security::SecurityError>()
+            || cause.is::<streamflow::events::TopicsError>()
             || cause.downcast_ref::<ReadError>().is_some_and(read)
             || cause.downcast_ref::<SessionError>().is_some_and(session)
             || cause.downcast_ref::<StoreError>().is_some_and(store)
@@ -341,6 +343,7 @@ async fn run(mut cli: Cli, ui: Ui) -> anyhow::Result<()> {
     cli.kafka.kafka_config = settings;
     match cli.command {
         Command::Produce(args) => {
+            let topics = cli.kafka.topics.topics()?.select(&args.topics)?;
             stages::check_kafka_login(&cli.kafka).await?;
             let spacing = args.spacing.unwrap_or(match args.rate {
                 0 => Duration::from_millis(100),
@@ -353,7 +356,7 @@ async fn run(mut cli: Cli, ui: Ui) -> anyhow::Result<()> {
             });
             let config = ProduceConfig {
                 bootstrap: cli.kafka.bootstrap,
-                topics: args.topics,
+                topics,
                 count: args.count,
                 duration: args.duration,
                 rate: args.rate,
@@ -402,6 +405,7 @@ async fn run(mut cli: Cli, ui: Ui) -> anyhow::Result<()> {
                 &args.landing.landing,
                 &args.gold.gold,
                 &args.options,
+                &cli.kafka.topics,
                 args.interval,
                 &ui,
             )
@@ -411,7 +415,7 @@ async fn run(mut cli: Cli, ui: Ui) -> anyhow::Result<()> {
                 args.summary_file.as_ref(),
             )
         }
-        Command::Validate(args) => run_validate(args, &ui).await,
+        Command::Validate(args) => run_validate(args, &cli.kafka.topics, &ui).await,
         Command::Run(args) => command::run::run(cli.kafka, args, stop_on_signal(), ui).await,
         Command::Backfill(args) => {
             command::backfill::backfill(cli.kafka, args, stop_on_signal(), ui).await
@@ -429,11 +433,12 @@ fn write_summary(json: &str, path: Option<&PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_validate(args: ValidateArgs, ui: &Ui) -> anyhow::Result<()> {
+async fn run_validate(args: ValidateArgs, topics: &TopicsArgs, ui: &Ui) -> anyhow::Result<()> {
     let (report, summary) = stages::validate(
         &args.landing.landing,
         &args.gold.gold,
         &args.checks.checks,
+        topics,
         args.interval,
         ui,
     )
@@ -551,6 +556,13 @@ mod tests {
             bootstrap: "k:9092".into(),
         });
         assert_eq!(exit_code(&no_topic), exit::INVALID_INPUT);
+        let no_schema = anyhow::Error::from(
+            streamflow::events::Topics::default()
+                .kind_of("clicks")
+                .unwrap_err(),
+        )
+        .context("ingest failed");
+        assert_eq!(exit_code(&no_schema), exit::INVALID_INPUT);
         // Kafka or S3 away, a timeout, anything unknown: worth a retry.
         let stalled = anyhow::Error::from(IngestError::Stalled {
             bootstrap: "k:9092".into(),

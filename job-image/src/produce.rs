@@ -392,7 +392,8 @@ impl ProducerContext for CountingContext {
 #[derive(Debug, Clone)]
 pub struct ProduceConfig {
     pub bootstrap: String,
-    pub topics: Vec<String>,
+    /// The topics to produce to, each with the schema of the events it gets.
+    pub topics: Vec<(String, EventKind)>,
     /// Stop after this many records per topic.
     pub count: Option<u64>,
     /// Stop after this much wall time.
@@ -472,10 +473,10 @@ pub fn produce(config: &ProduceConfig) -> Result<ProduceSummary, ProduceError> {
     let mut generators: Vec<(String, EventGenerator)> = config
         .topics
         .iter()
-        .map(|t| {
+        .map(|(topic, kind)| {
             (
-                t.clone(),
-                EventGenerator::new(EventKind::for_topic(t), config.generator.clone()),
+                topic.clone(),
+                EventGenerator::new(*kind, config.generator.clone()),
             )
         })
         .collect();
@@ -511,7 +512,11 @@ pub fn produce(config: &ProduceConfig) -> Result<ProduceSummary, ProduceError> {
     producer
         .flush(Duration::from_secs(60))
         .map_err(|source| ProduceError::Send {
-            topic: config.topics.join(","),
+            topic: generators
+                .iter()
+                .map(|(topic, _)| topic.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             source,
         })?;
     summary.failed = counter.failed.load(Ordering::Relaxed);

@@ -220,6 +220,7 @@ fn config(landing: Location, gold: Location, interval: &str) -> EtlConfig {
             ..SessionSettings::for_profile(Profile::Development)
         },
         buckets: 4,
+        topics: Default::default(),
         allow_empty: false,
     }
 }
@@ -785,11 +786,12 @@ async fn flat_tables_are_merged_into_landing_order_without_a_sort() {
 
     // The plans: each flat table's cache files are merged by source order, not sorted.
     let ctx = session::build_session(&config.session, &[&config.landing]).unwrap();
-    for (topic, raw) in [
-        ("user_events", steps::RAW_USER_EVENTS),
-        ("transaction_events", steps::RAW_TRANSACTION_EVENTS),
+    for (kind, raw) in [
+        (EventKind::User, steps::RAW_USER_EVENTS),
+        (EventKind::Transaction, steps::RAW_TRANSACTION_EVENTS),
     ] {
-        read::register_landing(&ctx, raw, &config.landing, topic, &config.interval, 2)
+        let topic = kind.schema();
+        read::register_landing(&ctx, raw, &config.landing, topic, kind, &config.interval, 2)
             .await
             .unwrap();
     }

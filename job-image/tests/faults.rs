@@ -84,6 +84,8 @@ fn ingest_in_files_of(landing: &str, topic: &str, group: &str, records: u32) -> 
         landing,
         "--topic",
         topic,
+        common::schema_flag(topic)[0],
+        topic,
         "--group",
         group,
         "--stall-timeout",

@@ -24,7 +24,7 @@ fn ingest_args<'a>(
         .arg("--stall-timeout")
         .arg("30s");
     for t in topics {
-        cmd.arg("--topic").arg(t);
+        cmd.arg("--topic").arg(t).args(common::schema_flag(t));
     }
     cmd
 }
@@ -208,6 +208,8 @@ async fn interval_mode_drains_exactly_the_records_timestamped_in_the_interval() 
         "--landing",
         landing,
         "--topic",
+        &users,
+        "--user-events-topic",
         &users,
         "--interval",
         interval,
@@ -447,7 +449,10 @@ fn watermark_config(
     use streamflow::ingest::{Bound, IngestConfig, plan::Compression, plan::Rotation};
     IngestConfig {
         bootstrap,
-        topics: topics.iter().map(|t| t.to_string()).collect(),
+        topics: topics
+            .iter()
+            .map(|t| (t.to_string(), common::kind_of(t)))
+            .collect(),
         landing: Location::parse(landing).unwrap(),
         bound: Bound::Watermark {
             group: group.to_owned(),
@@ -984,6 +989,7 @@ async fn interval_replays_with_other_settings_or_more_records_land_each_record_o
     let replay = |d: &Drains, extra: &[&str]| {
         let mut cmd = streamflow();
         cmd.args(["ingest", "--landing", d.landing(), "--topic", &d.topic])
+            .args(common::schema_flag(&d.topic))
             .args(["--interval", "2026-11-25T10:00:00Z/2026-11-25T11:00:00Z"])
             .args(extra);
         summary_of(&run_ok(&mut cmd))

@@ -72,7 +72,15 @@ async fn produce_and_ingest(security: &[String], count: u64) -> (String, Landing
     let topic = fresh_topic(EventKind::User, 2).await;
     let produced = run(
         security,
-        &["produce", "--topic", &topic, "--count", &count.to_string()],
+        &[
+            "produce",
+            "--topic",
+            &topic,
+            "--user-events-topic",
+            &topic,
+            "--count",
+            &count.to_string(),
+        ],
     );
     assert!(
         produced.status.success(),
@@ -88,6 +96,8 @@ async fn produce_and_ingest(security: &[String], count: u64) -> (String, Landing
         &[
             "ingest",
             "--topic",
+            &topic,
+            "--user-events-topic",
             &topic,
             "--landing",
             landing,
@@ -138,6 +148,8 @@ async fn a_wrong_password_fails_at_once_with_the_brokers_reason_and_lands_nothin
             "ingest",
             "--topic",
             &topic,
+            "--user-events-topic",
+            &topic,
             "--landing",
             landing.to_str().unwrap(),
             "--interval",
@@ -167,7 +179,15 @@ async fn a_wrong_password_fails_at_once_with_the_brokers_reason_and_lands_nothin
             "--tls-ca".into(),
             s["KAFKA_CLUSTER_CA"].clone(),
         ],
-        &["produce", "--topic", &topic, "--count", "1"],
+        &[
+            "produce",
+            "--topic",
+            &topic,
+            "--user-events-topic",
+            &topic,
+            "--count",
+            "1",
+        ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

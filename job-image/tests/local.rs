@@ -2,10 +2,9 @@
 //! `streamflow backfill` over several days with its reprocess behaviours, the configuration
 //! precedence, and the error when Kafka is not there.
 //!
-//! The gold tables read fixed topic names (`user_events`, `transaction_events`), so these tests
-//! use those topics and keep apart by event time (each test has its own past days) and by
-//! consumer group (each backfill drains the topics under a group of its own, into a landing zone
-//! of its own). A rerun of a test on the same broker sends the same records (same seeds) again;
+//! Most of these tests use the default topics (`user_events`, `transaction_events`) and keep
+//! apart by event time (each test has its own past days) and by consumer group (each backfill
+//! drains the topics under a group of its own, into a landing zone of its own). A rerun of a test on the same broker sends the same records (same seeds) again;
 //! the ETL keeps one row per event id, so gold counts stay exact.
 
 mod common;
@@ -639,5 +638,139 @@ fn backfill_with_interval_ingest_lands_each_interval_in_its_own_drain() {
     }
     for id in common::good_ids(&users) {
         assert!(gold_ids.contains(&id), "event {id} is not in user_activity");
+    }
+}
+
+/// Every gold CSV file under `gold` with its bytes, by its path below it without the version
+/// folder (`v-<hash>`, named after the partition's inputs, landing object names among them).
+fn gold_tables(gold: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    snapshot(gold)
+        .into_iter()
+        .filter(|(path, _)| path.extension().is_some_and(|e| e == "csv"))
+        .map(|(path, bytes)| {
+            let below = path.strip_prefix(gold).unwrap();
+            let unversioned = below
+                .components()
+                .filter(|c| !c.as_os_str().to_string_lossy().starts_with("v-"))
+                .collect();
+            (unversioned, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn topics_of_other_names_mapped_once_give_the_gold_of_the_default_names() {
+    let day = "2025-07-14";
+    let users = records(EventKind::User, 97, day, 1, 48);
+    let transactions = records(EventKind::Transaction, 97, day, 1, 48);
+    // The default names: the shared topics, on a day of this test's own.
+    send_all(USER_EVENTS, &users);
+    send_all(TRANSACTION_EVENTS, &transactions);
+    // Other names, which say nothing of their schema: topics of this test's own.
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (clicks, payments) = (
+        format!("test_clicks_{suffix}"),
+        format!("test_payments_{suffix}"),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(common::create_topic(&clicks, 6));
+    runtime.block_on(common::create_topic(&payments, 6));
+    send_all(&clicks, &users);
+    send_all(&payments, &transactions);
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, config: Option<&Path>| -> (PathBuf, Value) {
+        let (gold, landing) = (
+            dir.path().join(name).join("gold"),
+            dir.path().join(name).join("landing"),
+        );
+        let group = format!("test-topics-{name}-{suffix}");
+        let mut cmd = streamflow();
+        cmd.current_dir(repo_root())
+            .args([
+                "run",
+                "--interval",
+                day,
+                "--ingest",
+                "watermark",
+                "--group",
+                &group,
+            ])
+            .args(["--gold", gold.to_str().unwrap()])
+            .args(["--landing", landing.to_str().unwrap()])
+            .args(["--output", "json"]);
+        if let Some(config) = config {
+            cmd.env("STREAMFLOW_CONFIG", config);
+        }
+        let summary = json_of(&run_ok(&mut cmd));
+        assert_eq!(summary["ok"], true, "{summary}");
+        (gold, summary)
+    };
+    let (default_gold, _) = run("default", None);
+    // The mapping said once, in the configuration file: every stage follows it.
+    let config = dir.path().join("streamflow.yaml");
+    std::fs::write(
+        &config,
+        format!("user-events-topic: {clicks}\ntransaction_events_topic: {payments}\n"),
+    )
+    .unwrap();
+    let (renamed_gold, summary) = run("renamed", Some(&config));
+    assert_eq!(
+        summary["ingest"]["topics"][&clicks]["records"], 48,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["ingest"]["topics"][&payments]["records"], 48,
+        "{summary}"
+    );
+    assert_eq!(summary["etl"]["read"][&payments]["rows"], 48, "{summary}");
+    assert_eq!(summary["validate"]["failed_errors"], 0, "{summary}");
+
+    let (expected, renamed) = (gold_tables(&default_gold), gold_tables(&renamed_gold));
+    assert!(
+        expected.keys().any(|p| p.starts_with("user_activity"))
+            && expected.keys().any(|p| p.starts_with("transactions")),
+        "{:?}",
+        expected.keys()
+    );
+    assert_eq!(
+        renamed.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    // Row for row; the order of rows within a file follows the landing objects' order, which
+    // the topics' offsets decide.
+    let rows = |bytes: &[u8]| {
+        let mut rows: Vec<String> = String::from_utf8_lossy(bytes)
+            .lines()
+            .map(String::from)
+            .collect();
+        rows.sort();
+        rows
+    };
+    for (path, bytes) in &expected {
+        assert_eq!(rows(&renamed[path]), rows(bytes), "{}", path.display());
+    }
+
+    // A topic no schema is mapped to is refused before anything is read, naming it.
+    let landing = dir.path().join("unmapped");
+    for command in [
+        vec![
+            "ingest",
+            "--topic",
+            &clicks,
+            "--landing",
+            landing.to_str().unwrap(),
+        ],
+        vec!["produce", "--topic", &clicks, "--count", "1"],
+    ] {
+        let out = streamflow().args(&command).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("topic {clicks} has no schema"))
+                && stderr.contains("--user-events-topic"),
+            "{command:?}: {stderr}"
+        );
+        assert!(!landing.exists(), "nothing landed");
     }
 }

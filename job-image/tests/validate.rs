@@ -47,6 +47,7 @@ async fn landed_and_transformed(dir: &FsPath) -> (PathBuf, PathBuf) {
             ..SessionSettings::for_profile(Profile::Development)
         },
         buckets: 2,
+        topics: Default::default(),
         allow_empty: false,
     };
     etl::run(&config).await.unwrap();
@@ -104,6 +105,7 @@ async fn check(gold: &FsPath, landing: &FsPath, yaml: &str, interval: &str) -> v
         landing: Some(Location::parse(landing.to_str().unwrap()).unwrap()),
         interval: interval.parse::<Interval>().unwrap(),
         checks: ChecksFile::parse("test", &format!("checks:\n{yaml}")).unwrap(),
+        topics: Default::default(),
     };
     validate::validate(&config).await.unwrap()
 }

@@ -190,6 +190,14 @@ pub fn build_job(run: &PipelineRun, stage: Stage, attempt: u32) -> Result<Job, E
             }
         }
     }
+    // Which topic carries each schema: ingest checks records by it, the ETL and validate read
+    // each schema's topic.
+    if let Some(topic) = &spec.kafka.user_events_topic {
+        push("--user-events-topic", topic);
+    }
+    if let Some(topic) = &spec.kafka.transaction_events_topic {
+        push("--transaction-events-topic", topic);
+    }
     push("--summary-file", TERMINATION_LOG);
     if stage == Stage::Ingest {
         let secured = kafka_secret_files(&spec.kafka)?;
@@ -713,6 +721,35 @@ pub(crate) mod tests {
             .unwrap()
             .containers[0]
             .clone()
+    }
+
+    #[test]
+    fn every_stage_is_told_which_topic_carries_each_schema() {
+        let renamed = run(serde_json::json!({"kafka": {"bootstrap": "kafka:9092",
+            "userEventsTopic": "clicks", "transactionEventsTopic": "payments"}}));
+        for stage in Stage::ALL {
+            let args = container(&build_job(&renamed, stage, 1).unwrap())
+                .args
+                .unwrap();
+            let value = |flag: &str| {
+                let at = args.iter().position(|a| a == flag);
+                at.map(|i| args[i + 1].as_str())
+            };
+            assert_eq!(value("--user-events-topic"), Some("clicks"), "{stage}");
+            assert_eq!(
+                value("--transaction-events-topic"),
+                Some("payments"),
+                "{stage}"
+            );
+        }
+        // Unset: the image's defaults, today's names.
+        let args = container(&build_job(&run(serde_json::json!({})), Stage::Etl, 1).unwrap())
+            .args
+            .unwrap();
+        assert!(
+            !args.iter().any(|a| a.ends_with("-events-topic")),
+            "{args:?}"
+        );
     }
 
     #[test]

@@ -57,8 +57,8 @@ fn own_minute() -> DateTime<Utc> {
         + Duration::minutes(minute as i64)
 }
 
-/// A topic of its own (user events, by its name), so that its offsets follow its records'
-/// times, as interval mode expects.
+/// A topic of its own, of user events (named so where it is used), so that its offsets follow
+/// its records' times, as interval mode expects.
 async fn fresh_topic() -> Result<String> {
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let topic = format!(
@@ -90,7 +90,8 @@ async fn produce(
         .args(["--tls-ca", &s["KAFKA_CLUSTER_CA"]])
         .args(["--sasl-username", &s["KAFKA_SCRAM_USERNAME"]])
         .args(["--sasl-password-file", &s["KAFKA_SCRAM_PASSWORD_FILE"]])
-        .args(["produce", "--topic", topic, "--spacing", "100ms"])
+        .args(["produce", "--topic", topic, "--user-events-topic", topic])
+        .args(["--spacing", "100ms"])
         .args(["--count", &count.to_string()])
         .args(["--start", &start.to_rfc3339_opts(SecondsFormat::Secs, true)])
         .output()
@@ -115,7 +116,7 @@ fn run_body(
     let mut spec = json!({
         "interval": {"start": ts(start), "end": ts(start + Duration::minutes(1))},
         "stages": ["ingest"],
-        "kafka": {"topics": [topic]},
+        "kafka": {"topics": [topic], "userEventsTopic": topic},
         "storage": {"landing": landing, "gold": "/unused"},
         // Long enough to rotate the Secret between two attempts.
         "retry": {"maxAttempts": 3, "initialBackoff": "8s", "maxBackoff": "8s"},

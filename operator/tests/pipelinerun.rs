@@ -551,6 +551,29 @@ async fn invalid_runs_are_refused_with_a_reason() -> Result<()> {
             json!({"kafka": {"bootstrap": "k:9092", "topics": ["user_events", ""]}}),
             "spec.kafka.topics[1]",
         ),
+        // A topic without a schema: the job image would refuse it, so admission does.
+        (
+            json!({"kafka": {"bootstrap": "k:9092", "topics": ["clicks"]}}),
+            "kafka.topics: each topic must be the user events or the transaction events topic",
+        ),
+        (
+            json!({"kafka": {"bootstrap": "k:9092", "topics": ["user_events"],
+                "userEventsTopic": "clicks"}}),
+            "kafka.topics: each topic must be the user events or the transaction events topic",
+        ),
+        (
+            json!({"kafka": {"bootstrap": "k:9092", "userEventsTopic": "events",
+                "transactionEventsTopic": "events"}}),
+            "name the same topic",
+        ),
+        (
+            json!({"kafka": {"bootstrap": "k:9092", "transactionEventsTopic": "user_events"}}),
+            "name the same topic",
+        ),
+        (
+            json!({"kafka": {"bootstrap": "k:9092", "userEventsTopic": ""}}),
+            "spec.kafka.userEventsTopic",
+        ),
         (
             json!({"storage": {"landing": "ftp://host/raw", "gold": "s3://g/t"}}),
             "storage.landing: must be s3://bucket/prefix, file:///dir or a directory",
@@ -609,6 +632,13 @@ async fn invalid_runs_are_refused_with_a_reason() -> Result<()> {
         }),
     ))?;
     api.create(&PostParams::default(), &good).await?;
+    // Topics of other names, each mapped to its schema.
+    let renamed: DynamicObject = serde_json::from_value(run_body(
+        "renamed-topics",
+        json!({"kafka": {"bootstrap": "k:9092", "topics": ["payments", "clicks"],
+            "userEventsTopic": "clicks", "transactionEventsTopic": "payments"}}),
+    ))?;
+    api.create(&PostParams::default(), &renamed).await?;
     Ok(())
 }
 

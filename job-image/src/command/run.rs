@@ -191,9 +191,16 @@ impl Pipeline {
         }
         summary.failed_stage = Some("etl".to_owned());
         summary.etl = Some(
-            stages::etl(landing_url, gold_url, &args.etl, interval, &self.ui)
-                .await?
-                .summary,
+            stages::etl(
+                landing_url,
+                gold_url,
+                &args.etl,
+                &self.kafka.topics,
+                interval,
+                &self.ui,
+            )
+            .await?
+            .summary,
         );
         summary.gold_files = gold_files(gold, &interval).await?;
         summary.failed_stage = Some("validate".to_owned());
@@ -201,6 +208,7 @@ impl Pipeline {
             landing_url,
             gold_url,
             &args.checks.checks,
+            &self.kafka.topics,
             interval,
             &self.ui,
         )

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use streamflow::etl::session::{Profile, SessionOverrides, SessionSettings, parse_size};
 use streamflow::etl::{self, EtlConfig, EtlOutcome};
-use streamflow::events::TOPICS;
+use streamflow::events::{TRANSACTION_EVENTS, Topics, TopicsError, USER_EVENTS};
 use streamflow::ingest::plan::{Compression, Rotation};
 use streamflow::ingest::{self, Bound, IngestConfig, IngestProgress, StopFlag};
 use streamflow::kafka_security::{self, KafkaSecurity};
@@ -37,6 +37,38 @@ pub struct KafkaArgs {
     pub kafka_config: Vec<(String, String)>,
     #[command(flatten)]
     pub security: KafkaSecurityArgs,
+    #[command(flatten)]
+    pub topics: TopicsArgs,
+}
+
+/// Which topic carries each schema, for every stage: produce generates, ingest checks, the ETL
+/// and validate read each topic's records by its schema (docs/events.md).
+#[derive(Args, Clone, Debug)]
+pub struct TopicsArgs {
+    /// The topic of user events (page views, clicks, sessions; docs/events.md).
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFLOW_USER_EVENTS_TOPIC",
+        default_value = USER_EVENTS,
+        value_name = "TOPIC"
+    )]
+    pub user_events_topic: String,
+    /// The topic of transaction events (payments, refunds; docs/events.md).
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFLOW_TRANSACTION_EVENTS_TOPIC",
+        default_value = TRANSACTION_EVENTS,
+        value_name = "TOPIC"
+    )]
+    pub transaction_events_topic: String,
+}
+
+impl TopicsArgs {
+    pub fn topics(&self) -> Result<Topics, TopicsError> {
+        Topics::new(&self.user_events_topic, &self.transaction_events_topic)
+    }
 }
 
 /// Kafka's TLS and SASL from files, as Strimzi's Secrets hold them (docs/operations.md,
@@ -156,8 +188,9 @@ pub struct ChecksArg {
 /// How a drain reads and writes; what bounds it (watermarks or an interval) is chosen apart.
 #[derive(Args, Clone, Debug)]
 pub struct IngestOptions {
-    /// Topic to drain, repeatable (comma-separated in STREAMFLOW_TOPICS).
-    #[arg(long = "topic", env = "STREAMFLOW_TOPICS", value_delimiter = ',', default_values_t = TOPICS.map(String::from))]
+    /// Topic to drain, repeatable (comma-separated in STREAMFLOW_TOPICS): the user events or
+    /// the transaction events topic. Default: both.
+    #[arg(long = "topic", env = "STREAMFLOW_TOPICS", value_delimiter = ',')]
     pub topics: Vec<String>,
     /// In interval mode, also read records up to this long after the end, for records whose
     /// timestamps arrive out of order.
@@ -264,6 +297,8 @@ pub async fn ingest(
     stop: StopFlag,
     ui: &Ui,
 ) -> anyhow::Result<IngestSummary> {
+    // Before Kafka is asked anything: a topic without a schema is a mistake, not a retry.
+    let topics = kafka.topics.topics()?.select(&options.topics)?;
     check_kafka_reachable(&kafka.bootstrap).await?;
     check_kafka_login(kafka).await?;
     let what = match &bound {
@@ -273,7 +308,7 @@ pub async fn ingest(
     let progress = Arc::new(IngestProgress::default());
     let config = IngestConfig {
         bootstrap: kafka.bootstrap.clone(),
-        topics: options.topics.clone(),
+        topics,
         landing: Location::parse(landing).context("landing location")?,
         bound,
         max_duration: options.max_duration,
@@ -304,9 +339,11 @@ pub async fn etl(
     landing: &str,
     gold: &str,
     options: &EtlOptions,
+    topics: &TopicsArgs,
     interval: Interval,
     ui: &Ui,
 ) -> anyhow::Result<EtlOutcome> {
+    let topics = topics.topics()?;
     let profile: Profile = options.profile.parse()?;
     let overrides = SessionOverrides {
         memory_limit: options
@@ -325,6 +362,7 @@ pub async fn etl(
         interval,
         session: SessionSettings::for_profile(profile).with_overrides(&overrides),
         buckets: options.buckets.max(1),
+        topics,
         allow_empty: options.allow_empty,
     };
     let spinner = ui.spinner(&format!("etl {interval}: building the gold tables"));
@@ -339,10 +377,12 @@ pub async fn validate(
     landing: &str,
     gold: &str,
     checks: &Path,
+    topics: &TopicsArgs,
     interval: Interval,
     ui: &Ui,
 ) -> anyhow::Result<(Report, ValidateSummary)> {
     let started = Instant::now();
+    let topics = topics.topics()?;
     // A typed error: the exit code tells a missing checks file (permanent) from the rest.
     let yaml =
         std::fs::read_to_string(checks).map_err(|source| validate::ValidateError::ReadChecks {
@@ -355,6 +395,7 @@ pub async fn validate(
         landing: Some(Location::parse(landing).context("landing location")?),
         interval,
         checks,
+        topics,
     };
     let spinner = ui.spinner(&format!("validate {interval}: running the checks"));
     let result = validate::validate(&config).await;

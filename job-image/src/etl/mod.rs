@@ -19,7 +19,7 @@ use std::time::Instant;
 use futures::{StreamExt as _, TryStreamExt as _};
 use streamflow_core::{EtlSummary, EtlTableSummary, Interval};
 
-use crate::events::{TRANSACTION_EVENTS, USER_EVENTS};
+use crate::events::{EventKind, Topics};
 use crate::store::Location;
 use read::ReadError;
 use session::{SessionError, SessionSettings};
@@ -58,6 +58,8 @@ pub struct EtlConfig {
     pub interval: Interval,
     pub session: SessionSettings,
     pub buckets: u32,
+    /// Which topic carries each schema: the landing objects read.
+    pub topics: Topics,
     /// Replace gold partitions that hold rows even when the landing zone holds no events for
     /// the interval (a mistyped location or a lost landing zone looks just like that).
     pub allow_empty: bool,
@@ -94,20 +96,22 @@ pub async fn run(config: &EtlConfig) -> Result<EtlOutcome, EtlError> {
     let partitions = config.session.target_partitions;
 
     let mut landed = Vec::new();
-    for (topic, raw) in [
-        (USER_EVENTS, steps::RAW_USER_EVENTS),
-        (TRANSACTION_EVENTS, steps::RAW_TRANSACTION_EVENTS),
+    for (kind, raw) in [
+        (EventKind::User, steps::RAW_USER_EVENTS),
+        (EventKind::Transaction, steps::RAW_TRANSACTION_EVENTS),
     ] {
+        let topic = config.topics.topic(kind);
         let counts = read::register_landing(
             &ctx,
             raw,
             &config.landing,
             topic,
+            kind,
             &config.interval,
             partitions,
         )
         .await?;
-        landed.push((topic, counts));
+        landed.push((topic, kind, counts));
     }
 
     let flat = steps::flatten(
@@ -139,11 +143,10 @@ pub async fn run(config: &EtlConfig) -> Result<EtlOutcome, EtlError> {
         );
     }
     let mut read_summary = std::collections::BTreeMap::new();
-    for (topic, counts) in &landed {
-        let rows = if *topic == USER_EVENTS {
-            flat.user_events_deduplicated
-        } else {
-            flat.transactions_deduplicated
+    for (topic, kind, counts) in &landed {
+        let rows = match kind {
+            EventKind::User => flat.user_events_deduplicated,
+            EventKind::Transaction => flat.transactions_deduplicated,
         };
         read_summary.insert((*topic).to_owned(), counts.summary(rows));
     }

@@ -217,8 +217,8 @@ impl LandingCounts {
     }
 }
 
-/// Registers the landing objects of `topic` for the interval's dates as the streaming table
-/// `name`: rows of the topic's schema plus [`SOURCE_ORDER`], decoded object by object while a query runs, so the input
+/// Registers the landing objects of `topic`, whose records follow `kind`'s schema, for the
+/// interval's dates as the streaming table `name`: rows of that schema plus [`SOURCE_ORDER`], decoded object by object while a query runs, so the input
 /// is never held in memory whole. The objects are spread over `partitions` streams that decode
 /// in parallel. A malformed object fails the query with a [`ReadError`] naming it.
 pub async fn register_landing(
@@ -226,11 +226,12 @@ pub async fn register_landing(
     name: &str,
     landing: &Location,
     topic: &str,
+    kind: EventKind,
     interval: &Interval,
     partitions: usize,
 ) -> Result<Arc<LandingCounts>, ReadError> {
     let objects = list_objects(landing, topic, &interval.dates()).await?;
-    let schema = match EventKind::for_topic(topic) {
+    let schema = match kind {
         EventKind::User => user_events_schema(),
         EventKind::Transaction => transaction_events_schema(),
     };

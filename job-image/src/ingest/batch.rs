@@ -266,6 +266,7 @@ pub struct Record<'a> {
 impl Batcher {
     pub fn new(
         topic: &str,
+        kind: EventKind,
         partition: i32,
         rotation: Rotation,
         max_record_bytes: usize,
@@ -275,7 +276,7 @@ impl Batcher {
         Self {
             topic: topic.to_owned(),
             topic_id: String::new(),
-            kind: EventKind::for_topic(topic),
+            kind,
             partition,
             rotation,
             max_record_bytes,
@@ -613,6 +614,7 @@ mod tests {
         let recs = records(250, 0.05);
         let mut a = Batcher::new(
             "user_events",
+            EventKind::User,
             2,
             rotation(100),
             1 << 19,
@@ -621,6 +623,7 @@ mod tests {
         );
         let mut b = Batcher::new(
             "user_events",
+            EventKind::User,
             2,
             rotation(100),
             1 << 19,
@@ -643,6 +646,7 @@ mod tests {
         let new = || {
             Batcher::new(
                 "user_events",
+                EventKind::User,
                 0,
                 rotation(50),
                 1 << 19,
@@ -682,6 +686,7 @@ mod tests {
         let recs = records(60, 0.0);
         let mut b = Batcher::new(
             "user_events",
+            EventKind::User,
             0,
             rotation(7),
             1 << 19,
@@ -731,6 +736,7 @@ mod tests {
         let recs = records(200, 0.1);
         let mut b = Batcher::new(
             "user_events",
+            EventKind::User,
             0,
             rotation(1000),
             1 << 19,
@@ -786,6 +792,7 @@ mod tests {
     fn quarantine_lines_say_why_and_where() {
         let mut b = Batcher::new(
             "user_events",
+            EventKind::User,
             1,
             rotation(10),
             1 << 19,
@@ -838,6 +845,7 @@ mod tests {
         let to = recs[20].timestamp.timestamp_millis();
         let mut b = Batcher::new(
             "user_events",
+            EventKind::User,
             0,
             rotation(1000),
             1 << 19,
@@ -858,6 +866,7 @@ mod tests {
             };
             let mut b = Batcher::new(
                 "user_events",
+                EventKind::User,
                 0,
                 rotation,
                 1 << 19,

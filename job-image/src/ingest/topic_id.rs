@@ -149,6 +149,15 @@ impl<T> Drop for Guard<T> {
     }
 }
 
+/// A topic's name and identity (docs/ingest.md): objects and the log are named by both; and
+/// the schema its records are checked against.
+#[derive(Debug, Clone)]
+pub struct Topic {
+    pub name: String,
+    pub id: String,
+    pub kind: crate::events::EventKind,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use streamflow_core::{CheckFailure, Interval, ValidateSummary};
 
 use crate::etl::{read, steps, write};
+use crate::events::{EventKind, Topics, TopicsError};
 use crate::store::Location;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,8 @@ pub enum ValidateError {
     BadChecks { file: String, problem: String },
     #[error("check {check:?}: {problem}")]
     BadCheck { check: String, problem: String },
+    #[error("check {check:?}: {source}")]
+    Topic { check: String, source: TopicsError },
     #[error(
         "{failed} error-severity check(s) failed for {interval}, {unevaluable} of them because the gold zone does not hold their tables for the interval (run the ETL of the interval first), e.g. {example}"
     )]
@@ -60,6 +63,17 @@ impl ChecksFile {
             problem: e.to_string(),
         })?;
         for spec in &parsed.checks {
+            if let Check::LandingReconciliation { schema, topic, .. } = &spec.check
+                && schema.is_some() == topic.is_some()
+            {
+                return Err(ValidateError::BadChecks {
+                    file: file.to_owned(),
+                    problem: format!(
+                        "check {:?}: landing_reconciliation needs either `schema` (user_events or transaction_events) or `topic`, not both",
+                        spec.name()
+                    ),
+                });
+            }
             if let Check::Freshness { max_lag, .. } = &spec.check {
                 humantime::parse_duration(max_lag).map_err(|e| ValidateError::BadChecks {
                     file: file.to_owned(),
@@ -139,9 +153,16 @@ pub enum Check {
         table: String,
         equals_sum_of: Vec<String>,
     },
-    /// The table has one row per distinct event id of the topic's landing records in the
-    /// interval (landing → flattened → gold).
-    LandingReconciliation { topic: String, table: String },
+    /// The table has one row per distinct event id of the landing records in the interval
+    /// (landing → flattened → gold) of the topic that carries `schema` (`user_events` or
+    /// `transaction_events`), or of `topic` by name.
+    LandingReconciliation {
+        #[serde(default)]
+        schema: Option<EventKind>,
+        #[serde(default)]
+        topic: Option<String>,
+        table: String,
+    },
     /// The timestamp column lies within the interval and its latest value is at most
     /// `max_lag` before the interval's end.
     Freshness {
@@ -176,8 +197,17 @@ impl CheckSpec {
             } => {
                 format!("row_count_equal {table} = {}", equals_sum_of.join(" + "))
             }
-            Check::LandingReconciliation { topic, table } => {
-                format!("landing_reconciliation {topic} -> {table}")
+            Check::LandingReconciliation {
+                schema,
+                topic,
+                table,
+            } => {
+                let source = match (schema, topic) {
+                    (Some(schema), _) => schema.schema(),
+                    (None, Some(topic)) => topic,
+                    (None, None) => "?",
+                };
+                format!("landing_reconciliation {source} -> {table}")
             }
             Check::Freshness { table, column, .. } => format!("freshness {table}.{column}"),
         }
@@ -236,6 +266,8 @@ pub struct ValidateConfig {
     pub landing: Option<Location>,
     pub interval: Interval,
     pub checks: ChecksFile,
+    /// Which topic carries each schema: where `landing_reconciliation` reads.
+    pub topics: Topics,
 }
 
 /// Failures listed in the summary at most, and their message length: the summary must fit a
@@ -375,9 +407,26 @@ fn verdict(bad: i64, what: &str) -> (bool, String) {
     }
 }
 
+/// The topic a `landing_reconciliation` reads and its schema, by the check's `schema` or its
+/// `topic`; a topic without a schema is an error.
+fn landing_source(
+    topics: &Topics,
+    schema: Option<EventKind>,
+    topic: Option<&str>,
+) -> Result<(String, EventKind), TopicsError> {
+    match (schema, topic) {
+        (Some(kind), _) => Ok((topics.topic(kind).to_owned(), kind)),
+        (None, topic) => {
+            let topic = topic.unwrap_or_default();
+            Ok((topic.to_owned(), topics.kind_of(topic)?))
+        }
+    }
+}
+
 async fn evaluate(
     ctx: &SessionContext,
     landing: Option<&Location>,
+    topics: &Topics,
     interval: &Interval,
     check: &Check,
 ) -> Result<(bool, String), String> {
@@ -509,12 +558,26 @@ async fn evaluate(
                 format!("{table} has {n} rows, the others {parts} together"),
             ))
         }
-        Check::LandingReconciliation { topic, table } => {
+        Check::LandingReconciliation {
+            schema,
+            topic,
+            table,
+        } => {
             let landing = landing.ok_or("needs --landing")?;
+            let (topic, kind) =
+                landing_source(topics, *schema, topic.as_deref()).map_err(|e| e.to_string())?;
             let raw = format!("landing_{topic}");
-            read::register_landing(ctx, &raw, landing, topic, interval, LANDING_PARTITIONS)
-                .await
-                .map_err(|e| e.to_string())?;
+            read::register_landing(
+                ctx,
+                &raw,
+                landing,
+                &topic,
+                kind,
+                interval,
+                LANDING_PARTITIONS,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             let landed = scalar_i64(
                 ctx,
                 &format!(
@@ -606,6 +669,17 @@ fn freshness_verdict(
 
 /// Runs every check and returns the report.
 pub async fn validate(config: &ValidateConfig) -> Result<Report, ValidateError> {
+    // A check of a topic without a schema is refused before any check runs.
+    for spec in &config.checks.checks {
+        if let Check::LandingReconciliation { schema, topic, .. } = &spec.check {
+            landing_source(&config.topics, *schema, topic.as_deref()).map_err(|source| {
+                ValidateError::Topic {
+                    check: spec.name(),
+                    source,
+                }
+            })?;
+        }
+    }
     let ctx = SessionContext::new();
     config.gold.register_with(&ctx.runtime_env());
     let dates = config.interval.dates();
@@ -630,7 +704,15 @@ pub async fn validate(config: &ValidateConfig) -> Result<Report, ValidateError> 
         let (passed, message, unevaluated, unevaluable) = match problem {
             Some(p) => (false, p.message, true, p.permanent),
             None => {
-                match evaluate(&ctx, config.landing.as_ref(), &config.interval, &spec.check).await {
+                let evaluated = evaluate(
+                    &ctx,
+                    config.landing.as_ref(),
+                    &config.topics,
+                    &config.interval,
+                    &spec.check,
+                )
+                .await;
+                match evaluated {
                     Ok((passed, message)) => (passed, message, false, false),
                     Err(e) => (false, format!("could not be evaluated: {e}"), true, false),
                 }
@@ -741,6 +823,48 @@ checks:
         let lag = "checks:\n  - check: freshness\n    table: t\n    column: c\n    max_lag: soon\n";
         let err = ChecksFile::parse("t.yaml", lag).unwrap_err().to_string();
         assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn a_landing_reconciliation_reads_the_topic_of_its_schema_and_refuses_an_unmapped_topic() {
+        let yaml = "checks:
+  - check: landing_reconciliation
+    schema: transaction_events
+    table: transactions
+  - check: landing_reconciliation
+    topic: clicks
+    table: user_activity
+";
+        let file = ChecksFile::parse("t.yaml", yaml).unwrap();
+        assert_eq!(
+            file.checks[0].name(),
+            "landing_reconciliation transaction_events -> transactions"
+        );
+        let topics = Topics::new("clicks", "payments").unwrap();
+        let source = |check: &Check| match check {
+            Check::LandingReconciliation { schema, topic, .. } => {
+                landing_source(&topics, *schema, topic.as_deref())
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            source(&file.checks[0].check),
+            Ok(("payments".to_owned(), EventKind::Transaction))
+        );
+        assert_eq!(
+            source(&file.checks[1].check),
+            Ok(("clicks".to_owned(), EventKind::User))
+        );
+        let unmapped = ChecksFile::parse(
+            "t.yaml",
+            "checks:\n  - check: landing_reconciliation\n    topic: user_events\n    table: t\n",
+        )
+        .unwrap();
+        let err = source(&unmapped.checks[0].check).unwrap_err().to_string();
+        assert!(err.starts_with("topic user_events has no schema"), "{err}");
+        let both = "checks:\n  - check: landing_reconciliation\n    topic: a\n    schema: user_events\n    table: t\n";
+        let err = ChecksFile::parse("t.yaml", both).unwrap_err().to_string();
+        assert!(err.contains("either `schema`"), "{err}");
     }
 
     #[test]

@@ -36,11 +36,17 @@ pub async fn fresh_topic(kind: EventKind, partitions: i32) -> String {
         EventKind::Transaction => "test_transaction_events",
     };
     let name = format!("{base}_{}", uuid::Uuid::new_v4().simple());
+    create_topic(&name, partitions).await;
+    name
+}
+
+/// Creates a topic; its name should start with `test_`, which scripts/test deletes.
+pub async fn create_topic(name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .create()
         .expect("admin client");
-    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = admin
         .create_topics(
             [&topic],
@@ -51,7 +57,26 @@ pub async fn fresh_topic(kind: EventKind, partitions: i32) -> String {
     for r in results {
         r.expect("topic created");
     }
-    name
+}
+
+/// The schema of a topic made by [`fresh_topic`], which its name starts with.
+pub fn kind_of(topic: &str) -> EventKind {
+    if topic.starts_with("test_user_events_") {
+        EventKind::User
+    } else if topic.starts_with("test_transaction_events_") {
+        EventKind::Transaction
+    } else {
+        panic!("{topic} is not a topic of fresh_topic")
+    }
+}
+
+/// The flag that names a [`fresh_topic`] as its schema's topic: the command refuses a topic
+/// whose schema it is not told.
+pub fn schema_flag(topic: &str) -> [&str; 2] {
+    match kind_of(topic) {
+        EventKind::User => ["--user-events-topic", topic],
+        EventKind::Transaction => ["--transaction-events-topic", topic],
+    }
 }
 
 pub fn generator(kind: EventKind, seed: u64, start: &str, bad_ratio: f64) -> EventGenerator {

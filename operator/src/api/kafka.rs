@@ -11,18 +11,34 @@ pub struct SecretRef {
     pub name: String,
 }
 
+/// CEL: the topic of each schema, as the job image defaults them (docs/events.md).
+const USER_TOPIC: &str = "(has(self.userEventsTopic) ? self.userEventsTopic : 'user_events')";
+const TRANSACTION_TOPIC: &str =
+    "(has(self.transactionEventsTopic) ? self.transactionEventsTopic : 'transaction_events')";
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.authentication) || self.authentication.type != 'tls' || has(self.tls)").message("kafka.authentication: type tls (client certificates) needs kafka.tls"))]
+#[x_kube(validation = Rule::new(format!("!has(self.topics) || self.topics.all(t, t == {USER_TOPIC} || t == {TRANSACTION_TOPIC})")).message("kafka.topics: each topic must be the user events or the transaction events topic (kafka.userEventsTopic, kafka.transactionEventsTopic; user_events and transaction_events when unset): the job image refuses a topic without a schema"))]
+#[x_kube(validation = Rule::new(format!("{USER_TOPIC} != {TRANSACTION_TOPIC}")).message("kafka.userEventsTopic and kafka.transactionEventsTopic name the same topic: each schema needs a topic of its own"))]
 pub struct KafkaSpec {
     /// Bootstrap servers, `host:port[,host:port]`.
     #[schemars(length(min = 1))]
     pub bootstrap: String,
-    /// Topics to drain; unset means the image's default topics. An empty list is refused:
-    /// leave the field out for the defaults.
+    /// Topics to drain, of the two below; unset means both. An empty list is refused: leave
+    /// the field out for both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(min = 1), inner(length(min = 1)))]
+    #[schemars(length(min = 1, max = 2), inner(length(min = 1, max = 249)))]
     pub topics: Vec<String>,
+    /// The topic of user events (docs/events.md); unset means `user_events`. Every stage
+    /// reads it by that schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249))]
+    pub user_events_topic: Option<String>,
+    /// The topic of transaction events (docs/events.md); unset means `transaction_events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249))]
+    pub transaction_events_topic: Option<String>,
     /// Consumer group: when set, ingest drains up to the high watermarks and commits
     /// (watermark mode); when unset, it lands exactly the records of the interval (interval mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]

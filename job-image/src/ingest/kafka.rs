@@ -1,0 +1,165 @@
+//! The drain's Kafka client: the consumer's settings, and the blocking calls it makes with
+//! their timeouts and retries.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+
+use super::config::{Bound, IngestConfig};
+use super::error::IngestError;
+use crate::produce::kafka_config;
+
+pub(super) const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) fn kafka_err(
+    config: &IngestConfig,
+    what: impl Into<String>,
+) -> impl FnOnce(KafkaError) -> IngestError {
+    let bootstrap = config.bootstrap.clone();
+    let what = what.into();
+    move |source| IngestError::Kafka {
+        bootstrap,
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// The sum over `landed` (partition, offset landed up to) of how far the last stable offset
+/// is now past it.
+pub(super) fn lag(
+    config: &IngestConfig,
+    consumer: &BaseConsumer,
+    topic: &str,
+    landed: &[(i32, i64)],
+) -> Result<u64, IngestError> {
+    let mut lag = 0u64;
+    for &(p, to) in landed {
+        let (_, high) = fetch_watermarks(config, consumer, topic, p)?;
+        lag += (high - to).max(0) as u64;
+    }
+    Ok(lag)
+}
+
+/// A partition's low and high watermarks (the high one is the last stable offset under
+/// read_committed).
+pub(super) fn fetch_watermarks(
+    config: &IngestConfig,
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), IngestError> {
+    consumer
+        .fetch_watermarks(topic, partition, KAFKA_TIMEOUT)
+        .map_err(kafka_err(
+            config,
+            format!("fetch watermarks of {topic}/{partition}"),
+        ))
+}
+
+pub(super) fn commit_with_retry(
+    config: &IngestConfig,
+    consumer: &BaseConsumer,
+    tpl: &TopicPartitionList,
+) -> Result<(), IngestError> {
+    // Any failed commit is retried: committing the same offsets again is harmless.
+    with_kafka_retry(
+        config,
+        "commit offsets",
+        |_| true,
+        || consumer.commit(tpl, CommitMode::Sync),
+    )
+}
+
+/// How long a Kafka call is retried before the run fails: a broker that has just started
+/// loads its group coordinator's state for seconds (longer with a large offsets topic).
+pub(super) const KAFKA_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors of a group coordinator that is starting, moving or briefly unreachable. librdkafka
+/// retries some of them itself but hands others ("Not coordinator") straight back.
+pub(super) fn is_transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NetworkException
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+        )
+    )
+}
+
+/// Runs a blocking Kafka call, retrying the errors `retry` accepts with exponential backoff
+/// until [`KAFKA_RETRY_TIMEOUT`].
+pub(super) fn with_kafka_retry<T>(
+    config: &IngestConfig,
+    what: &str,
+    retry: impl Fn(&KafkaError) -> bool,
+    mut call: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, IngestError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if retry(&e) && started.elapsed() + delay < KAFKA_RETRY_TIMEOUT => {
+                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(kafka_err(config, what)(e)),
+        }
+    }
+}
+
+/// The drain's consumer: partitions are assigned to it, it never joins the group, and it
+/// commits only what the uploader tells it to.
+pub(super) fn consumer(config: &IngestConfig) -> Result<BaseConsumer, IngestError> {
+    let group = match &config.bound {
+        Bound::Watermark { group } => group.clone(),
+        // librdkafka wants a group id; interval mode never commits under it.
+        Bound::Interval { .. } => "streamflow-interval".to_owned(),
+    };
+    let mut client = kafka_config(&config.bootstrap, &[]);
+    client
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        // librdkafka's default, stated because exactly-once rests on it: records of aborted
+        // and open transactions are never landed, the watermarks a plan ends at are the last
+        // stable offsets, and partition EOF comes there. The offsets of aborted records and
+        // transaction markers are never delivered; a plan's end is reached without them
+        // (batch::Batcher::finish).
+        .set("isolation.level", "read_committed")
+        // Not a silent jump to the earliest offset: records retention deleted before the
+        // drain read them are counted as expired, so an offset out of range must be seen.
+        .set("auto.offset.reset", "error")
+        // Larger than librdkafka's 1 MiB default, which starves a drain of small records.
+        .set("max.partition.fetch.bytes", "2097152")
+        .set("fetch.max.bytes", "67108864")
+        .set("fetch.wait.max.ms", "100")
+        // Pre-fetched records waiting to be polled, per consumer (librdkafka's default is
+        // 64 MiB): 8 MiB, a few fetches, is as fast and keeps the drain's memory smaller (a
+        // zstd drain's peak RSS 375 -> 290 MiB against 32 MiB, alternated runs).
+        .set("queued.max.messages.kbytes", "8192")
+        // When that queue is full librdkafka stops fetching for fetch.queue.backoff.ms, 1 s by
+        // default: a drain that keeps its queue full spent most of its time waiting (the 5M
+        // record benchmark took 29 s with the default and 15 s with 10 ms: ingest run 5 in
+        // `git show 6552350:docs/benchmarks.md`).
+        .set("fetch.queue.backoff.ms", "10");
+    for (k, v) in &config.kafka_overrides {
+        client.set(k, v);
+    }
+    client
+        .create()
+        .map_err(kafka_err(config, "create consumer"))
+}
