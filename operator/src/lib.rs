@@ -1,32 +1,31 @@
-//! The streamflow operator: the `PipelineRun` custom resource and its controller, which runs a
-//! data interval through ingest → etl → validate as one Kubernetes Job per stage attempt.
+//! The streamflow operator: the `PipelineRun`, `Backfill` and `Pipeline` custom resources and
+//! their controllers, which run data intervals through ingest → etl → validate as one
+//! Kubernetes Job per stage attempt.
 //!
-//! - [`api`]: the resources (spec, status, admission rules), from which `crdgen` prints the CRDs.
-//! - [`pod_overrides`]: a run's `podTemplate` and `stageOverrides`, merged per stage (pure).
-//! - [`jobs`]: the Job of a stage attempt, and reading Jobs back (pure).
-//! - [`status`]: the next status and action from spec, status and Jobs (pure).
-//! - [`controller`]: reconcile, the watch loop, Events.
-//! - [`backfill`], [`pipeline`]: what a `Backfill` and a `Pipeline` (a range of intervals, a
-//!   cron schedule) run next (pure); [`children`]: the PipelineRuns they create;
-//!   [`parents`]: their controllers.
-//! - [`kstatus`]: `Ready`/`Reconciling`/`Stalled`, what GitOps tools read, from each kind's
-//!   phase and conditions (pure).
-//! - [`leader`]: leader election on a Lease: one replica runs the controllers.
-//! - [`metrics`]: the Prometheus registry and the `/metrics`, `/healthz`, `/readyz` server.
+//! - [`api`]: the resources (spec, status, admission rules, labels), from which `crdgen` prints
+//!   the CRDs; it knows nothing of the controllers.
+//! - One folder per controller, each a pure `decide` (an input struct in, a decision out) and
+//!   an `apply` (the API calls that dereference, carry out the decision and write the status):
+//!   [`pipelinerun`] (stages as Jobs: also [`pipelinerun::jobs`], the Job of an attempt and
+//!   reading Jobs back), [`backfill`] (a range of intervals), [`pipeline`] (a cron schedule);
+//!   [`parent`]: the runs Backfill and Pipeline create.
+//! - [`reconcile`]: what the controllers share (Events, status writes, the finalizer, retries)
+//!   and [`reconcile::kstatus`], the conditions GitOps tools read.
+//! - [`controller`]: starts the controllers (after leader election, [`leader`]) and the
+//!   `/metrics`, `/healthz`, `/readyz` server of [`metrics`].
 
 pub mod api;
 pub mod backfill;
-pub mod children;
 pub mod controller;
-pub mod jobs;
-pub mod kafka_secrets;
-pub mod kstatus;
 pub mod leader;
 pub mod metrics;
-pub mod parents;
+pub mod parent;
 pub mod pipeline;
-pub mod pod_overrides;
-pub mod status;
+pub mod pipelinerun;
+pub mod reconcile;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// What went wrong in a reconcile; [`Error::metric_label`] names it in metrics.
 #[derive(Debug, thiserror::Error)]
@@ -92,3 +91,8 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A Kubernetes timestamp as chrono's (to the millisecond).
+pub fn to_chrono(t: &Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(t.0.as_millisecond())
+}

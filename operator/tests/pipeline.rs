@@ -338,7 +338,7 @@ async fn a_run_name_held_by_another_owner_is_an_error_in_status() -> Result<()> 
         let run: PipelineRun = serde_json::from_value(json!({
             "apiVersion": "streamflow.io/v1alpha1",
             "kind": "PipelineRun",
-            "metadata": {"name": streamflow_operator::children::child_name("held", &interval)},
+            "metadata": {"name": streamflow_operator::parent::children::child_name("held", &interval)},
             "spec": {
                 "interval": {"start": ts(interval.start), "end": ts(interval.end)},
                 "stages": ["validate"],

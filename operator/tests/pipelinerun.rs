@@ -794,7 +794,10 @@ async fn pod_overrides_are_checked_at_admission() -> Result<()> {
     let stored = Api::<PipelineRun>::namespaced(client.clone(), &ns)
         .get("good")
         .await?;
-    let etl = streamflow_operator::pod_overrides::stage_pod(&stored.spec.template, Stage::Etl);
+    let etl = streamflow_operator::pipelinerun::pod_overrides::stage_pod(
+        &stored.spec.template,
+        Stage::Etl,
+    );
     assert_eq!(
         etl.template.tmp_dir_size_limit.map(|q| q.0).as_deref(),
         Some("20Gi")
@@ -964,7 +967,7 @@ async fn kubectl_applies_the_example_and_shows_columns() -> Result<()> {
 async fn stage_pods_meet_the_restricted_pod_security_standard() -> Result<()> {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use kube::api::{Patch, PatchParams};
-    use streamflow_operator::jobs::build_job;
+    use streamflow_operator::pipelinerun::jobs::build_job;
 
     let (client, ns) = setup("sf-pss").await?;
     let restricted = json!({"metadata": {"labels": {
@@ -1058,8 +1061,8 @@ async fn stage_pods_meet_the_restricted_pod_security_standard() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_copy_of_a_run_repeats_no_transition() -> Result<()> {
     use std::sync::Arc;
-    use streamflow_operator::controller::{Context, reconcile};
     use streamflow_operator::metrics::Metrics;
+    use streamflow_operator::pipelinerun::{Context, reconcile};
 
     let (client, ns) = setup("sf-stale").await?;
     let metrics = Metrics::new()?;
@@ -1133,7 +1136,7 @@ async fn finished_runs_cost_no_api_call_at_a_restart() -> Result<()> {
             },
             ..Default::default()
         };
-        streamflow_operator::kstatus::run(&mut status, Some(1), chrono::Utc::now());
+        streamflow_operator::reconcile::kstatus::run(&mut status, Some(1), chrono::Utc::now());
         api.patch_status(
             &format!("done-{k}"),
             &PatchParams::default(),
@@ -1179,7 +1182,7 @@ async fn one_drain_per_consumer_group_at_a_time() -> Result<()> {
     use k8s_openapi::api::batch::v1::Job;
     use kube::ResourceExt;
     use std::sync::{Arc, Mutex};
-    use streamflow_operator::jobs::is_unfinished;
+    use streamflow_operator::pipelinerun::jobs::is_unfinished;
 
     let (client, ns) = setup("sf-group").await?;
     let _op = Operator::start(&ns).await?;

@@ -7,11 +7,12 @@
 //! - [`pipeline`]: `Pipeline`, one run per tick of a cron schedule.
 //! - Shared by them: [`condition`] (status conditions), [`stage`], [`kafka`] (what ingest
 //!   reads), [`pod_template`] (where stage pods run), [`parent`] (what Backfill and Pipeline
-//!   share).
+//!   share), [`labels`] (what the operator labels its objects with).
 
 pub mod backfill;
 pub mod condition;
 pub mod kafka;
+pub mod labels;
 pub mod parent;
 pub mod pipeline;
 pub mod pipelinerun;

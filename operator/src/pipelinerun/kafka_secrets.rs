@@ -144,8 +144,8 @@ pub fn kafka_secret_files(kafka: &KafkaSpec) -> Result<KafkaSecretFiles, Error> 
 mod tests {
     use super::*;
     use crate::api::stage::Stage;
-    use crate::jobs::build_job;
-    use crate::jobs::tests::run;
+    use crate::pipelinerun::jobs::build_job;
+    use crate::pipelinerun::jobs::tests::run;
 
     /// A Strimzi cluster `events` (its cluster CA Secret) and KafkaUsers' Secrets.
     fn kafka(security: serde_json::Value) -> serde_json::Value {

@@ -12,7 +12,7 @@ use crate::api::pipelinerun::{
     PipelineRunSpec, PipelineRunStatus, StagePhase, StageStatus, StageSummary, parse_duration,
 };
 use crate::api::stage::Stage;
-use crate::jobs::{JobState, ObservedJob, job_name};
+use crate::pipelinerun::jobs::{JobState, ObservedJob, job_name};
 
 /// How long an attempt's Pod may take to start (to be scheduled, its image pulled, its
 /// container created) before the attempt fails: long enough for a cluster autoscaler to add a
@@ -147,7 +147,7 @@ pub fn decide(
             Judged::Due(at) => Action::WaitFor(secs(at - now).max(Duration::from_millis(100))),
             Judged::Settled => Action::Done,
         };
-        crate::kstatus::run(&mut st, generation, now);
+        crate::reconcile::kstatus::run(&mut st, generation, now);
         return Ok(Decision {
             status: st,
             action,
@@ -535,7 +535,7 @@ pub fn decide(
     {
         action = Action::WaitFor(secs(w - now).max(Duration::from_millis(100)));
     }
-    crate::kstatus::run(&mut st, generation, now);
+    crate::reconcile::kstatus::run(&mut st, generation, now);
     Ok(Decision {
         status: st,
         action,
@@ -694,10 +694,10 @@ fn permanent_failure(state: &JobState) -> Option<String> {
         return Some(format!("{what} (exit code {code})"));
     }
     match reason.as_str() {
-        crate::jobs::POD_FAILURE_POLICY => {
+        crate::pipelinerun::jobs::POD_FAILURE_POLICY => {
             Some("a permanent failure (the Job's podFailurePolicy failed it)".to_owned())
         }
-        crate::jobs::REFUSED => Some("the API server refused the Job".to_owned()),
+        crate::pipelinerun::jobs::REFUSED => Some("the API server refused the Job".to_owned()),
         _ => None,
     }
 }
@@ -727,7 +727,7 @@ fn cut_message(mut out: String) -> String {
 mod tests {
     use super::*;
     use crate::api::pipelinerun::PipelineRun;
-    use crate::jobs::tests::run;
+    use crate::pipelinerun::jobs::tests::run;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -963,7 +963,7 @@ mod tests {
         );
         // The controller's create got a 422: the refusal is the attempt's outcome.
         let server = "Job.batch \"daily-etl-1\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"1Gi\": must be less than or equal to memory limit of 20Mi";
-        let refused = [crate::jobs::refused(
+        let refused = [crate::pipelinerun::jobs::refused(
             "daily",
             Stage::Etl,
             1,
@@ -1141,7 +1141,7 @@ mod tests {
         );
         let reconciling = d
             .status
-            .condition(crate::kstatus::COND_RECONCILING)
+            .condition(crate::reconcile::kstatus::COND_RECONCILING)
             .unwrap();
         assert_eq!(reconciling.status, "True");
     }

@@ -13,7 +13,7 @@ use crate::Error;
 use crate::api::condition::set_condition;
 use crate::api::pipeline::{COND_READY, ConcurrencyPolicy, PipelineSpec, PipelineStatus};
 use crate::api::pipelinerun::{IntervalSpec, Phase};
-use crate::children::{ObservedRun, child_name};
+use crate::parent::children::{ObservedRun, child_name};
 
 /// A parsed schedule in its time zone.
 pub struct Schedule {
@@ -282,7 +282,7 @@ pub fn decide(
         generation,
         now,
     );
-    crate::kstatus::pipeline(&mut st, generation, now);
+    crate::reconcile::kstatus::pipeline(&mut st, generation, now);
     Ok(Decision {
         wake_at: st.next_run_time,
         status: st,

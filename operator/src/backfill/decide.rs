@@ -18,9 +18,10 @@ use crate::api::backfill::{
     COND_SUSPENDED, MAX_LISTED_INTERVALS, MAX_LISTED_RUNS, PrunedIntervals,
 };
 use crate::api::condition::set_condition;
+use crate::api::labels::{LABEL_BACKFILL, LABEL_PIPELINE};
 use crate::api::parent::ChildRunRef;
 use crate::api::pipelinerun::{Phase, PipelineRun};
-use crate::children::{LABEL_BACKFILL, LABEL_PIPELINE, ObservedRun, ParentKind, run_name};
+use crate::parent::children::{ObservedRun, ParentKind, run_name};
 
 /// Where one interval of the range stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,7 +313,7 @@ pub fn decide(
     if !spec.suspend && was(COND_SUSPENDED) {
         events.push(("Resumed", "runs start again".to_owned(), false));
     }
-    crate::kstatus::backfill(&mut st, generation, now);
+    crate::reconcile::kstatus::backfill(&mut st, generation, now);
     Ok(Decision {
         status: st,
         create,
@@ -877,7 +878,7 @@ mod tests {
         let own: Vec<ObservedRun> = plan[..2]
             .iter()
             .map(|i| ObservedRun {
-                name: crate::children::child_name("bf", i),
+                name: crate::parent::children::child_name("bf", i),
                 ..run("bf", *i, Phase::Succeeded)
             })
             .collect();

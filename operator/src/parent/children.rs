@@ -10,15 +10,11 @@ use sha2::{Digest, Sha256};
 use streamflow_core::Interval;
 use streamflow_core::backfill::PriorOutcome;
 
+use crate::api::labels::{LABEL_MANAGED_BY, MANAGER};
 use crate::api::parent::ChildRunRef;
 use crate::api::pipelinerun::MAX_RUN_NAME;
 use crate::api::pipelinerun::{IntervalSpec, Phase, PipelineRun, PipelineRunSpec, RunTemplate};
-use crate::jobs::{LABEL_MANAGED_BY, MANAGER, to_chrono};
-
-/// On every PipelineRun of a Backfill: the Backfill's name.
-pub const LABEL_BACKFILL: &str = "streamflow.io/backfill";
-/// On every PipelineRun of a Pipeline, scheduled or backfilled: the Pipeline's name.
-pub const LABEL_PIPELINE: &str = "streamflow.io/pipeline";
+use crate::to_chrono;
 
 /// The most characters of a Backfill's or Pipeline's name: it is a label value of its runs.
 pub const MAX_PARENT_NAME: usize = 63;

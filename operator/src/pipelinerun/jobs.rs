@@ -16,29 +16,24 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use streamflow_core::exit;
 
-use crate::Error;
+use crate::api::labels::{
+    LABEL_ATTEMPT, LABEL_CONSUMER_GROUP, LABEL_MANAGED_BY, LABEL_RUN, LABEL_STAGE, MANAGER,
+};
 use crate::api::pipelinerun::{IntervalSpec, MAX_RUN_NAME, PipelineRun};
 use crate::api::pod_template::{PodTemplate, is_reserved_annotation, is_reserved_label};
 use crate::api::stage::Stage;
-use crate::kafka_secrets::kafka_secret_files;
-use crate::pod_overrides;
+use crate::pipelinerun::kafka_secrets::kafka_secret_files;
+use crate::pipelinerun::pod_overrides;
+use crate::{Error, to_chrono};
 
-pub const LABEL_RUN: &str = "streamflow.io/pipelinerun";
-pub const LABEL_STAGE: &str = "streamflow.io/stage";
-pub const LABEL_ATTEMPT: &str = "streamflow.io/attempt";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// How long a finished Job (and its Pod, with the logs) stays when the run does not say: a day,
 /// long enough to read its logs, short enough that a Backfill of thousands of intervals does
 /// not leave thousands of Jobs; the run's status keeps each attempt's result.
 pub const DEFAULT_JOB_TTL_SECONDS: i32 = 86_400;
-/// On ingest Jobs that drain a consumer group: its name, or a hash of a name that is no label
-/// value ([`consumer_group_label`]). The operator runs one drain per group at a time.
-pub const LABEL_CONSUMER_GROUP: &str = "streamflow.io/consumer-group";
-pub const MANAGER: &str = "streamflow-operator";
 /// Where the stage writes its summary, which Kubernetes turns into the termination message.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 /// Where the checks ConfigMap is mounted in the validate container.
@@ -487,10 +482,6 @@ pub fn refused(run: &str, stage: Stage, attempt: u32, message: String) -> Observ
 pub const REFUSED: &str = "JobRefused";
 /// The reason the Job controller gives a Job failed by a podFailurePolicy FailJob rule.
 pub const POD_FAILURE_POLICY: &str = "PodFailurePolicy";
-
-pub fn to_chrono(t: &Time) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(t.0.as_millisecond())
-}
 
 /// Reads a Job of this operator (by its labels) and its Pods' termination messages; `None` for
 /// a Job without our labels.
