@@ -47,19 +47,18 @@ pub(super) async fn apply_backfill(
     };
     let now = Utc::now();
     let uid = bf.uid();
-    let observed = decide::Observed {
-        uid: uid.as_deref(),
-        own: &own,
-        earlier: &earlier,
-    };
-    let decision = match decide::decide(
-        &name,
-        bf.metadata.generation,
-        &bf.spec,
-        &current,
-        observed,
+    let decision = match decide::decide(&decide::Input {
+        name: &name,
+        generation: bf.metadata.generation,
+        spec: &bf.spec,
+        status: &current,
+        runs: decide::Observed {
+            uid: uid.as_deref(),
+            own: &own,
+            earlier: &earlier,
+        },
         now,
-    ) {
+    }) {
         Ok(d) => d,
         Err(e @ Error::InvalidSpec { .. }) => {
             // Not retried: the spec must change first.

@@ -124,42 +124,52 @@ pub fn states(
         .collect()
 }
 
-/// The next status of Backfill `name`, the runs to start and the runs to prune: at most
+/// What a Backfill's next status is decided from.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The Backfill's name (its runs' names derive from it).
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub spec: &'a BackfillSpec,
+    pub status: &'a BackfillStatus,
+    pub runs: Observed<'a>,
+    pub now: DateTime<Utc>,
+}
+
+/// The next status of a Backfill, the runs to start and the runs to prune: at most
 /// `maxActiveRuns` runs active, counting those that exist (listed from the API, so a restart
 /// or a lost status write changes nothing), none when suspended or dry; finished runs beyond
 /// the history limits deleted, their intervals kept in `status.pruned`.
-pub fn decide(
-    name: &str,
-    generation: Option<i64>,
-    spec: &BackfillSpec,
-    current: &BackfillStatus,
-    runs: Observed<'_>,
-    now: DateTime<Utc>,
-) -> Result<Decision, Error> {
-    let Observed { uid, own, earlier } = runs;
+pub fn decide(input: &Input<'_>) -> Result<Decision, Error> {
+    let Input {
+        name,
+        generation,
+        spec,
+        status,
+        runs: Observed { uid, own, earlier },
+        now,
+    } = *input;
     let plan = plan(spec)?;
-    // The record is by index in the range; `plan` may run it backwards.
-    let position = |k: usize| {
-        if spec.backwards {
-            plan.len() - 1 - k
-        } else {
-            k
-        }
-    };
-    let mut pruned = vec![None; plan.len()];
-    for (k, outcome) in current
-        .pruned
-        .as_ref()
-        .map(|p| p.outcomes(plan.len()))
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
-        pruned[position(k)] = outcome;
-    }
+    let mut pruned = pruned_by_position(spec, &plan, status);
     let delete = prune(spec, &plan, own, uid, &mut pruned);
     let states = states(&plan, spec.reprocess, own, earlier, &pruned);
-    let mut st = current.clone();
+    let to_run: Vec<Interval> = states
+        .iter()
+        .filter(|(_, s)| *s == IntervalState::ToRun)
+        .map(|(i, _)| *i)
+        .collect();
+    let active = states
+        .iter()
+        .filter(|(_, s)| matches!(s, IntervalState::Run { active: true, .. }))
+        .count();
+    let create: Vec<Interval> = if spec.suspend || spec.dry_run {
+        Vec::new()
+    } else {
+        let slots = (spec.max_active_runs.max(1) as usize).saturating_sub(active);
+        to_run.iter().take(slots).copied().collect()
+    };
+
+    let mut st = status.clone();
     st.observed_generation = generation;
     st.range = Some(format!(
         "{}/{} by {}",
@@ -168,41 +178,9 @@ pub fn decide(
         spec.step
     ));
     st.start_time.get_or_insert(now);
-
-    let count = |f: &dyn Fn(&IntervalState) -> bool| states.iter().filter(|(_, s)| f(s)).count();
-    let active = count(&|s| matches!(s, IntervalState::Run { active: true, .. }));
-    let to_run: Vec<Interval> = states
-        .iter()
-        .filter(|(_, s)| *s == IntervalState::ToRun)
-        .map(|(i, _)| *i)
-        .collect();
-    let create: Vec<Interval> = if spec.suspend || spec.dry_run {
-        Vec::new()
-    } else {
-        let slots = (spec.max_active_runs.max(1) as usize).saturating_sub(active);
-        to_run.iter().take(slots).copied().collect()
-    };
-
-    let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
-    st.total = n(plan.len());
-    st.active = n(active + create.len());
-    st.pending = n(to_run.len() - create.len());
-    st.succeeded = n(count(&|s| {
-        matches!(
-            s,
-            IntervalState::Run {
-                active: false,
-                phase: Phase::Succeeded
-            }
-        )
-    }));
-    st.failed = n(count(
-        &|s| matches!(s, IntervalState::Run { active: false, phase } if *phase != Phase::Succeeded),
-    ));
-    st.skipped = n(count(&|s| matches!(s, IntervalState::Skipped(_))));
-    st.waiting = n(count(&|s| *s == IntervalState::Waiting));
+    count(&mut st, &states, active, &create, to_run.len());
     let finished = st.succeeded + st.failed + st.skipped;
-    if finished > current.succeeded + current.failed + current.skipped {
+    if finished > status.succeeded + status.failed + status.skipped {
         st.last_progress_time = Some(now);
     }
     st.progress = Some(format!("{finished}/{}", st.total));
@@ -217,93 +195,192 @@ pub fn decide(
     };
     st.runs = listed_runs(name, &plan, own, &create);
     st.runs.retain(|r| !delete.contains(&r.name));
-    let by_index: Vec<Option<Phase>> = (0..plan.len()).map(|k| pruned[position(k)]).collect();
-    st.pruned = PrunedIntervals::of(&by_index);
+    st.pruned = PrunedIntervals::of(&by_index(spec, &pruned));
 
-    let done = !spec.dry_run && finished == st.total;
-    let mut events = Vec::new();
-    let was = |t: &str| current.is_true(t);
+    let standing = if spec.dry_run {
+        Standing::DryRun {
+            would_run: to_run.len(),
+        }
+    } else if finished == st.total {
+        Standing::Done
+    } else if spec.suspend {
+        Standing::Suspended
+    } else {
+        Standing::Running
+    };
+    let events = conditions(input, &mut st, standing);
+    crate::reconcile::kstatus::backfill(&mut st, generation, now);
+    Ok(Decision {
+        status: st,
+        create,
+        events,
+        delete,
+    })
+}
+
+/// `k`'s position in `plan`, for the interval at index `k` of the range: `plan` may run the
+/// range backwards.
+fn position(spec: &BackfillSpec, len: usize, k: usize) -> usize {
+    if spec.backwards { len - 1 - k } else { k }
+}
+
+/// The outcomes of the pruned runs, recorded by index in the range, by position in `plan`.
+fn pruned_by_position(
+    spec: &BackfillSpec,
+    plan: &[Interval],
+    status: &BackfillStatus,
+) -> Vec<Option<Phase>> {
+    let mut pruned = vec![None; plan.len()];
+    for (k, outcome) in status
+        .pruned
+        .as_ref()
+        .map(|p| p.outcomes(plan.len()))
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        pruned[position(spec, plan.len(), k)] = outcome;
+    }
+    pruned
+}
+
+/// The outcomes of the pruned runs by position in `plan`, by index in the range again.
+fn by_index(spec: &BackfillSpec, pruned: &[Option<Phase>]) -> Vec<Option<Phase>> {
+    (0..pruned.len())
+        .map(|k| pruned[position(spec, pruned.len(), k)])
+        .collect()
+}
+
+/// The counts of the status: `active` runs exist, `create` start now, `to_run` intervals have
+/// no run yet.
+fn count(
+    st: &mut BackfillStatus,
+    states: &[(Interval, IntervalState)],
+    active: usize,
+    create: &[Interval],
+    to_run: usize,
+) {
+    let count = |f: &dyn Fn(&IntervalState) -> bool| states.iter().filter(|(_, s)| f(s)).count();
+    let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+    st.total = n(states.len());
+    st.active = n(active + create.len());
+    st.pending = n(to_run - create.len());
+    st.succeeded = n(count(&|s| {
+        matches!(
+            s,
+            IntervalState::Run {
+                active: false,
+                phase: Phase::Succeeded
+            }
+        )
+    }));
+    st.failed = n(count(
+        &|s| matches!(s, IntervalState::Run { active: false, phase } if *phase != Phase::Succeeded),
+    ));
+    st.skipped = n(count(&|s| matches!(s, IntervalState::Skipped(_))));
+    st.waiting = n(count(&|s| *s == IntervalState::Waiting));
+}
+
+/// Where a Backfill stands, for its conditions.
+enum Standing {
+    /// A dry run: nothing starts; it would run this many intervals.
+    DryRun {
+        would_run: usize,
+    },
+    /// Every interval finished (succeeded, failed or skipped).
+    Done,
+    Suspended,
+    Running,
+}
+
+/// The Backfill's conditions for where it stands, and the Events of what changed since `input.status`.
+fn conditions(
+    input: &Input<'_>,
+    st: &mut BackfillStatus,
+    standing: Standing,
+) -> Vec<(&'static str, String, bool)> {
+    let Input {
+        generation,
+        spec,
+        status: current,
+        now,
+        ..
+    } = *input;
+    let done = matches!(standing, Standing::Done);
     if done {
         st.completion_time.get_or_insert(now);
     } else {
         st.completion_time = None;
     }
-    let (progressing, reason, message) = if spec.dry_run {
-        (
+    let (progressing, reason, message) = match standing {
+        Standing::DryRun { would_run } => (
             false,
             "DryRun",
-            format!("dry run: would run {} interval(s)", to_run.len()),
-        )
-    } else if done {
-        (
+            format!("dry run: would run {would_run} interval(s)"),
+        ),
+        Standing::Done => (
             false,
             "Finished",
             format!(
                 "{} succeeded, {} failed, {} skipped",
                 st.succeeded, st.failed, st.skipped
             ),
-        )
-    } else if spec.suspend {
-        (
+        ),
+        Standing::Suspended => (
             false,
             "Suspended",
             format!("suspended with {} run(s) active", st.active),
-        )
-    } else {
-        (
+        ),
+        Standing::Running => (
             true,
             "RunsActive",
             format!(
                 "{} active, {} to run, {} waiting for earlier runs",
                 st.active, st.pending, st.waiting
             ),
-        )
+        ),
     };
-    set_condition(
-        &mut st.conditions,
-        COND_PROGRESSING,
-        progressing,
-        reason,
-        message.clone(),
-        generation,
-        now,
-    );
-    set_condition(
-        &mut st.conditions,
-        COND_COMPLETE,
-        done,
-        if done { "Finished" } else { reason },
-        if done { message.clone() } else { String::new() },
-        generation,
-        now,
-    );
-    set_condition(
-        &mut st.conditions,
-        COND_SUSPENDED,
-        spec.suspend,
-        if spec.suspend {
-            "Suspended"
-        } else {
-            "NotSuspended"
-        },
-        String::new(),
-        generation,
-        now,
-    );
     let failed = st.failed > 0;
-    set_condition(
-        &mut st.conditions,
-        COND_FAILED,
-        failed,
-        if failed { "RunsFailed" } else { "NoRunFailed" },
-        if failed {
-            format!("{} of {} interval(s) failed", st.failed, st.total)
-        } else {
-            String::new()
-        },
-        generation,
-        now,
-    );
+    let failed_message = if failed {
+        format!("{} of {} interval(s) failed", st.failed, st.total)
+    } else {
+        String::new()
+    };
+    let (complete_reason, complete_message) = if done {
+        ("Finished", message.clone())
+    } else {
+        (reason, String::new())
+    };
+    let suspended_reason = if spec.suspend {
+        "Suspended"
+    } else {
+        "NotSuspended"
+    };
+    let failed_reason = if failed { "RunsFailed" } else { "NoRunFailed" };
+    for (cond, status, reason, message) in [
+        (COND_PROGRESSING, progressing, reason, message.clone()),
+        (COND_COMPLETE, done, complete_reason, complete_message),
+        (
+            COND_SUSPENDED,
+            spec.suspend,
+            suspended_reason,
+            String::new(),
+        ),
+        (COND_FAILED, failed, failed_reason, failed_message),
+    ] {
+        set_condition(
+            &mut st.conditions,
+            cond,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
+
+    let was = |t: &str| current.is_true(t);
+    let mut events = Vec::new();
     if done && !was(COND_COMPLETE) {
         events.push(("Completed", message, failed));
     }
@@ -313,13 +390,7 @@ pub fn decide(
     if !spec.suspend && was(COND_SUSPENDED) {
         events.push(("Resumed", "runs start again".to_owned(), false));
     }
-    crate::reconcile::kstatus::backfill(&mut st, generation, now);
-    Ok(Decision {
-        status: st,
-        create,
-        events,
-        delete,
-    })
+    events
 }
 
 /// The finished runs this Backfill controls beyond its history limits, keeping the latest to
@@ -523,15 +594,23 @@ mod tests {
 
     /// The first decision on `s`, with these runs of its own and no earlier ones.
     fn first(s: &BackfillSpec, own: &[ObservedRun]) -> Decision {
-        decide(
-            "bf",
-            None,
-            s,
-            &BackfillStatus::default(),
-            obs(own, &[]),
-            now(),
-        )
-        .unwrap()
+        next(s, &BackfillStatus::default(), obs(own, &[])).unwrap()
+    }
+
+    /// The next decision of Backfill `bf` from `status`, now.
+    fn next(
+        s: &BackfillSpec,
+        status: &BackfillStatus,
+        runs: Observed<'_>,
+    ) -> Result<Decision, Error> {
+        decide(&Input {
+            name: "bf",
+            generation: None,
+            spec: s,
+            status,
+            runs,
+            now: now(),
+        })
     }
 
     fn now() -> DateTime<Utc> {
@@ -541,14 +620,14 @@ mod tests {
     #[test]
     fn starts_up_to_max_active_in_order_then_fills_freed_slots() {
         let s = spec("2026-11-01", "2026-11-11", "1d", 3);
-        let d = decide(
-            "bf",
-            Some(1),
-            &s,
-            &BackfillStatus::default(),
-            obs(&[], &[]),
-            now(),
-        )
+        let d = decide(&Input {
+            name: "bf",
+            generation: Some(1),
+            spec: &s,
+            status: &BackfillStatus::default(),
+            runs: obs(&[], &[]),
+            now: now(),
+        })
         .unwrap();
         let starts: Vec<String> = d.create.iter().map(|i| i.start.to_rfc3339()).collect();
         assert_eq!(
@@ -574,7 +653,15 @@ mod tests {
             run("bf", plan[1], Phase::Running),
             run("bf", plan[2], Phase::Pending),
         ];
-        let d2 = decide("bf", Some(1), &s, &d.status, obs(&own, &[]), now()).unwrap();
+        let d2 = decide(&Input {
+            name: "bf",
+            generation: Some(1),
+            spec: &s,
+            status: &d.status,
+            runs: obs(&own, &[]),
+            now: now(),
+        })
+        .unwrap();
         assert_eq!(d2.create, vec![plan[3]]);
         assert_eq!((d2.status.active, d2.status.succeeded), (3, 1));
         assert_eq!(d.status.last_progress_time, None);
@@ -609,15 +696,7 @@ mod tests {
         let starts = |reprocess, earlier: &[ObservedRun]| {
             let mut s = spec("2026-11-01", "2026-11-05", "1d", 10);
             s.reprocess = reprocess;
-            let d = decide(
-                "bf",
-                None,
-                &s,
-                &BackfillStatus::default(),
-                obs(&[], earlier),
-                now(),
-            )
-            .unwrap();
+            let d = next(&s, &BackfillStatus::default(), obs(&[], earlier)).unwrap();
             let days: Vec<u32> = d
                 .create
                 .iter()
@@ -651,7 +730,7 @@ mod tests {
         assert!(!d.status.is_true(COND_PROGRESSING));
         assert_eq!(d.events[0].0, "Suspended");
         s.suspend = false;
-        let resumed = decide("bf", None, &s, &d.status, obs(&[], &[]), now()).unwrap();
+        let resumed = next(&s, &d.status, obs(&[], &[])).unwrap();
         assert_eq!(resumed.create.len(), 3);
         assert_eq!(resumed.events[0].0, "Resumed");
 
@@ -704,7 +783,15 @@ mod tests {
             "failed runs listed first"
         );
         // Deciding again from the written status changes nothing: no status write loop.
-        let again = decide("bf", None, &s, &d.status, obs(&own, &[]), t("2026-12-02")).unwrap();
+        let again = decide(&Input {
+            name: "bf",
+            generation: None,
+            spec: &s,
+            status: &d.status,
+            runs: obs(&own, &[]),
+            now: t("2026-12-02"),
+        })
+        .unwrap();
         assert_eq!(again.status, d.status);
         assert!(again.events.is_empty());
     }
@@ -743,14 +830,14 @@ mod tests {
             .filter(|r| !d.delete.contains(&r.name))
             .cloned()
             .collect();
-        let again = decide("bf", None, &s, &d.status, obs(&left, &[]), now()).unwrap();
+        let again = next(&s, &d.status, obs(&left, &[])).unwrap();
         assert!(again.delete.is_empty());
         assert_eq!(again.create, vec![plan[6]]);
         assert_eq!((again.status.succeeded, again.status.failed), (4, 1));
         assert_eq!(again.status.pruned, d.status.pruned);
         // A pruned failed interval is final, whatever reprocess says.
         s.reprocess = Reprocess::Completed;
-        let re = decide("bf", None, &s, &d.status, obs(&left, &[]), now()).unwrap();
+        let re = next(&s, &d.status, obs(&left, &[])).unwrap();
         assert_eq!(re.create, vec![plan[6]]);
     }
 
@@ -843,15 +930,7 @@ mod tests {
     #[test]
     fn ragged_range_is_an_invalid_spec() {
         let s = spec("2026-11-01", "2026-11-01T05:30:00Z", "1h", 1);
-        let e = decide(
-            "bf",
-            None,
-            &s,
-            &BackfillStatus::default(),
-            obs(&[], &[]),
-            now(),
-        )
-        .unwrap_err();
+        let e = next(&s, &BackfillStatus::default(), obs(&[], &[])).unwrap_err();
         assert!(e.to_string().contains("whole number"), "{e}");
     }
 

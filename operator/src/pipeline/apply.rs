@@ -60,15 +60,15 @@ pub(super) async fn apply_pipeline(
         .as_ref()
         .and_then(to_chrono)
         .unwrap_or(now);
-    let decision = match decide::decide(
-        &name,
-        pl.metadata.generation,
+    let decision = match decide::decide(&decide::Input {
+        name: &name,
+        generation: pl.metadata.generation,
         created,
-        &pl.spec,
-        &current,
-        &own,
+        spec: &pl.spec,
+        status: &current,
+        own: &own,
         now,
-    ) {
+    }) {
         Ok(d) => d,
         Err(e @ Error::InvalidSpec { .. }) => {
             let mut st = current.clone();

@@ -126,28 +126,111 @@ pub struct Decision {
     pub wake_at: Option<DateTime<Utc>>,
 }
 
-/// The next status of a Pipeline (created at `created`) and what to do, from its spec, its
-/// status and its runs (`own`, listed from the API) at `now`. The last scheduled interval is
-/// the later of the status's and the newest run's, so a status write lost in a crash creates
-/// no run twice.
-pub fn decide(
-    name: &str,
-    generation: Option<i64>,
-    created: DateTime<Utc>,
-    spec: &PipelineSpec,
-    current: &PipelineStatus,
-    own: &[ObservedRun],
-    now: DateTime<Utc>,
-) -> Result<Decision, Error> {
-    let schedule = Schedule::parse(&spec.schedule, &spec.time_zone)?;
-    let mut st = current.clone();
-    st.observed_generation = generation;
-    let mut events = Vec::new();
-    let mut create = Vec::new();
-    let mut delete = Vec::new();
+/// What a Pipeline's next status is decided from.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The Pipeline's name (its runs' names derive from it).
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    /// When the Pipeline was created: the first tick due is the first after it.
+    pub created: DateTime<Utc>,
+    pub spec: &'a PipelineSpec,
+    pub status: &'a PipelineStatus,
+    /// The runs it scheduled, listed from the API.
+    pub own: &'a [ObservedRun],
+    pub now: DateTime<Utc>,
+}
 
+/// What a Pipeline's schedule gives at one reconcile.
+#[derive(Default)]
+struct Scheduled {
+    create: Vec<Interval>,
+    delete: Vec<String>,
+    events: Vec<(&'static str, String, bool)>,
+}
+
+/// The next status of a Pipeline and what to do, from its spec, its status and its runs. The
+/// last scheduled interval is the later of the status's and the newest run's, so a status
+/// write lost in a crash creates no run twice.
+pub fn decide(input: &Input<'_>) -> Result<Decision, Error> {
+    let Input {
+        name,
+        generation,
+        created,
+        spec,
+        status,
+        own,
+        now,
+    } = *input;
+    let schedule = Schedule::parse(&spec.schedule, &spec.time_zone)?;
+    let mut st = status.clone();
+    st.observed_generation = generation;
+    let last = latest_intervals(&mut st, own);
+    let after = last.map(|l| l.end).unwrap_or(created);
+    let mut active: Vec<&ObservedRun> = own.iter().filter(|r| r.is_active()).collect();
+
+    let Scheduled {
+        create,
+        mut delete,
+        events,
+    } = if spec.suspend {
+        st.next_run_time = None;
+        Scheduled::default()
+    } else {
+        let scheduled = due_ticks(spec, &schedule, after, &active, now)?;
+        if let Some(newest) = scheduled.create.last() {
+            st.last_scheduled_interval = Some(IntervalSpec {
+                start: newest.start,
+                end: newest.end,
+            });
+            st.last_schedule_time = Some(now);
+        }
+        st.next_run_time = Some(schedule.next_after(now)?);
+        scheduled
+    };
+    delete.extend(beyond_history(spec, own));
+
+    active.retain(|r| !delete.contains(&r.name));
+    let mut names: Vec<String> = active.iter().map(|r| r.name.clone()).collect();
+    names.extend(create.iter().map(|i| child_name(name, i)));
+    names.sort();
+    names.dedup();
+    st.active_count = u32::try_from(names.len()).unwrap_or(u32::MAX);
+    st.active = names;
+
+    let (reason, message) = if spec.suspend {
+        // Ready: doing what its spec asks (GitOps tools read Ready=False as in progress).
+        ("Suspended", "suspended: no run starts".to_owned())
+    } else {
+        (
+            "Scheduling",
+            format!("{} in {}", spec.schedule, spec.time_zone),
+        )
+    };
+    set_condition(
+        &mut st.conditions,
+        COND_READY,
+        true,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    crate::reconcile::kstatus::pipeline(&mut st, generation, now);
+    Ok(Decision {
+        wake_at: st.next_run_time,
+        status: st,
+        create,
+        delete,
+        events,
+    })
+}
+
+/// Brings the last scheduled and the last succeeded interval up to what the runs say; the last
+/// scheduled one.
+fn latest_intervals(st: &mut PipelineStatus, own: &[ObservedRun]) -> Option<Interval> {
     let newest_run = own.iter().map(|r| r.interval).max_by_key(|i| i.end);
-    let last = match (&current.last_scheduled_interval, newest_run) {
+    let last = match (&st.last_scheduled_interval, newest_run) {
         (Some(s), Some(r)) if r.end > s.end => Some(r),
         (Some(s), _) => Some(Interval {
             start: s.start,
@@ -176,77 +259,79 @@ pub fn decide(
             end: newest.end,
         });
     }
-    let after = last.map(|l| l.end).unwrap_or(created);
-    let mut active: Vec<&ObservedRun> = own.iter().filter(|r| r.is_active()).collect();
+    last
+}
 
-    if !spec.suspend {
-        let (due, older_skipped) = schedule.due(after, now, spec.max_catch_up.max(1) as usize)?;
-        let chosen = choose(spec.concurrency_policy, &due, &active);
-        // Said once, when the runs are created (a Forbid backlog waits, and skips nothing yet).
-        if older_skipped
-            && !chosen.is_empty()
-            && let Some(first) = due.first()
-        {
-            let from = schedule.interval_of(*first)?.start;
-            events.push((
-                "MissedTicksSkipped",
-                format!(
-                    "ticks between {} and {} were not run: more than maxCatchUp ({}) were due; a Backfill can run them",
-                    after.to_rfc3339(),
-                    from.to_rfc3339(),
-                    spec.max_catch_up
-                ),
-                true,
+/// The runs of the ticks due since `after` that the concurrency policy starts now (with
+/// `active` runs), the active runs it replaces, and the Events that say so.
+fn due_ticks(
+    spec: &PipelineSpec,
+    schedule: &Schedule,
+    after: DateTime<Utc>,
+    active: &[&ObservedRun],
+    now: DateTime<Utc>,
+) -> Result<Scheduled, Error> {
+    let mut out = Scheduled::default();
+    let (due, older_skipped) = schedule.due(after, now, spec.max_catch_up.max(1) as usize)?;
+    let chosen = choose(spec.concurrency_policy, &due, active);
+    // Said once, when the runs are created (a Forbid backlog waits, and skips nothing yet).
+    if older_skipped
+        && !chosen.is_empty()
+        && let Some(first) = due.first()
+    {
+        let from = schedule.interval_of(*first)?.start;
+        out.events.push((
+            "MissedTicksSkipped",
+            format!(
+                "ticks between {} and {} were not run: more than maxCatchUp ({}) were due; a Backfill can run them",
+                after.to_rfc3339(),
+                from.to_rfc3339(),
+                spec.max_catch_up
+            ),
+            true,
+        ));
+    }
+    if spec.concurrency_policy == ConcurrencyPolicy::Replace
+        && let Some(newest) = chosen.last()
+    {
+        for r in active.iter().filter(|r| !r.deleting) {
+            out.delete.push(r.name.clone());
+            out.events.push((
+                "RunReplaced",
+                format!("deleted {} to run the tick {}", r.name, newest.to_rfc3339()),
+                false,
             ));
         }
-        if spec.concurrency_policy == ConcurrencyPolicy::Replace
-            && let Some(newest) = chosen.last()
-        {
-            for r in active.iter().filter(|r| !r.deleting) {
-                delete.push(r.name.clone());
-                events.push((
-                    "RunReplaced",
-                    format!("deleted {} to run the tick {}", r.name, newest.to_rfc3339()),
-                    false,
-                ));
-            }
-            if due.len() > 1 {
-                events.push((
-                    "TicksReplaced",
-                    format!(
-                        "{} older due tick(s) not run: concurrencyPolicy Replace runs the latest",
-                        due.len() - 1
-                    ),
-                    false,
-                ));
-            }
+        if due.len() > 1 {
+            out.events.push((
+                "TicksReplaced",
+                format!(
+                    "{} older due tick(s) not run: concurrencyPolicy Replace runs the latest",
+                    due.len() - 1
+                ),
+                false,
+            ));
         }
-        for tick in chosen {
-            create.push(schedule.interval_of(tick)?);
-        }
-        if let Some(newest) = create.last() {
-            st.last_scheduled_interval = Some(IntervalSpec {
-                start: newest.start,
-                end: newest.end,
-            });
-            st.last_schedule_time = Some(now);
-        }
-        st.next_run_time = Some(schedule.next_after(now)?);
-    } else {
-        st.next_run_time = None;
     }
+    for tick in chosen {
+        out.create.push(schedule.interval_of(tick)?);
+    }
+    Ok(out)
+}
 
-    // History: the newest finished runs are kept, by interval.
+/// The finished runs beyond the history limits: the newest are kept, by interval.
+fn beyond_history(spec: &PipelineSpec, own: &[ObservedRun]) -> Vec<String> {
     let mut finished: Vec<&ObservedRun> = own
         .iter()
         .filter(|r| !r.is_active() && !r.deleting)
         .collect();
     finished.sort_by_key(|r| std::cmp::Reverse(r.interval.end));
+    let mut out = Vec::new();
     for (phase, limit) in [
         (Phase::Succeeded, spec.successful_runs_history_limit),
         (Phase::Failed, spec.failed_runs_history_limit),
     ] {
-        delete.extend(
+        out.extend(
             finished
                 .iter()
                 .filter(|r| r.phase == phase)
@@ -254,42 +339,7 @@ pub fn decide(
                 .map(|r| r.name.clone()),
         );
     }
-
-    active.retain(|r| !delete.contains(&r.name));
-    let mut names: Vec<String> = active.iter().map(|r| r.name.clone()).collect();
-    names.extend(create.iter().map(|i| child_name(name, i)));
-    names.sort();
-    names.dedup();
-    st.active_count = u32::try_from(names.len()).unwrap_or(u32::MAX);
-    st.active = names;
-
-    let (ready, reason, message) = if spec.suspend {
-        // Ready: doing what its spec asks (GitOps tools read Ready=False as in progress).
-        (true, "Suspended", "suspended: no run starts".to_owned())
-    } else {
-        (
-            true,
-            "Scheduling",
-            format!("{} in {}", spec.schedule, spec.time_zone),
-        )
-    };
-    set_condition(
-        &mut st.conditions,
-        COND_READY,
-        ready,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    crate::reconcile::kstatus::pipeline(&mut st, generation, now);
-    Ok(Decision {
-        wake_at: st.next_run_time,
-        status: st,
-        create,
-        delete,
-        events,
-    })
+    out
 }
 
 #[cfg(test)]
@@ -298,6 +348,24 @@ mod tests {
     use crate::api::parent::RunDeletionPolicy;
     use crate::api::pipelinerun::RunTemplate;
     use streamflow_core::interval::parse_time;
+
+    /// Decides for Pipeline `p`, created 2026-10-01, at `now`.
+    fn decide_at(
+        spec: &PipelineSpec,
+        status: &PipelineStatus,
+        own: &[ObservedRun],
+        now: DateTime<Utc>,
+    ) -> Result<Decision, Error> {
+        decide(&Input {
+            name: "p",
+            generation: None,
+            created: t("2026-10-01"),
+            spec,
+            status,
+            own,
+            now,
+        })
+    }
 
     fn t(s: &str) -> DateTime<Utc> {
         parse_time(s).unwrap()
@@ -360,15 +428,15 @@ mod tests {
         let s = spec("0 * * * *", ConcurrencyPolicy::Allow);
         // Last run covered 03:00–04:00; the operator comes back at 09:30.
         let st = status_after("2026-11-01T04:00:00Z", "2026-11-01T03:00:00Z");
-        let d = decide(
-            "p",
-            Some(1),
-            t("2026-10-01"),
-            &s,
-            &st,
-            &[],
-            t("2026-11-01T09:30:00Z"),
-        )
+        let d = decide(&Input {
+            name: "p",
+            generation: Some(1),
+            created: t("2026-10-01"),
+            spec: &s,
+            status: &st,
+            own: &[],
+            now: t("2026-11-01T09:30:00Z"),
+        })
         .unwrap();
         assert_eq!(hours(&d), [(4, 5), (5, 6), (6, 7), (7, 8), (8, 9)]);
         assert_eq!(
@@ -385,16 +453,7 @@ mod tests {
         let mut s = spec("0 * * * *", ConcurrencyPolicy::Allow);
         s.max_catch_up = 2;
         let st = status_after("2026-11-01T04:00:00Z", "2026-11-01T03:00:00Z");
-        let d = decide(
-            "p",
-            None,
-            t("2026-10-01"),
-            &s,
-            &st,
-            &[],
-            t("2026-11-01T09:30:00Z"),
-        )
-        .unwrap();
+        let d = decide_at(&s, &st, &[], t("2026-11-01T09:30:00Z")).unwrap();
         assert_eq!(hours(&d), [(7, 8), (8, 9)]);
         assert_eq!(d.events[0].0, "MissedTicksSkipped");
         assert!(
@@ -408,27 +467,27 @@ mod tests {
     fn a_new_pipeline_runs_from_its_first_tick_after_creation() {
         let s = spec("0 * * * *", ConcurrencyPolicy::Allow);
         let created = t("2026-11-01T04:10:00Z");
-        let d = decide(
-            "p",
-            None,
+        let d = decide(&Input {
+            name: "p",
+            generation: None,
             created,
-            &s,
-            &PipelineStatus::default(),
-            &[],
-            t("2026-11-01T04:50:00Z"),
-        )
+            spec: &s,
+            status: &PipelineStatus::default(),
+            own: &[],
+            now: t("2026-11-01T04:50:00Z"),
+        })
         .unwrap();
         assert!(d.create.is_empty());
         assert_eq!(d.status.next_run_time, Some(t("2026-11-01T05:00:00Z")));
-        let d = decide(
-            "p",
-            None,
+        let d = decide(&Input {
+            name: "p",
+            generation: None,
             created,
-            &s,
-            &d.status,
-            &[],
-            t("2026-11-01T05:00:01Z"),
-        )
+            spec: &s,
+            status: &d.status,
+            own: &[],
+            now: t("2026-11-01T05:00:01Z"),
+        })
         .unwrap();
         assert_eq!(hours(&d), [(4, 5)]);
     }
@@ -442,16 +501,7 @@ mod tests {
             end: t("2026-11-01T05:00:00Z"),
         };
         let own = [run(created, Phase::Running)];
-        let d = decide(
-            "p",
-            None,
-            t("2026-10-01"),
-            &s,
-            &st,
-            &own,
-            t("2026-11-01T05:10:00Z"),
-        )
-        .unwrap();
+        let d = decide_at(&s, &st, &own, t("2026-11-01T05:10:00Z")).unwrap();
         assert!(d.create.is_empty(), "{:?}", d.create);
         assert_eq!(d.status.active, [own[0].name.clone()]);
     }
@@ -462,29 +512,11 @@ mod tests {
         let mut s = spec("0 2 * * *", ConcurrencyPolicy::Allow);
         s.time_zone = "Europe/Berlin".into();
         let st = status_after("2026-11-01T01:00:00Z", "2026-10-31T01:00:00Z");
-        let d = decide(
-            "p",
-            None,
-            t("2026-10-01"),
-            &s,
-            &st,
-            &[],
-            t("2026-11-02T12:00:00Z"),
-        )
-        .unwrap();
+        let d = decide_at(&s, &st, &[], t("2026-11-02T12:00:00Z")).unwrap();
         assert_eq!(d.create.len(), 1);
         assert_eq!(d.create[0].end, t("2026-11-02T01:00:00Z"));
         s.time_zone = "Mars/Olympus".into();
-        let e = decide(
-            "p",
-            None,
-            t("2026-10-01"),
-            &s,
-            &st,
-            &[],
-            t("2026-11-02T12:00:00Z"),
-        )
-        .unwrap_err();
+        let e = decide_at(&s, &st, &[], t("2026-11-02T12:00:00Z")).unwrap_err();
         assert!(e.to_string().contains("IANA"), "{e}");
         let e = Schedule::parse("every hour", "UTC")
             .err()
@@ -504,11 +536,11 @@ mod tests {
             Phase::Running,
         )];
         let now = t("2026-11-01T06:30:00Z");
-        let d = decide("p", None, t("2026-10-01"), &s, &st, &active, now).unwrap();
+        let d = decide_at(&s, &st, &active, now).unwrap();
         assert!(d.create.is_empty());
         assert_eq!(d.status.active_count, 1);
         let done = [run(active[0].interval, Phase::Succeeded)];
-        let d = decide("p", None, t("2026-10-01"), &s, &st, &done, now).unwrap();
+        let d = decide_at(&s, &st, &done, now).unwrap();
         assert_eq!(hours(&d), [(4, 5)]);
         assert_eq!(d.status.active_count, 1);
     }
@@ -526,21 +558,12 @@ mod tests {
             Phase::Running,
         );
         let now = t("2026-11-01T06:30:00Z");
-        let d = decide(
-            "p",
-            None,
-            t("2026-10-01"),
-            &s,
-            &st,
-            std::slice::from_ref(&running),
-            now,
-        )
-        .unwrap();
+        let d = decide_at(&s, &st, std::slice::from_ref(&running), now).unwrap();
         assert!(d.create.is_empty() && d.events.is_empty(), "{:?}", d.events);
         // Finished, and being deleted by the history limit: no longer blocks.
         let mut done = run(running.interval, Phase::Succeeded);
         done.deleting = true;
-        let d = decide("p", None, t("2026-10-01"), &s, &st, &[done], now).unwrap();
+        let d = decide_at(&s, &st, &[done], now).unwrap();
         assert_eq!(hours(&d), [(5, 6)]);
         assert_eq!(d.events[0].0, "MissedTicksSkipped");
         assert!(d.delete.is_empty(), "already being deleted");
@@ -557,32 +580,14 @@ mod tests {
             },
             Phase::Running,
         )];
-        let d = decide(
-            "p",
-            None,
-            t("2026-10-01"),
-            &s,
-            &st,
-            &active,
-            t("2026-11-01T06:30:00Z"),
-        )
-        .unwrap();
+        let d = decide_at(&s, &st, &active, t("2026-11-01T06:30:00Z")).unwrap();
         assert_eq!(hours(&d), [(5, 6)]);
         assert_eq!(d.delete, [active[0].name.clone()]);
         let reasons: Vec<&str> = d.events.iter().map(|e| e.0).collect();
         assert_eq!(reasons, ["RunReplaced", "TicksReplaced"]);
         // No tick due: nothing is replaced.
         let st = status_after("2026-11-01T06:00:00Z", "2026-11-01T05:00:00Z");
-        let d = decide(
-            "p",
-            None,
-            t("2026-10-01"),
-            &s,
-            &st,
-            &active,
-            t("2026-11-01T06:30:00Z"),
-        )
-        .unwrap();
+        let d = decide_at(&s, &st, &active, t("2026-11-01T06:30:00Z")).unwrap();
         assert!(d.delete.is_empty() && d.create.is_empty());
     }
 
@@ -603,16 +608,7 @@ mod tests {
             run(iv(4), Phase::Running),
         ];
         let st = status_after("2026-11-01T05:00:00Z", "2026-11-01T04:00:00Z");
-        let d = decide(
-            "p",
-            None,
-            t("2026-10-01"),
-            &s,
-            &st,
-            &own,
-            t("2026-11-01T05:30:00Z"),
-        )
-        .unwrap();
+        let d = decide_at(&s, &st, &own, t("2026-11-01T05:30:00Z")).unwrap();
         let mut deleted = d.delete.clone();
         deleted.sort();
         assert_eq!(deleted, [own[0].name.clone(), own[1].name.clone()]);
@@ -624,11 +620,11 @@ mod tests {
         s.suspend = true;
         let st = status_after("2026-11-01T04:00:00Z", "2026-11-01T03:00:00Z");
         let now = t("2026-11-01T06:30:00Z");
-        let d = decide("p", None, t("2026-10-01"), &s, &st, &[], now).unwrap();
+        let d = decide_at(&s, &st, &[], now).unwrap();
         assert!(d.create.is_empty());
         assert_eq!(d.status.next_run_time, None);
         s.suspend = false;
-        let d = decide("p", None, t("2026-10-01"), &s, &d.status, &[], now).unwrap();
+        let d = decide_at(&s, &d.status, &[], now).unwrap();
         assert_eq!(hours(&d), [(4, 5), (5, 6)]);
     }
 
@@ -636,16 +632,7 @@ mod tests {
     fn second_precision_schedules_work() {
         let s = spec("*/10 * * * * *", ConcurrencyPolicy::Allow);
         let st = status_after("2026-11-01T00:00:10Z", "2026-11-01T00:00:00Z");
-        let d = decide(
-            "p",
-            None,
-            t("2026-10-01"),
-            &s,
-            &st,
-            &[],
-            t("2026-11-01T00:00:45Z"),
-        )
-        .unwrap();
+        let d = decide_at(&s, &st, &[], t("2026-11-01T00:00:45Z")).unwrap();
         assert_eq!(d.create.len(), 3);
         assert_eq!(d.create[0].start, t("2026-11-01T00:00:10Z"));
         assert_eq!(d.create[2].end, t("2026-11-01T00:00:40Z"));

@@ -110,16 +110,16 @@ async fn step(
         .creation_timestamp
         .as_ref()
         .and_then(crate::to_chrono);
-    let decide = |st: &PipelineRunStatus, observed: &[ObservedJob]| {
-        decide::decide(
+    let decide = |status: &PipelineRunStatus, jobs: &[ObservedJob]| {
+        decide::decide(&decide::Input {
             name,
-            run.metadata.generation,
-            created_at,
-            &run.spec,
-            st,
-            observed,
+            generation: run.metadata.generation,
+            created: created_at,
+            spec: &run.spec,
+            status,
+            jobs,
             now,
-        )
+        })
     };
     let mut decision = match decide(current, &observed) {
         Ok(d) => d,

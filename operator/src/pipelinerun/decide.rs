@@ -123,44 +123,94 @@ fn secs(d: chrono::TimeDelta) -> Duration {
     d.to_std().unwrap_or(Duration::ZERO)
 }
 
-/// Decides the next status and action of run `run` (created at `created`).
-pub fn decide(
-    run: &str,
-    generation: Option<i64>,
-    created: Option<DateTime<Utc>>,
-    spec: &PipelineRunSpec,
-    current: &PipelineRunStatus,
-    jobs: &[ObservedJob],
-    now: DateTime<Utc>,
-) -> Result<Decision, Error> {
-    let mut st = current.clone();
-    let mut transitions = Vec::new();
-    let mut delete_jobs = Vec::new();
-    if st.phase.is_finished() {
-        // A failed run's deadline may still pass (and be missed); nothing else changes.
-        let deadline_time = st.deadline_time;
-        let action = match judge_deadline(&mut st, spec, deadline_time, generation, now) {
-            Judged::Missed(t) => {
-                transitions.push(*t);
-                Action::Done
-            }
-            Judged::Due(at) => Action::WaitFor(secs(at - now).max(Duration::from_millis(100))),
-            Judged::Settled => Action::Done,
-        };
-        crate::reconcile::kstatus::run(&mut st, generation, now);
-        return Ok(Decision {
-            status: st,
-            action,
-            transitions,
-            delete_jobs,
-        });
+/// What a run's next status is decided from.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The run's name (its Jobs' names derive from it).
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    /// When the run was created (a `runDeadline` may count from it).
+    pub created: Option<DateTime<Utc>>,
+    pub spec: &'a PipelineRunSpec,
+    pub status: &'a PipelineRunStatus,
+    /// The run's Jobs, as listed from the API server.
+    pub jobs: &'a [ObservedJob],
+    pub now: DateTime<Utc>,
+}
+
+/// Decides the next status and action of a run: a finished run only judges its deadline; a
+/// run going on is taken through its stages in order, each by the state of its attempt's Job.
+pub fn decide(input: &Input<'_>) -> Result<Decision, Error> {
+    if input.status.phase.is_finished() {
+        Ok(finished(input))
+    } else {
+        going_on(input)
     }
+}
+
+/// A finished run: its deadline may still pass (and a failed run then misses it); nothing else
+/// changes.
+fn finished(input: &Input<'_>) -> Decision {
+    let Input {
+        generation,
+        spec,
+        status,
+        now,
+        ..
+    } = *input;
+    let mut st = status.clone();
+    let mut transitions = Vec::new();
+    let deadline_time = st.deadline_time;
+    let action = match judge_deadline(&mut st, spec, deadline_time, generation, now) {
+        Judged::Missed(t) => {
+            transitions.push(*t);
+            Action::Done
+        }
+        Judged::Due(at) => Action::WaitFor(secs(at - now).max(Duration::from_millis(100))),
+        Judged::Settled => Action::Done,
+    };
+    crate::reconcile::kstatus::run(&mut st, generation, now);
+    Decision {
+        status: st,
+        action,
+        transitions,
+        delete_jobs: Vec::new(),
+    }
+}
+
+/// What deciding a run that goes on gathers, stage by stage.
+struct Draft {
+    st: PipelineRunStatus,
+    action: Action,
+    transitions: Vec<Transition>,
+    delete_jobs: Vec<String>,
+    /// Look again then (a backoff ends, a Pod's start-up timeout passes).
+    wake: Option<DateTime<Utc>>,
+    /// Why the run failed, once a stage is out of attempts.
+    failed: Option<String>,
+    /// Why the running attempt's Pod has not started, for the Running condition.
+    not_started: Option<String>,
+}
+
+/// A run not finished: its stages in spec order, up to the first that has not succeeded, each
+/// decided by the state of its latest attempt's Job; then the run's phase and deadline.
+fn going_on(input: &Input<'_>) -> Result<Decision, Error> {
+    let Input {
+        name,
+        generation,
+        created,
+        spec,
+        status,
+        jobs,
+        now,
+    } = *input;
     if spec.template.stages.is_empty() {
         return Err(Error::InvalidSpec {
             field: "stages",
             message: "no stage to run".to_owned(),
         });
     }
+    let mut st = status.clone();
     st.observed_generation = generation;
     st.start_time.get_or_insert(now);
     let deadline_time = deadline(spec, created)?;
@@ -171,15 +221,18 @@ pub fn decide(
             None => DeadlineState::None,
         });
     }
-    let max_attempts = spec.template.retry.max_attempts.max(1);
-    let mut action = Action::Wait;
-    let mut wake: Option<DateTime<Utc>> = None;
-    let mut failed: Option<String> = None;
-    // Why the running attempt's Pod has not started, for the Running condition.
-    let mut not_started: Option<String> = None;
+    let mut d = Draft {
+        st,
+        action: Action::Wait,
+        transitions: Vec::new(),
+        delete_jobs: Vec::new(),
+        wake: None,
+        failed: None,
+        not_started: None,
+    };
 
     for &stage in &spec.template.stages {
-        let mut ss = st.stage(stage).cloned().unwrap_or(StageStatus {
+        let mut ss = d.st.stage(stage).cloned().unwrap_or(StageStatus {
             stage,
             phase: StagePhase::Pending,
             job_name: String::new(),
@@ -201,9 +254,9 @@ pub fn decide(
             .max()
             .unwrap_or(0);
         if latest > ss.attempts {
-            new_attempt(&mut ss, run, latest, now);
+            new_attempt(&mut ss, name, latest, now);
         }
-        st.current_stage = Some(stage);
+        d.st.current_stage = Some(stage);
         let lost;
         let mut job = jobs
             .iter()
@@ -216,228 +269,288 @@ pub fn decide(
             lost = lost_job(&ss, latest);
             job = Some(&lost);
         }
-        let mut stop = true;
-        match (latest, job) {
+        let succeeded = match (latest, job) {
             (0, _) => {
-                new_attempt(&mut ss, run, 1, now);
-                action = Action::CreateJob { stage, attempt: 1 };
-                transitions.push(with_job(
-                    transition(
-                        "StageStarted",
-                        Some(stage),
-                        format!("{stage}: attempt 1, Job {}", ss.job_name),
-                    ),
-                    &ss.job_name,
-                ));
+                first_attempt(input, &mut d, &mut ss);
+                false
             }
             (_, None) if ss.phase == StagePhase::BackingOff => {
-                // The failed Job is gone (ttlSecondsAfterFinished, or deleted by hand): the
-                // status remembers when the next attempt is due.
-                match st.next_attempt_time {
-                    Some(due) if now < due => wake = Some(due),
-                    _ => {
-                        let job = job_name(run, stage, latest + 1);
-                        new_attempt(&mut ss, run, latest + 1, now);
-                        st.next_attempt_time = None;
-                        action = Action::CreateJob {
-                            stage,
-                            attempt: latest + 1,
-                        };
-                        transitions.push(with_job(
-                            transition(
-                                "Retrying",
-                                Some(stage),
-                                format!(
-                                    "{stage}: attempt {} of {max_attempts}, Job {job}",
-                                    latest + 1
-                                ),
-                            ),
-                            &job,
-                        ));
-                    }
-                }
+                retry_after_job_gone(input, &mut d, &mut ss, latest);
+                false
             }
             (_, None) => {
                 // A stage recorded as BackingOff or Failed whose phase says no Job is due:
                 // unreachable for Running (see `lost_job`); kept safe by creating if absent.
-                action = Action::CreateJob {
+                d.action = Action::CreateJob {
                     stage,
                     attempt: latest,
                 };
+                false
             }
             (_, Some(job)) => match &job.state {
                 JobState::Active => {
-                    ss.phase = StagePhase::Running;
-                    if let Some(t) = job.start_time {
-                        ss.start_time = Some(t);
-                    }
-                    // It started: why it had not is no longer true.
-                    if ss
-                        .message
-                        .as_deref()
-                        .is_some_and(|m| m.starts_with(NOT_STARTED))
-                    {
-                        ss.message = None;
-                    }
+                    attempt_active(&mut ss, job);
+                    false
                 }
                 JobState::NotStarted {
                     reason,
                     message,
                     since,
                 } if now < startup_due(since.or(ss.start_time).or(job.start_time), now) => {
-                    ss.phase = StagePhase::Running;
-                    if let Some(t) = job.start_time {
-                        ss.start_time = Some(t);
-                    }
-                    let why = cut_message(if message.is_empty() {
-                        format!("{NOT_STARTED}{reason}")
-                    } else {
-                        format!("{NOT_STARTED}{reason}: {message}")
-                    });
-                    ss.message = Some(why.clone());
-                    not_started = Some(why);
-                    wake = Some(startup_due(since.or(ss.start_time), now));
+                    attempt_not_started(now, &mut d, &mut ss, job, (reason, message, *since));
+                    false
                 }
                 JobState::Succeeded => {
-                    let finish = job.finish_time.unwrap_or(now);
-                    ss.phase = StagePhase::Succeeded;
-                    ss.finish_time = Some(finish);
-                    ss.message = None;
-                    ss.summary = job
-                        .termination_message
-                        .as_deref()
-                        .and_then(|m| StageSummary::parse(stage, m));
-                    let mut t = transition(
-                        "StageSucceeded",
-                        Some(stage),
-                        format!("{stage}: attempt {latest} succeeded (Job {})", job.name),
-                    );
-                    t.duration = ss.start_time.map(|s| secs(finish - s));
-                    t.summary = ss.summary.clone();
-                    transitions.push(with_job(t, &job.name));
-                    if ss.summary.is_none() {
-                        // Its figures are lost to status and metrics: say so, not nothing.
-                        let why = match job.termination_message.as_deref() {
-                            None | Some("") => "no termination message".to_owned(),
-                            Some(m) => format!(
-                                "the termination message ({} bytes) holds no summary of this stage",
-                                m.len()
-                            ),
-                        };
-                        let message = format!("{stage}: succeeded without a summary: {why}");
-                        ss.message = Some(message.clone());
-                        transitions.push(with_job(
-                            transition("SummaryMissing", Some(stage), message),
-                            &job.name,
-                        ));
-                    }
-                    stop = false;
+                    attempt_succeeded(now, &mut d, &mut ss, latest, job);
+                    true
                 }
-                state @ (JobState::Failed { .. }
-                | JobState::Stuck { .. }
-                | JobState::NotStarted { .. }) => {
-                    // A stuck Job has no finish time: the failure's, once recorded, holds (so
-                    // the backoff does not slide while the Job is being deleted).
-                    let recorded = matches!(ss.phase, StagePhase::BackingOff | StagePhase::Failed)
-                        .then_some(ss.finish_time)
-                        .flatten();
-                    let finish = job.finish_time.or(recorded).unwrap_or(now);
-                    let permanent = permanent_failure(state);
-                    let why = match state {
-                        JobState::Stuck { reason, message } => {
-                            delete_jobs.push(job.name.clone());
-                            stuck_message(reason, message)
-                        }
-                        // Past the start-up timeout (the arm above takes it before).
-                        JobState::NotStarted {
-                            reason, message, ..
-                        } => {
-                            delete_jobs.push(job.name.clone());
-                            let mut out = format!(
-                                "StartupTimeout: the stage's Pod did not start within {}s: {reason}",
-                                STARTUP_TIMEOUT.as_secs()
-                            );
-                            if !message.is_empty() {
-                                out.push_str(": ");
-                                out.push_str(message);
-                            }
-                            cut_message(out)
-                        }
-                        JobState::Failed {
-                            reason,
-                            message,
-                            container,
-                            ..
-                        } => {
-                            let why = failure_message(
-                                reason,
-                                message,
-                                container.as_deref(),
-                                job.termination_message.as_deref(),
-                            );
-                            match &permanent {
-                                Some(p) => cut_message(format!("{p}, not retried: {why}")),
-                                None => why,
-                            }
-                        }
-                        // Not in this arm's pattern.
-                        JobState::Active | JobState::Succeeded => String::new(),
-                    };
-                    if !matches!(ss.phase, StagePhase::BackingOff | StagePhase::Failed) {
-                        ss.finish_time = Some(finish);
-                        ss.message = Some(why.clone());
-                        let mut t = transition(
-                            "StageFailed",
-                            Some(stage),
-                            format!("{stage}: attempt {latest}/{max_attempts} failed: {why}"),
-                        );
-                        t.duration = ss.start_time.map(|s| secs(finish - s));
-                        transitions.push(with_job(t, &job.name));
-                    }
-                    if latest >= max_attempts || permanent.is_some() {
-                        ss.phase = StagePhase::Failed;
-                        failed = Some(format!("{stage} failed after {latest} attempt(s): {why}"));
-                    } else {
-                        let wait = spec.template.retry.backoff(latest)?;
-                        let due = finish
-                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-                        if now >= due {
-                            new_attempt(&mut ss, run, latest + 1, now);
-                            st.next_attempt_time = None;
-                            action = Action::CreateJob {
-                                stage,
-                                attempt: latest + 1,
-                            };
-                            let job = ss.job_name.clone();
-                            transitions.push(with_job(transition(
-                                "Retrying",
-                                Some(stage),
-                                format!(
-                                    "{stage}: attempt {} of {max_attempts} after a {}s backoff, Job {}",
-                                    latest + 1,
-                                    wait.as_secs_f64(),
-                                    ss.job_name
-                                ),
-                            ), &job));
-                        } else {
-                            ss.phase = StagePhase::BackingOff;
-                            st.next_attempt_time = Some(due);
-                            wake = Some(due);
-                        }
-                    }
+                JobState::Failed { .. } | JobState::Stuck { .. } | JobState::NotStarted { .. } => {
+                    attempt_failed(input, &mut d, &mut ss, latest, job)?;
+                    false
                 }
             },
-        }
-        match st.stages.iter_mut().find(|s| s.stage == stage) {
+        };
+        match d.st.stages.iter_mut().find(|s| s.stage == stage) {
             Some(slot) => *slot = ss.clone(),
-            None => st.stages.push(ss.clone()),
+            None => d.st.stages.push(ss.clone()),
         }
-        st.attempts = Some(ss.attempts);
-        if stop {
+        d.st.attempts = Some(ss.attempts);
+        if !succeeded {
             break;
         }
     }
+    Ok(conclude(input, d, deadline_time))
+}
 
+/// A stage with no attempt yet: its first Job.
+fn first_attempt(input: &Input<'_>, d: &mut Draft, ss: &mut StageStatus) {
+    let stage = ss.stage;
+    new_attempt(ss, input.name, 1, input.now);
+    d.action = Action::CreateJob { stage, attempt: 1 };
+    d.transitions.push(with_job(
+        transition(
+            "StageStarted",
+            Some(stage),
+            format!("{stage}: attempt 1, Job {}", ss.job_name),
+        ),
+        &ss.job_name,
+    ));
+}
+
+/// A stage backing off whose failed Job is gone (ttlSecondsAfterFinished, or deleted by hand):
+/// the status remembers when the next attempt is due.
+fn retry_after_job_gone(input: &Input<'_>, d: &mut Draft, ss: &mut StageStatus, latest: u32) {
+    match d.st.next_attempt_time {
+        Some(due) if input.now < due => d.wake = Some(due),
+        _ => retry(input, d, ss, latest, ""),
+    }
+}
+
+/// The next attempt of a stage whose attempt `latest` failed: its Job is created now.
+fn retry(input: &Input<'_>, d: &mut Draft, ss: &mut StageStatus, latest: u32, after: &str) {
+    let stage = ss.stage;
+    let max_attempts = input.spec.template.retry.max_attempts.max(1);
+    new_attempt(ss, input.name, latest + 1, input.now);
+    d.st.next_attempt_time = None;
+    d.action = Action::CreateJob {
+        stage,
+        attempt: latest + 1,
+    };
+    d.transitions.push(with_job(
+        transition(
+            "Retrying",
+            Some(stage),
+            format!(
+                "{stage}: attempt {} of {max_attempts}{after}, Job {}",
+                latest + 1,
+                ss.job_name
+            ),
+        ),
+        &ss.job_name,
+    ));
+}
+
+/// The attempt's Pod runs.
+fn attempt_active(ss: &mut StageStatus, job: &ObservedJob) {
+    ss.phase = StagePhase::Running;
+    if let Some(t) = job.start_time {
+        ss.start_time = Some(t);
+    }
+    // It started: why it had not is no longer true.
+    if ss
+        .message
+        .as_deref()
+        .is_some_and(|m| m.starts_with(NOT_STARTED))
+    {
+        ss.message = None;
+    }
+}
+
+/// The attempt's Pod has not started (`why`: the kubelet's reason and message, and since when),
+/// within the start-up timeout: said in the stage's message and the Running condition.
+fn attempt_not_started(
+    now: DateTime<Utc>,
+    d: &mut Draft,
+    ss: &mut StageStatus,
+    job: &ObservedJob,
+    (reason, message, since): (&str, &str, Option<DateTime<Utc>>),
+) {
+    ss.phase = StagePhase::Running;
+    if let Some(t) = job.start_time {
+        ss.start_time = Some(t);
+    }
+    let why = cut_message(if message.is_empty() {
+        format!("{NOT_STARTED}{reason}")
+    } else {
+        format!("{NOT_STARTED}{reason}: {message}")
+    });
+    ss.message = Some(why.clone());
+    d.not_started = Some(why);
+    d.wake = Some(startup_due(since.or(ss.start_time), now));
+}
+
+/// The attempt succeeded: the stage is done, with the summary its Pod left (or a warning that
+/// it left none).
+fn attempt_succeeded(
+    now: DateTime<Utc>,
+    d: &mut Draft,
+    ss: &mut StageStatus,
+    latest: u32,
+    job: &ObservedJob,
+) {
+    let stage = ss.stage;
+    let finish = job.finish_time.unwrap_or(now);
+    ss.phase = StagePhase::Succeeded;
+    ss.finish_time = Some(finish);
+    ss.message = None;
+    ss.summary = job
+        .termination_message
+        .as_deref()
+        .and_then(|m| StageSummary::parse(stage, m));
+    let mut t = transition(
+        "StageSucceeded",
+        Some(stage),
+        format!("{stage}: attempt {latest} succeeded (Job {})", job.name),
+    );
+    t.duration = ss.start_time.map(|s| secs(finish - s));
+    t.summary = ss.summary.clone();
+    d.transitions.push(with_job(t, &job.name));
+    if ss.summary.is_none() {
+        // Its figures are lost to status and metrics: say so, not nothing.
+        let why = match job.termination_message.as_deref() {
+            None | Some("") => "no termination message".to_owned(),
+            Some(m) => format!(
+                "the termination message ({} bytes) holds no summary of this stage",
+                m.len()
+            ),
+        };
+        let message = format!("{stage}: succeeded without a summary: {why}");
+        ss.message = Some(message.clone());
+        d.transitions.push(with_job(
+            transition("SummaryMissing", Some(stage), message),
+            &job.name,
+        ));
+    }
+}
+
+/// The attempt failed (its Job failed, its Pod cannot start, or did not start in time): told
+/// once, then retried after the backoff, or the stage fails when it is out of attempts or the
+/// failure is permanent.
+fn attempt_failed(
+    input: &Input<'_>,
+    d: &mut Draft,
+    ss: &mut StageStatus,
+    latest: u32,
+    job: &ObservedJob,
+) -> Result<(), Error> {
+    let (stage, now, spec) = (ss.stage, input.now, input.spec);
+    let max_attempts = spec.template.retry.max_attempts.max(1);
+    // A stuck Job has no finish time: the failure's, once recorded, holds (so the backoff does
+    // not slide while the Job is being deleted).
+    let recorded = matches!(ss.phase, StagePhase::BackingOff | StagePhase::Failed)
+        .then_some(ss.finish_time)
+        .flatten();
+    let finish = job.finish_time.or(recorded).unwrap_or(now);
+    let permanent = permanent_failure(&job.state);
+    let why = match &job.state {
+        JobState::Stuck { reason, message } => {
+            d.delete_jobs.push(job.name.clone());
+            stuck_message(reason, message)
+        }
+        // Past the start-up timeout (`going_on` takes it before).
+        JobState::NotStarted {
+            reason, message, ..
+        } => {
+            d.delete_jobs.push(job.name.clone());
+            let mut out = format!(
+                "StartupTimeout: the stage's Pod did not start within {}s: {reason}",
+                STARTUP_TIMEOUT.as_secs()
+            );
+            if !message.is_empty() {
+                out.push_str(": ");
+                out.push_str(message);
+            }
+            cut_message(out)
+        }
+        JobState::Failed {
+            reason,
+            message,
+            container,
+            ..
+        } => {
+            let why = failure_message(
+                reason,
+                message,
+                container.as_deref(),
+                job.termination_message.as_deref(),
+            );
+            match &permanent {
+                Some(p) => cut_message(format!("{p}, not retried: {why}")),
+                None => why,
+            }
+        }
+        // Not a failure (`going_on` takes these before).
+        JobState::Active | JobState::Succeeded => String::new(),
+    };
+    if !matches!(ss.phase, StagePhase::BackingOff | StagePhase::Failed) {
+        ss.finish_time = Some(finish);
+        ss.message = Some(why.clone());
+        let mut t = transition(
+            "StageFailed",
+            Some(stage),
+            format!("{stage}: attempt {latest}/{max_attempts} failed: {why}"),
+        );
+        t.duration = ss.start_time.map(|s| secs(finish - s));
+        d.transitions.push(with_job(t, &job.name));
+    }
+    if latest >= max_attempts || permanent.is_some() {
+        ss.phase = StagePhase::Failed;
+        d.failed = Some(format!("{stage} failed after {latest} attempt(s): {why}"));
+        return Ok(());
+    }
+    let wait = spec.template.retry.backoff(latest)?;
+    let due = finish + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+    if now < due {
+        ss.phase = StagePhase::BackingOff;
+        d.st.next_attempt_time = Some(due);
+        d.wake = Some(due);
+        return Ok(());
+    }
+    let after = format!(" after a {}s backoff", wait.as_secs_f64());
+    retry(input, d, ss, latest, &after);
+    Ok(())
+}
+
+/// The run's phase and conditions from its stages (failed, all succeeded, or going on), then
+/// its deadline, and when to look again.
+fn conclude(input: &Input<'_>, mut d: Draft, deadline_time: Option<DateTime<Utc>>) -> Decision {
+    let Input {
+        generation,
+        spec,
+        now,
+        ..
+    } = *input;
+    let st = &mut d.st;
     let all_done = spec.template.stages.iter().all(|s| {
         st.stage(*s)
             .is_some_and(|x| x.phase == StagePhase::Succeeded)
@@ -448,59 +561,39 @@ pub fn decide(
     // When the run ended is when its last Job did, not when the operator noticed (after an
     // outage or a backlog, that can be much later).
     let last_finish = st.stages.iter().filter_map(|s| s.finish_time).max();
-    if let Some(reason) = failed {
+    let set = |st: &mut PipelineRunStatus, type_, status, reason, message: &str| {
+        set_condition(
+            &mut st.conditions,
+            type_,
+            status,
+            reason,
+            message.to_owned(),
+            generation,
+            now,
+        );
+    };
+    if let Some(reason) = d.failed.take() {
         st.phase = Phase::Failed;
         st.completion_time = Some(last_finish.unwrap_or(now));
         st.next_attempt_time = None;
-        set_condition(
-            &mut st.conditions,
-            COND_RUNNING,
-            false,
-            "Failed",
-            reason.clone(),
-            generation,
-            now,
-        );
-        set_condition(
-            &mut st.conditions,
-            COND_SUCCEEDED,
-            false,
-            "StageFailed",
-            reason.clone(),
-            generation,
-            now,
-        );
-        transitions.push(transition("Failed", st.current_stage, reason));
-        action = Action::Done;
+        set(st, COND_RUNNING, false, "Failed", &reason);
+        set(st, COND_SUCCEEDED, false, "StageFailed", &reason);
+        d.transitions
+            .push(transition("Failed", st.current_stage, reason));
+        d.action = Action::Done;
     } else if all_done {
         st.phase = Phase::Succeeded;
         st.completion_time = Some(last_finish.unwrap_or(now));
         st.current_stage = None;
         st.next_attempt_time = None;
         let message = format!("all {} stage(s) succeeded", spec.template.stages.len());
-        set_condition(
-            &mut st.conditions,
-            COND_RUNNING,
-            false,
-            "Succeeded",
-            message.clone(),
-            generation,
-            now,
-        );
-        set_condition(
-            &mut st.conditions,
-            COND_SUCCEEDED,
-            true,
-            "Succeeded",
-            message.clone(),
-            generation,
-            now,
-        );
-        transitions.push(transition("Succeeded", None, message));
-        action = Action::Done;
+        set(st, COND_RUNNING, false, "Succeeded", &message);
+        set(st, COND_SUCCEEDED, true, "Succeeded", &message);
+        d.transitions.push(transition("Succeeded", None, message));
+        d.action = Action::Done;
     } else {
         let stage = st.current_stage.map(|s| s.to_string()).unwrap_or_default();
-        let (reason, message) = match (st.next_attempt_time, not_started) {
+        let (reason, message) = match (st.next_attempt_time, d.not_started.take()) {
             (Some(t), _) => (
                 "BackingOff",
                 format!("{stage}: next attempt at {}", t.to_rfc3339()),
@@ -514,34 +607,26 @@ pub fn decide(
                 format!("{stage}: attempt {}", st.attempts.unwrap_or(0)),
             ),
         };
-        set_condition(
-            &mut st.conditions,
-            COND_RUNNING,
-            true,
-            reason,
-            message.clone(),
-            generation,
-            now,
-        );
+        set(st, COND_RUNNING, true, reason, &message);
     }
 
-    match judge_deadline(&mut st, spec, deadline_time, generation, now) {
-        Judged::Missed(t) => transitions.push(*t),
-        Judged::Due(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
+    match judge_deadline(st, spec, deadline_time, generation, now) {
+        Judged::Missed(t) => d.transitions.push(*t),
+        Judged::Due(at) => d.wake = Some(d.wake.map_or(at, |w| w.min(at))),
         Judged::Settled => {}
     }
-    if matches!(action, Action::Wait | Action::Done)
-        && let Some(w) = wake
+    if matches!(d.action, Action::Wait | Action::Done)
+        && let Some(w) = d.wake
     {
-        action = Action::WaitFor(secs(w - now).max(Duration::from_millis(100)));
+        d.action = Action::WaitFor(secs(w - now).max(Duration::from_millis(100)));
     }
-    crate::reconcile::kstatus::run(&mut st, generation, now);
-    Ok(Decision {
-        status: st,
-        action,
-        transitions,
-        delete_jobs,
-    })
+    crate::reconcile::kstatus::run(&mut d.st, generation, now);
+    Decision {
+        status: d.st,
+        action: d.action,
+        transitions: d.transitions,
+        delete_jobs: d.delete_jobs,
+    }
 }
 
 /// What [`judge_deadline`] found.
@@ -863,15 +948,15 @@ mod tests {
         jobs: &[ObservedJob],
         now: &str,
     ) -> Decision {
-        decide(
-            "daily",
-            r.metadata.generation,
-            Some(t("2026-11-25T00:00:00Z")),
-            &r.spec,
-            st,
+        decide(&Input {
+            name: "daily",
+            generation: r.metadata.generation,
+            created: Some(t("2026-11-25T00:00:00Z")),
+            spec: &r.spec,
+            status: st,
             jobs,
-            t(now),
-        )
+            now: t(now),
+        })
         .unwrap()
     }
 
