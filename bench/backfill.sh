@@ -30,6 +30,9 @@ while (($#)); do
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(sf_cache_dir)/target}"
+# One operator, no election: the tests give the lease a 3 s renew deadline, which a loaded
+# machine can miss over a half-hour run, and a replica that loses its lease exits.
+export STREAMFLOW_OPERATOR_LEADER_ELECT=false
 started=()
 cleanup() { local s; for s in "${started[@]}"; do scripts/"$s".sh stop || true; done; }
 trap cleanup EXIT
