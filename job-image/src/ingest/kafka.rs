@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use backon::{BlockingRetryable as _, ExponentialBuilder};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -103,21 +104,20 @@ pub(super) fn with_kafka_retry<T>(
     config: &IngestConfig,
     what: &str,
     retry: impl Fn(&KafkaError) -> bool,
-    mut call: impl FnMut() -> Result<T, KafkaError>,
+    call: impl FnMut() -> Result<T, KafkaError>,
 ) -> Result<T, IngestError> {
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times();
+    // The window bounds the calls too (each may wait for its own timeout), not only the pauses.
     let started = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match call() {
-            Ok(v) => return Ok(v),
-            Err(e) if retry(&e) && started.elapsed() + delay < KAFKA_RETRY_TIMEOUT => {
-                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(kafka_err(config, what)(e)),
-        }
-    }
+    call.retry(backoff)
+        .sleep(std::thread::sleep)
+        .when(|e| retry(e) && started.elapsed() < KAFKA_RETRY_TIMEOUT)
+        .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying"))
+        .call()
+        .map_err(kafka_err(config, what))
 }
 
 /// The drain's consumer: partitions are assigned to it, it never joins the group, and it

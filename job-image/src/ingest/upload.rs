@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable as _};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use object_store::PutPayload;
@@ -310,42 +311,38 @@ pub(super) async fn put_with_retry(
     payload: PutPayload,
     retry_timeout: Duration,
 ) -> Result<bool, IngestError> {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(500);
-    loop {
-        let left = retry_timeout.saturating_sub(started.elapsed());
-        // Offsets are committed after this returns: the object must outlive a power cut.
-        let attempt = tokio::time::timeout(left, landing.put_durable_new(object, payload.clone()));
-        let Ok(result) = attempt.await else {
-            return Err(IngestError::UploadTimedOut {
-                object: object.to_string(),
-                landing: landing.display.clone(),
-                seconds: retry_timeout.as_secs_f64(),
-            });
-        };
-        match result {
-            Ok(created) => return Ok(created),
-            Err(e)
-                if started.elapsed() + delay < retry_timeout
-                    && !matches!(
-                        e,
-                        object_store::Error::PermissionDenied { .. }
-                            | object_store::Error::Unauthenticated { .. }
-                            | object_store::Error::NotImplemented { .. }
-                    ) =>
-            {
-                tracing::warn!(object = %object, error = %e, retry_in = ?delay, "upload failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            Err(source) => {
-                return Err(IngestError::Store {
-                    object: object.to_string(),
-                    landing: landing.display.clone(),
-                    source: Box::new(source),
-                });
-            }
-        }
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .with_total_delay(Some(retry_timeout));
+    // Offsets are committed after this returns: the object must outlive a power cut.
+    let upload = (|| landing.put_durable_new(object, payload.clone()))
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e| {
+            !matches!(
+                e,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotImplemented { .. }
+            )
+        })
+        .notify(|e, delay| {
+            tracing::warn!(object = %object, error = %e, retry_in = ?delay, "upload failed; retrying");
+        });
+    match tokio::time::timeout(retry_timeout, upload).await {
+        Ok(Ok(created)) => Ok(created),
+        Ok(Err(source)) => Err(IngestError::Store {
+            object: object.to_string(),
+            landing: landing.display.clone(),
+            source: Box::new(source),
+        }),
+        Err(_) => Err(IngestError::UploadTimedOut {
+            object: object.to_string(),
+            landing: landing.display.clone(),
+            seconds: retry_timeout.as_secs_f64(),
+        }),
     }
 }
 
