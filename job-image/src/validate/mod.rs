@@ -63,17 +63,6 @@ impl ChecksFile {
             problem: e.to_string(),
         })?;
         for spec in &parsed.checks {
-            if let Check::LandingReconciliation { schema, topic, .. } = &spec.check
-                && schema.is_some() == topic.is_some()
-            {
-                return Err(ValidateError::BadChecks {
-                    file: file.to_owned(),
-                    problem: format!(
-                        "check {:?}: landing_reconciliation needs either `schema` (user_events or transaction_events) or `topic`, not both",
-                        spec.name()
-                    ),
-                });
-            }
             if let Check::Freshness { max_lag, .. } = &spec.check {
                 humantime::parse_duration(max_lag).map_err(|e| ValidateError::BadChecks {
                     file: file.to_owned(),
@@ -157,10 +146,8 @@ pub enum Check {
     /// (landing → flattened → gold) of the topic that carries `schema` (`user_events` or
     /// `transaction_events`), or of `topic` by name.
     LandingReconciliation {
-        #[serde(default)]
-        schema: Option<EventKind>,
-        #[serde(default)]
-        topic: Option<String>,
+        #[serde(flatten)]
+        source: LandingSource,
         table: String,
     },
     /// The timestamp column lies within the interval and its latest value is at most
@@ -170,6 +157,39 @@ pub enum Check {
         column: String,
         max_lag: String,
     },
+}
+
+/// Which landing records a `landing_reconciliation` counts: those of the topic that carries a
+/// schema (`schema: user_events`), or of a topic by name (`topic: clicks`), which must then be
+/// mapped to a schema.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "LandingSourceFields")]
+pub enum LandingSource {
+    Schema(EventKind),
+    Topic(String),
+}
+
+/// A `landing_reconciliation`'s fields as written: exactly one of the two.
+#[derive(Deserialize)]
+struct LandingSourceFields {
+    #[serde(default)]
+    schema: Option<EventKind>,
+    #[serde(default)]
+    topic: Option<String>,
+}
+
+impl TryFrom<LandingSourceFields> for LandingSource {
+    type Error = &'static str;
+
+    fn try_from(fields: LandingSourceFields) -> Result<Self, Self::Error> {
+        match (fields.schema, fields.topic) {
+            (Some(schema), None) => Ok(Self::Schema(schema)),
+            (None, Some(topic)) => Ok(Self::Topic(topic)),
+            _ => Err(
+                "landing_reconciliation needs either `schema` (user_events or transaction_events) or `topic`, not both",
+            ),
+        }
+    }
 }
 
 impl CheckSpec {
@@ -197,15 +217,10 @@ impl CheckSpec {
             } => {
                 format!("row_count_equal {table} = {}", equals_sum_of.join(" + "))
             }
-            Check::LandingReconciliation {
-                schema,
-                topic,
-                table,
-            } => {
-                let source = match (schema, topic) {
-                    (Some(schema), _) => schema.schema(),
-                    (None, Some(topic)) => topic,
-                    (None, None) => "?",
+            Check::LandingReconciliation { source, table } => {
+                let source = match source {
+                    LandingSource::Schema(schema) => schema.schema(),
+                    LandingSource::Topic(topic) => topic,
                 };
                 format!("landing_reconciliation {source} -> {table}")
             }
@@ -407,19 +422,15 @@ fn verdict(bad: i64, what: &str) -> (bool, String) {
     }
 }
 
-/// The topic a `landing_reconciliation` reads and its schema, by the check's `schema` or its
-/// `topic`; a topic without a schema is an error.
+/// The topic a `landing_reconciliation` reads and its schema; a topic without a schema is an
+/// error.
 fn landing_source(
     topics: &Topics,
-    schema: Option<EventKind>,
-    topic: Option<&str>,
+    source: &LandingSource,
 ) -> Result<(String, EventKind), TopicsError> {
-    match (schema, topic) {
-        (Some(kind), _) => Ok((topics.topic(kind).to_owned(), kind)),
-        (None, topic) => {
-            let topic = topic.unwrap_or_default();
-            Ok((topic.to_owned(), topics.kind_of(topic)?))
-        }
+    match source {
+        LandingSource::Schema(kind) => Ok((topics.topic(*kind).to_owned(), *kind)),
+        LandingSource::Topic(topic) => Ok((topic.clone(), topics.kind_of(topic)?)),
     }
 }
 
@@ -558,14 +569,9 @@ async fn evaluate(
                 format!("{table} has {n} rows, the others {parts} together"),
             ))
         }
-        Check::LandingReconciliation {
-            schema,
-            topic,
-            table,
-        } => {
+        Check::LandingReconciliation { source, table } => {
             let landing = landing.ok_or("needs --landing")?;
-            let (topic, kind) =
-                landing_source(topics, *schema, topic.as_deref()).map_err(|e| e.to_string())?;
+            let (topic, kind) = landing_source(topics, source).map_err(|e| e.to_string())?;
             let raw = format!("landing_{topic}");
             read::register_landing(
                 ctx,
@@ -671,12 +677,10 @@ fn freshness_verdict(
 pub async fn validate(config: &ValidateConfig) -> Result<Report, ValidateError> {
     // A check of a topic without a schema is refused before any check runs.
     for spec in &config.checks.checks {
-        if let Check::LandingReconciliation { schema, topic, .. } = &spec.check {
-            landing_source(&config.topics, *schema, topic.as_deref()).map_err(|source| {
-                ValidateError::Topic {
-                    check: spec.name(),
-                    source,
-                }
+        if let Check::LandingReconciliation { source, .. } = &spec.check {
+            landing_source(&config.topics, source).map_err(|source| ValidateError::Topic {
+                check: spec.name(),
+                source,
             })?;
         }
     }
@@ -842,9 +846,7 @@ checks:
         );
         let topics = Topics::new("clicks", "payments").unwrap();
         let source = |check: &Check| match check {
-            Check::LandingReconciliation { schema, topic, .. } => {
-                landing_source(&topics, *schema, topic.as_deref())
-            }
+            Check::LandingReconciliation { source, .. } => landing_source(&topics, source),
             _ => unreachable!(),
         };
         assert_eq!(
