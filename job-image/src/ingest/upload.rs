@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable as _};
 use bytes::Bytes;
@@ -314,8 +314,8 @@ pub(super) async fn put_with_retry(
     let backoff = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(10))
-        .without_max_times()
-        .with_total_delay(Some(retry_timeout));
+        .without_max_times();
+    let started = Instant::now();
     // Offsets are committed after this returns: the object must outlive a power cut.
     let upload = (|| landing.put_durable_new(object, payload.clone()))
         .retry(backoff)
@@ -328,6 +328,9 @@ pub(super) async fn put_with_retry(
                     | object_store::Error::NotImplemented { .. }
             )
         })
+        // No pause that would end past the window: a store that answers with errors fails
+        // with its own error, not as one that did not answer.
+        .adjust(|_, delay| delay.filter(|d| started.elapsed() + *d < retry_timeout))
         .notify(|e, delay| {
             tracing::warn!(object = %object, error = %e, retry_in = ?delay, "upload failed; retrying");
         });
