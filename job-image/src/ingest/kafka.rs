@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use backon::{BlockingRetryable as _, ExponentialBuilder};
+use backon::{BackoffBuilder as _, BlockingRetryable as _, ExponentialBuilder};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -106,18 +106,32 @@ pub(super) fn with_kafka_retry<T>(
     retry: impl Fn(&KafkaError) -> bool,
     call: impl FnMut() -> Result<T, KafkaError>,
 ) -> Result<T, IngestError> {
-    let backoff = ExponentialBuilder::new()
+    retry_within(KAFKA_RETRY_TIMEOUT, what, retry, call).map_err(kafka_err(config, what))
+}
+
+/// `call`, retried while `retry` accepts its error and the next pause ends within `window` of
+/// the first call. The window bounds the calls too (each may wait for its own timeout), not
+/// only the pauses; no pause ends past it, so a call that keeps failing fails with its own
+/// error by the end of the window.
+fn retry_within<T>(
+    window: Duration,
+    what: &str,
+    retry: impl Fn(&KafkaError) -> bool,
+    call: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    let started = Instant::now();
+    // Asked for a pause only after a failed call, so `elapsed` is read when the pause starts.
+    let pauses = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))
-        .without_max_times();
-    // The window bounds the calls too (each may wait for its own timeout), not only the pauses.
-    let started = Instant::now();
-    call.retry(backoff)
+        .without_max_times()
+        .build()
+        .take_while(move |pause| started.elapsed() + *pause < window);
+    call.retry(pauses)
         .sleep(std::thread::sleep)
-        .when(|e| retry(e) && started.elapsed() < KAFKA_RETRY_TIMEOUT)
+        .when(retry)
         .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying"))
         .call()
-        .map_err(kafka_err(config, what))
 }
 
 /// The drain's consumer: partitions are assigned to it, it never joins the group, and it
@@ -162,4 +176,67 @@ pub(super) fn consumer(config: &IngestConfig) -> Result<BaseConsumer, IngestErro
     client
         .create()
         .map_err(kafka_err(config, "create consumer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::*;
+
+    fn not_coordinator() -> KafkaError {
+        KafkaError::MetadataFetch(RDKafkaErrorCode::NotCoordinator)
+    }
+
+    #[test]
+    fn a_call_that_keeps_failing_is_retried_and_fails_with_its_own_error_within_the_window() {
+        let window = Duration::from_millis(1500);
+        let calls = Cell::new(0);
+        let started = Instant::now();
+        let result: Result<(), _> = retry_within(window, "test call", is_transient, || {
+            calls.set(calls.get() + 1);
+            Err(not_coordinator())
+        });
+        let took = started.elapsed();
+        assert_eq!(
+            result.err().and_then(|e| e.rdkafka_error_code()),
+            Some(RDKafkaErrorCode::NotCoordinator)
+        );
+        // Pauses of 0.2, 0.4 and 0.8 s would end at 1.4 s; a fourth (1.6 s) would pass 1.5 s.
+        assert!(calls.get() >= 3, "retried {} times", calls.get());
+        // A loaded machine may wake a little late; a check made only before each pause (the
+        // pause then ending past the window) would make the fifth call at 3.0 s.
+        let late = Duration::from_millis(300);
+        assert!(
+            took < window + late,
+            "took {took:?}, past the {window:?} window"
+        );
+    }
+
+    #[test]
+    fn an_error_not_retried_fails_at_once_and_a_transient_one_is_waited_out() {
+        let calls = Cell::new(0);
+        let result: Result<(), _> =
+            retry_within(Duration::from_secs(60), "test call", is_transient, || {
+                calls.set(calls.get() + 1);
+                Err(KafkaError::MetadataFetch(
+                    RDKafkaErrorCode::UnknownTopicOrPartition,
+                ))
+            });
+        assert!(result.is_err());
+        assert_eq!(calls.get(), 1);
+
+        let calls = Cell::new(0);
+        let result = retry_within(Duration::from_secs(60), "test call", is_transient, || {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(not_coordinator())
+            } else {
+                Ok(calls.get())
+            }
+        });
+        assert_eq!(result.ok(), Some(3));
+    }
 }
