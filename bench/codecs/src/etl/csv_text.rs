@@ -1,0 +1,1 @@
+../../../../job-image/src/etl/csv_text.rs
