@@ -61,9 +61,10 @@ for t in "${topics[@]}"; do
   done
 done
 log "producing and ingesting $events events"
-"$bin" produce --topic "${topics[0]}" --topic "${topics[1]}" --count $((events / 2)) --seed 7 \
+schemas=(--user-events-topic "${topics[0]}" --transaction-events-topic "${topics[1]}")
+"$bin" produce "${schemas[@]}" --topic "${topics[0]}" --topic "${topics[1]}" --count $((events / 2)) --seed 7 \
   --start 2026-11-01T00:00:00Z --spacing 20ms --users 100000 >/dev/null
-"$bin" ingest --topic "${topics[0]}" --topic "${topics[1]}" --landing "$work/landing" \
+"$bin" ingest "${schemas[@]}" --topic "${topics[0]}" --topic "${topics[1]}" --landing "$work/landing" \
   --group "$tag" >/dev/null
 for t in "${topics[@]}"; do scripts/kafka.sh topics --delete --topic "$t" >/dev/null 2>&1 || true; done
 mv "$work/landing/${topics[0]}" "$work/landing/user_events"
