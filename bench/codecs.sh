@@ -11,6 +11,9 @@
 #                  (default 400000)
 #     --records N  of the landed records, this many are checked per round (default 200000)
 #     --rounds R   interleaved rounds of each (default 9)
+#     --native     build the benchmark for this machine's CPU (-C target-cpu=native: AVX2 and
+#                  the like for sonic-rs and simd-json), not for the baseline x86-64 the
+#                  product's images are built for
 #   STREAMFLOW_BIN=path  make the data with this streamflow binary instead of building one
 #
 # The benchmark is its own crate (bench/codecs/, outside the workspace: the crates it measures
@@ -25,18 +28,26 @@ SF_LOG_TAG=bench-codecs
 events=400000
 records=200000
 rounds=9
+native=0
 while (($#)); do
   case "$1" in
     --events) events="$2"; shift 2 ;;
     --records) records="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
+    --native) native=1; shift ;;
     *) die "unknown argument $1" ;;
   esac
 done
 
-CARGO_TARGET_DIR="$(sf_cache_dir)/target-codecs" cargo build --locked -q --release \
+codecs_target="$(sf_cache_dir)/target-codecs"
+rustflags="${RUSTFLAGS:-}"
+if ((native)); then
+  codecs_target+="-native"
+  rustflags+=" -C target-cpu=native"
+fi
+RUSTFLAGS="$rustflags" CARGO_TARGET_DIR="$codecs_target" cargo build --locked -q --release \
   --manifest-path bench/codecs/Cargo.toml
-codecs="$(sf_cache_dir)/target-codecs/release/codecs"
+codecs="$codecs_target/release/codecs"
 if [[ -n "${STREAMFLOW_BIN:-}" ]]; then
   bin="$STREAMFLOW_BIN"
 else
