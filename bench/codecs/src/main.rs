@@ -28,7 +28,6 @@ mod etl {
     pub mod csv_text;
 }
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -165,8 +164,8 @@ fn check_with(checker: usize, record: &Record, scratch: &mut Scratch) -> Decisio
                 record.kind,
                 key,
                 text,
-                |t| serde_json::from_str(t),
-                |t| serde_json::from_str(t),
+                serde_json::from_str,
+                serde_json::from_str,
             )
         }),
         1 => events::check_record(record.kind, key, &record.value, MAX_RECORD_BYTES)
@@ -177,8 +176,8 @@ fn check_with(checker: usize, record: &Record, scratch: &mut Scratch) -> Decisio
                 record.kind,
                 key,
                 text,
-                |t| sonic_rs::from_str(t),
-                |t| sonic_rs::from_str(t),
+                sonic_rs::from_str,
+                sonic_rs::from_str,
             )
         }),
         3 => typed(record, |_| {
@@ -275,7 +274,7 @@ fn transaction_decision(key: Option<&[u8]>, e: &TransactionEvent) -> Decision {
     Ok(e.event_time)
 }
 
-fn key_decision(key: Option<&[u8]>, user_id: &Cow<str>) -> Result<(), (&'static str, String)> {
+fn key_decision(key: Option<&[u8]>, user_id: &str) -> Result<(), (&'static str, String)> {
     match key {
         None => Err(("missing_key", "missing key".into())),
         Some(k) if k == user_id.as_bytes() => Ok(()),
@@ -624,12 +623,7 @@ fn read_partition(manifest_path: &Path) -> anyhow::Result<Partition> {
 }
 
 fn text_at(name: &'static str) -> impl Fn(&serde_json::Value) -> anyhow::Result<String> {
-    move |v| {
-        v[name]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("{name}"))
-    }
+    move |v| v[name].as_str().map(str::to_owned).context(name)
 }
 
 /// `etl/write.rs`'s bucket of a user id (FNV-1a, 64 bit); the comparison of the bytes with the
