@@ -164,7 +164,8 @@ async fn missed_ticks_are_all_run_up_to_max_catch_up() -> Result<()> {
 }
 
 /// Forbid: while a run is active no other starts, and due ticks wait (none is skipped); once
-/// Jobs finish, the waiting ticks run one at a time, oldest first, without gaps.
+/// Jobs finish, the waiting ticks run one at a time, oldest first, without gaps. The status
+/// keeps the newest succeeded and the newest failed interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbid_runs_one_at_a_time_without_skipping_ticks() -> Result<()> {
     let (client, ns) = setup("sf-plforbid").await?;
@@ -180,9 +181,10 @@ async fn forbid_runs_one_at_a_time_without_skipping_ticks() -> Result<()> {
         ),
     )
     .await?;
-    let first = wait_for("the first run", TIMEOUT, || async {
+    let (first_interval, first) = wait_for("the first run", TIMEOUT, || async {
         let s = scheduled(&client, &ns, "solo").await?;
-        Ok(s.first().map(|f| f.2.spec.interval.end))
+        Ok(s.first()
+            .map(|f| (format!("{}/{}", f.0, f.1), f.2.spec.interval.end)))
     })
     .await?;
     // No kubelet: the first run stays active while three more ticks pass.
@@ -212,7 +214,9 @@ async fn forbid_runs_one_at_a_time_without_skipping_ticks() -> Result<()> {
         "streamflow_operator_pipeline_interval_seconds{{object_namespace=\"{ns}\",pipeline=\"solo\"}}"
     );
     assert_eq!(op.metric(&every).await?, 2.0);
-    let _kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
+    // The first run fails (one attempt), the later ones succeed.
+    let kubelet = InstantKubelet::start(client.clone(), &ns, Duration::from_millis(50));
+    kubelet.fail(&[first_interval]);
     let done = wait_for("5 succeeded runs", TIMEOUT, || async {
         let s = scheduled(&client, &ns, "solo").await?;
         let ok = s
@@ -267,6 +271,13 @@ async fn forbid_runs_one_at_a_time_without_skipping_ticks() -> Result<()> {
         },
     )
     .await?;
+    // The failed first run is in status too, older than the newest success.
+    let st = api.get("solo").await?.status.unwrap_or_default();
+    assert_eq!(
+        st.last_failed_interval.as_ref().map(|i| i.end),
+        Some(first),
+        "{st:?}"
+    );
     Ok(())
 }
 

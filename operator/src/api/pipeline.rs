@@ -30,6 +30,7 @@ pub const COND_READY: &str = "Ready";
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Last", type_ = "string", json_path = ".status.lastScheduledInterval.end"),
     printcolumn(name = "Fresh", type_ = "string", json_path = ".status.lastSucceededInterval.end"),
+    printcolumn(name = "Failed", type_ = "string", json_path = ".status.lastFailedInterval.end"),
     printcolumn(name = "Next", type_ = "string", json_path = ".status.nextRunTime"),
     printcolumn(name = "Active", type_ = "integer", json_path = ".status.activeCount"),
     printcolumn(
@@ -111,7 +112,12 @@ pub struct PipelineStatus {
     /// (kept here, so pruned runs and restarts do not lose it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_succeeded_interval: Option<IntervalSpec>,
-    /// When the operator created that run.
+    /// The latest interval one of its runs failed for (kept as `lastSucceededInterval` is):
+    /// when it ends after `lastSucceededInterval`, the newest interval that finished failed.
+    /// A Backfill of it runs it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_interval: Option<IntervalSpec>,
+    /// When the operator created the run of `lastScheduledInterval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<DateTime<Utc>>,
     /// The next tick (unset while suspended).

@@ -226,7 +226,7 @@ pub fn decide(input: &Input<'_>) -> Result<Decision, Error> {
     })
 }
 
-/// Brings the last scheduled and the last succeeded interval up to what the runs say; the last
+/// Brings the last scheduled, succeeded and failed intervals up to what the runs say; the last
 /// scheduled one.
 fn latest_intervals(st: &mut PipelineStatus, own: &[ObservedRun]) -> Option<Interval> {
     let newest_run = own.iter().map(|r| r.interval).max_by_key(|i| i.end);
@@ -244,22 +244,26 @@ fn latest_intervals(st: &mut PipelineStatus, own: &[ObservedRun]) -> Option<Inte
             end: l.end,
         });
     }
+    keep_newest(&mut st.last_succeeded_interval, own, Phase::Succeeded);
+    keep_newest(&mut st.last_failed_interval, own, Phase::Failed);
+    last
+}
+
+/// Moves `kept` to the newest interval of the runs in `phase`, if it is newer: the status keeps
+/// it when those runs are pruned.
+fn keep_newest(kept: &mut Option<IntervalSpec>, own: &[ObservedRun], phase: Phase) {
     if let Some(newest) = own
         .iter()
-        .filter(|r| r.phase == Phase::Succeeded)
+        .filter(|r| r.phase == phase)
         .map(|r| r.interval)
         .max_by_key(|i| i.end)
-        && st
-            .last_succeeded_interval
-            .as_ref()
-            .is_none_or(|s| newest.end > s.end)
+        && kept.as_ref().is_none_or(|k| newest.end > k.end)
     {
-        st.last_succeeded_interval = Some(IntervalSpec {
+        *kept = Some(IntervalSpec {
             start: newest.start,
             end: newest.end,
         });
     }
-    last
 }
 
 /// The runs of the ticks due since `after` that the concurrency policy starts now (with
@@ -504,6 +508,32 @@ mod tests {
         let d = decide_at(&s, &st, &own, t("2026-11-01T05:10:00Z")).unwrap();
         assert!(d.create.is_empty(), "{:?}", d.create);
         assert_eq!(d.status.active, [own[0].name.clone()]);
+    }
+
+    #[test]
+    fn the_newest_succeeded_and_failed_intervals_are_kept_after_their_runs_are_pruned() {
+        let s = spec("0 * * * *", ConcurrencyPolicy::Allow);
+        let hour = |h: u32| Interval {
+            start: t(&format!("2026-11-01T{h:02}:00:00Z")),
+            end: t(&format!("2026-11-01T{:02}:00:00Z", h + 1)),
+        };
+        let st = status_after("2026-11-01T05:00:00Z", "2026-11-01T04:00:00Z");
+        let own = [
+            run(hour(1), Phase::Succeeded),
+            run(hour(2), Phase::Failed),
+            run(hour(3), Phase::Succeeded),
+            run(hour(4), Phase::Failed),
+        ];
+        let now = t("2026-11-01T05:10:00Z");
+        let d = decide_at(&s, &st, &own, now).unwrap();
+        let end = |i: &Option<IntervalSpec>| i.as_ref().map(|i| i.end);
+        assert_eq!(end(&d.status.last_succeeded_interval), Some(hour(3).end));
+        assert_eq!(end(&d.status.last_failed_interval), Some(hour(4).end));
+        // The runs pruned, then a newer one succeeds: the failure is kept, and older than the
+        // success.
+        let d = decide_at(&s, &d.status, &[run(hour(5), Phase::Succeeded)], now).unwrap();
+        assert_eq!(end(&d.status.last_succeeded_interval), Some(hour(5).end));
+        assert_eq!(end(&d.status.last_failed_interval), Some(hour(4).end));
     }
 
     #[test]
