@@ -1071,7 +1071,7 @@ async fn kubectl_applies_the_examples_and_shows_columns() -> Result<()> {
     assert_eq!(
         header,
         [
-            "NAME", "SCHEDULE", "SUSPEND", "LAST", "FRESH", "NEXT", "ACTIVE", "AGE"
+            "NAME", "SCHEDULE", "SUSPEND", "LAST", "FRESH", "FAILED", "NEXT", "ACTIVE", "AGE"
         ],
         "{table}"
     );
