@@ -256,12 +256,15 @@ fn write_local_durably(
         )));
     };
     std::fs::create_dir_all(dir)?;
-    let mut written = std::fs::File::create(&partial)?;
+    let mut written = lock_partial(&partial)?;
+    written.set_len(0)?;
     for bytes in payload.iter() {
         written.write_all(bytes)?;
     }
     written.sync_all()?;
     drop_cached_pages(&written);
+    // Still holding the lock: the next writer of this object opens the name only after it is
+    // renamed or removed, and so writes a file of its own.
     let created = if replace {
         std::fs::rename(&partial, file)?;
         true
@@ -279,6 +282,37 @@ fn write_local_durably(
         std::fs::File::open(folder)?.sync_all()?;
     }
     Ok(created)
+}
+
+/// Opens the hidden file an object is written through, locked (flock) against the other writers
+/// of the object in this and other processes: two drains at once create the same objects, and
+/// two writers of one file would mix their bytes. A writer killed mid-write leaves the file but
+/// not its lock (the kernel drops it), so its retry takes the file over and truncates it.
+fn lock_partial(partial: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::MetadataExt as _;
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(partial)?;
+        match file.lock() {
+            Ok(()) => {}
+            // A filesystem without flock: writers of one object are then as safe as their
+            // timing, which is no worse than without the lock.
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => return Ok(file),
+            Err(e) => return Err(e),
+        }
+        // The writer before us may have renamed or removed the name while we waited: write
+        // only to the file the name still names.
+        let ours = file.metadata()?;
+        match std::fs::metadata(partial) {
+            Ok(named) if named.dev() == ours.dev() && named.ino() == ours.ino() => return Ok(file),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Gives a durable file's pages back to the kernel's free lists: the drain does not read them
@@ -345,6 +379,59 @@ mod tests {
             1,
             "no hidden file left"
         );
+    }
+
+    /// Two drains at once create the same objects (the landing log's entries fence them): each
+    /// creation must be whole and one writer's, whatever the others do meanwhile.
+    #[test]
+    fn concurrent_local_creates_of_one_object_leave_one_whole_writers_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        for round in 0..40 {
+            let file = root.join(format!("t/{round}.json"));
+            let bodies: Vec<Vec<u8>> = (0..6)
+                .map(|w| {
+                    format!(
+                        "{{\"writer\":{w},\"pad\":\"{}\"}}\n",
+                        "x".repeat(64 * (6 - w))
+                    )
+                    .into_bytes()
+                })
+                .collect();
+            let created: Vec<bool> = std::thread::scope(|scope| {
+                let writers: Vec<_> = bodies
+                    .iter()
+                    .map(|body| {
+                        let (root, file) = (&root, &file);
+                        scope.spawn(move || {
+                            write_local_durably(root, file, &PutPayload::from(body.clone()), false)
+                        })
+                    })
+                    .collect();
+                writers
+                    .into_iter()
+                    .map(|w| w.join().unwrap().unwrap())
+                    .collect()
+            });
+            assert_eq!(
+                created.iter().filter(|c| **c).count(),
+                1,
+                "round {round}: {created:?}"
+            );
+            let got = std::fs::read(&file).unwrap();
+            let winner = created.iter().position(|c| *c).unwrap();
+            assert_eq!(
+                got, bodies[winner],
+                "round {round}: not the creator's bytes"
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(root.join("t"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "hidden files left: {left:?}");
     }
 
     #[test]
