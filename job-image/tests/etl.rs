@@ -12,8 +12,9 @@ use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 
 use object_store::ObjectStoreExt as _;
+use streamflow::etl::bucket::bucket_of;
 use streamflow::etl::session::{self, Profile, SessionSettings};
-use streamflow::etl::write::{self, bucket_of};
+use streamflow::etl::write;
 use streamflow::etl::{self, EtlConfig};
 use streamflow::etl::{read, steps};
 use streamflow::events::EventKind;

@@ -27,6 +27,7 @@
 mod events;
 #[allow(dead_code)]
 mod etl {
+    pub mod bucket;
     pub mod csv_text;
 }
 
@@ -35,11 +36,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use arrow::array::{Array as _, AsArray as _, RecordBatch, UInt32Array};
+use arrow::array::{AsArray as _, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::csv::ReaderBuilder;
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
+use etl::bucket::rows_by_bucket;
 use etl::csv_text::{csv_writer, encode_rows};
 use events::{EventKind, TransactionEvent, UserEvent};
 
@@ -628,18 +630,7 @@ fn text_at(name: &'static str) -> impl Fn(&serde_json::Value) -> anyhow::Result<
     move |v| v[name].as_str().map(str::to_owned).context(name)
 }
 
-/// `etl/write.rs`'s bucket of a user id (FNV-1a, 64 bit); the comparison of the bytes with the
-/// ETL's files holds the two together.
-fn bucket_of(user_id: &str, buckets: u32) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in user_id.as_bytes() {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % u64::from(buckets.max(1))) as u32
-}
-
-/// A batch's rows by bucket file, as `write.rs` splits them.
+/// A batch's rows by bucket file, as `etl/write.rs` splits them (with `etl/bucket.rs`).
 fn by_bucket(partition: &Partition, batch: &RecordBatch) -> anyhow::Result<Vec<Vec<usize>>> {
     let Some(column) = &partition.bucket_column else {
         return Ok(vec![(0..batch.num_rows()).collect()]);
@@ -648,16 +639,7 @@ fn by_bucket(partition: &Partition, batch: &RecordBatch) -> anyhow::Result<Vec<V
         .column_by_name(column)
         .and_then(|c| c.as_string_opt::<i32>())
         .with_context(|| format!("{}: no text column {column}", partition.table))?;
-    let mut indices = vec![Vec::new(); partition.buckets as usize];
-    for row in 0..batch.num_rows() {
-        let bucket = if users.is_valid(row) {
-            bucket_of(users.value(row), partition.buckets)
-        } else {
-            0
-        };
-        indices[bucket as usize].push(row);
-    }
-    Ok(indices)
+    Ok(rows_by_bucket(users, partition.buckets))
 }
 
 const ENCODERS: [&str; 3] = [

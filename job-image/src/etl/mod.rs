@@ -8,6 +8,7 @@
 //! sorts and aggregates hold, and they spill beyond it; joins hold only their small side, one
 //! row per session or per user and day. docs/etl.md describes the tables.
 
+pub mod bucket;
 pub mod csv_text;
 pub mod read;
 pub mod session;

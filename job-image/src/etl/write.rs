@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use streamflow_core::Interval;
 use tokio::io::AsyncWriteExt as _;
 
+use super::bucket::rows_by_bucket;
 use super::csv_text::{csv_header, date_of, encode_rows};
 use crate::store::Location;
 
@@ -131,23 +132,6 @@ pub struct TableWrite {
     pub rows: u64,
     pub files: u64,
     pub bytes: u64,
-}
-
-/// FNV-1a, 64 bit: a hash that is stable across versions, platforms and engines (the benchmark
-/// scripts reimplement it), unlike std's randomly seeded one. Used for short keys only: a byte
-/// at a time, it was 3-4 % of a 10M-event run's samples when it also hashed the CSV output.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-/// The bucket of a user id.
-pub fn bucket_of(user_id: &str, buckets: u32) -> u32 {
-    (fnv1a64(user_id.as_bytes()) % u64::from(buckets.max(1))) as u32
 }
 
 pub fn partition_dir(gold: &Location, table: &str, date: NaiveDate) -> Path {
@@ -455,16 +439,7 @@ impl<'a> TableWriter<'a> {
                     .column_by_name(name)
                     .and_then(|c| c.as_string_opt::<i32>())
                     .ok_or_else(|| self.shape(format!("no text column {name} to bucket by")))?;
-                let mut indices = vec![Vec::new(); self.file_count as usize];
-                for row in 0..rows.num_rows() {
-                    let bucket = if users.is_valid(row) {
-                        bucket_of(users.value(row), self.file_count)
-                    } else {
-                        0
-                    };
-                    indices[bucket as usize].push(row);
-                }
-                Some(indices)
+                Some(rows_by_bucket(users, self.file_count))
             }
             None => None,
         };
@@ -555,17 +530,4 @@ pub async fn read_manifest(
             object: path.to_string(),
             problem: e.to_string(),
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fnv1a_matches_the_reference_vectors() {
-        // From the FNV reference: the empty string and "a".
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
 }

@@ -1,0 +1,1 @@
+../../../../job-image/src/etl/bucket.rs
