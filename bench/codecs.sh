@@ -66,11 +66,7 @@ if ! scripts/kafka.sh status >/dev/null 2>&1; then scripts/kafka.sh start; start
 # Fresh topics; the ETL reads the landing directories by the production topic names.
 tag="bench_codecs_$RANDOM$RANDOM"
 topics=("${tag}_user_events" "${tag}_transaction_events")
-for t in "${topics[@]}"; do
-  for _ in $(seq 1 50); do
-    scripts/kafka.sh topics --create --if-not-exists --topic "$t" --partitions 6 --replication-factor 1 >/dev/null 2>&1 && break
-  done
-done
+for t in "${topics[@]}"; do scripts/kafka.sh fresh-topic "$t" 6; done
 log "producing and ingesting $events events"
 schemas=(--user-events-topic "${topics[0]}" --transaction-events-topic "${topics[1]}")
 "$bin" produce "${schemas[@]}" --topic "${topics[0]}" --topic "${topics[1]}" --count $((events / 2)) --seed 7 \

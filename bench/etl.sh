@@ -105,14 +105,7 @@ if [[ ! -f "$landing/.complete" ]]; then
   topics=("${tag}_user_events" "${tag}_transaction_events")
   # Which schema each topic carries (the names say nothing to the command).
   schema_flags=(--user-events-topic "${topics[0]}" --transaction-events-topic "${topics[1]}")
-  for t in "${topics[@]}"; do
-    scripts/kafka.sh topics --delete --if-exists --topic "$t" >/dev/null 2>&1 || true
-  done
-  for t in "${topics[@]}"; do
-    for _ in $(seq 1 50); do
-      scripts/kafka.sh topics --create --if-not-exists --topic "$t" --partitions 6 --replication-factor 1 >/dev/null 2>&1 && break
-    done
-  done
+  for t in "${topics[@]}"; do scripts/kafka.sh fresh-topic "$t" 6; done
   log "producing $events events (seed $seed, from $start every $spacing, $users users)"
   "$bin" produce "${schema_flags[@]}" --count "$per_topic" --seed "$seed" \
     --start "$start" --spacing "$spacing" --users "$users" >&2

@@ -66,14 +66,7 @@ work="$(mktemp -d)"
 trap 'scripts/s3.sh rmbucket "$bucket" >/dev/null || true; cleanup; rm -rf "$work"' EXIT
 
 # Fresh topics with exactly the events of this benchmark.
-for t in "${topics[@]}"; do
-  scripts/kafka.sh topics --delete --if-exists --topic "$t" >/dev/null 2>&1 || true
-done
-for t in "${topics[@]}"; do
-  for _ in $(seq 1 50); do
-    scripts/kafka.sh topics --create --if-not-exists --topic "$t" --partitions 6 --replication-factor 1 >/dev/null 2>&1 && break
-  done
-done
+for t in "${topics[@]}"; do scripts/kafka.sh fresh-topic "$t" 6; done
 log "producing $events events"
 "$bin" produce "${schema_flags[@]}" --count "$per_topic" --seed 1 \
   --start 2026-11-01T00:00:00Z --spacing 10ms --users 100000 >"$work/produce.json"

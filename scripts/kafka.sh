@@ -14,6 +14,8 @@
 #                           tool org.apache.kafka.tools.ProducerPerformance --topic t ...
 #   topics [args...]        org.apache.kafka.tools.TopicCommand; --bootstrap-server is
 #                           added unless given, e.g. `topics --list`
+#   fresh-topic NAME PARTITIONS   (re)create topic NAME empty, waiting out the deletion of an
+#                           older one of that name
 #   bootstrap               print the bootstrap address (127.0.0.1:$KAFKA_PORT)
 #   security                print, as `export NAME=VALUE` lines, how to reach the secured
 #                           listeners: KAFKA_TLS_BOOTSTRAP, KAFKA_SCRAM_BOOTSTRAP,
@@ -593,6 +595,20 @@ cmd_topics() {
   run_admin_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" "$@"
 }
 
+# A topic NAME of PARTITIONS partitions holding nothing yet: deleted first if it exists. The
+# broker deletes a topic after it answers, and refuses to create the name until then, so the
+# creation is tried again until it succeeds, for up to KAFKA_START_TIMEOUT.
+cmd_fresh_topic() {
+  (($# == 2)) || die "usage: $0 fresh-topic NAME PARTITIONS"
+  local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+  cmd_topics --delete --if-exists --topic "$1" >/dev/null 2>&1 || true
+  until cmd_topics --create --topic "$1" --partitions "$2" --replication-factor 1 \
+    >/dev/null 2>"$LOG_DIR/fresh-topic.log"; do
+    ((SECONDS < deadline)) || die "creating topic $1 failed: $(tail -n 3 "$LOG_DIR/fresh-topic.log")"
+    sleep 0.5
+  done
+}
+
 cmd_security() {
   tls_files || die "no certificates in $TLS_DIR yet: \`$0 start\` makes them"
   tcp_open "$KAFKA_HOST" "$KAFKA_TLS_PORT" ||
@@ -625,6 +641,7 @@ main() {
     reset) cmd_reset ;;
     tool) cmd_tool "$@" ;;
     topics) cmd_topics "$@" ;;
+    fresh-topic) cmd_fresh_topic "$@" ;;
     bootstrap) echo "$BOOTSTRAP" ;;
     security) cmd_security ;;
     logs) tail -n "${1:-100}" "$LOG_FILE" ;;
